@@ -1,0 +1,3 @@
+"""acp-runtime: run agents that speak the Agent Coordination Protocol."""
+
+__version__ = "0.1.0"

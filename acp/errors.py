@@ -1,0 +1,165 @@
+"""Every error the runtime raises, under one root, so callers can catch ``ACPError``.
+
+::
+
+    ACPError
+    ├── ConfigError                 bad settings, URL or environment
+    ├── ProtocolError               a message that cannot be trusted or understood
+    │   ├── DecodeError             bytes that are not a valid frame (``reason`` says why)
+    │   │   └── FrameTooLarge       refused before any decompression
+    │   ├── SchemaError             a body that does not fit its typed model (field path)
+    │   └── IntegrityError          tag missing or wrong (names the key id)
+    ├── DefinitionError             a broken agent definition file (file, line)
+    ├── BusError                    transport trouble, translated from redis
+    │   ├── BusClosed               used outside ``async with``
+    │   ├── ConnectionLost          the server went away and did not come back in time
+    │   ├── RequestTimeout          no reply before the deadline
+    │   └── LeaseLost               another consumer owns the entry now (fencing)
+    ├── ServerError                 the embedded Redis-protocol server
+    │   └── ServerNotFound          no server binary available
+    └── AgentError                  raised by or about agent handlers
+        ├── RetryableError          a handler asks for a retry with backoff
+        └── UnknownCommand          no handler for this command
+
+Errors carry structured fields besides their message so that dead letters and
+CLI output can say *what* and *where* without parsing strings.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACPError",
+    "AgentError",
+    "BusClosed",
+    "BusError",
+    "ConfigError",
+    "ConnectionLost",
+    "DecodeError",
+    "DefinitionError",
+    "FrameTooLarge",
+    "IntegrityError",
+    "LeaseLost",
+    "ProtocolError",
+    "RequestTimeout",
+    "RetryableError",
+    "SchemaError",
+    "ServerError",
+    "ServerNotFound",
+    "UnknownCommand",
+]
+
+
+class ACPError(Exception):
+    """Root of every error raised by acp-runtime."""
+
+    #: short machine-readable code, used as the dead-letter reason
+    code: str = "acp_error"
+
+
+class ConfigError(ACPError):
+    code = "config"
+
+
+class ProtocolError(ACPError):
+    code = "protocol"
+
+
+class DecodeError(ProtocolError):
+    """Bytes that do not decode into a message; ``reason`` is a stable code."""
+
+    code = "decode"
+
+    def __init__(self, reason: str, detail: str, *, offset: int | None = None) -> None:
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{reason}{where}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.offset = offset
+
+
+class FrameTooLarge(DecodeError):
+    code = "frame_too_large"
+
+    def __init__(self, size: int, limit: int, *, what: str = "frame") -> None:
+        super().__init__("too_large", f"{what} of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class SchemaError(ProtocolError):
+    """A body that does not fit its model; ``errors`` lists ``(path, message)``."""
+
+    code = "schema"
+
+    def __init__(self, model: str, errors: list[tuple[str, str]]) -> None:
+        shown = "; ".join(f"{path or '<root>'}: {msg}" for path, msg in errors[:5])
+        more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{model}: {shown}{more}")
+        self.model = model
+        self.errors = errors
+
+
+class IntegrityError(ProtocolError):
+    code = "integrity"
+
+    def __init__(self, message: str, *, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+class DefinitionError(ACPError):
+    """A problem in an agent definition file, located by file and line."""
+
+    code = "definition"
+
+    def __init__(self, file: str, line: int, message: str) -> None:
+        super().__init__(f"{file}:{line}: {message}")
+        self.file = file
+        self.line = line
+        self.message = message
+
+
+class BusError(ACPError):
+    code = "bus"
+
+
+class BusClosed(BusError):
+    code = "bus_closed"
+
+
+class ConnectionLost(BusError):
+    code = "connection_lost"
+
+
+class RequestTimeout(BusError):
+    code = "timeout"
+
+
+class LeaseLost(BusError):
+    code = "lease_lost"
+
+
+class ServerError(ACPError):
+    code = "server"
+
+
+class ServerNotFound(ServerError):
+    code = "server_not_found"
+
+
+class AgentError(ACPError):
+    code = "agent"
+
+
+class RetryableError(AgentError):
+    """Raised by a handler to ask for another delivery after a backoff."""
+
+    code = "retryable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnknownCommand(AgentError):
+    code = "unknown_command"
