@@ -5,10 +5,10 @@
     ACPError
     ├── ConfigError                 bad settings, URL or environment
     ├── ProtocolError               a message that cannot be trusted or understood
-    │   ├── DecodeError             bytes that are not a valid frame (``reason`` says why)
-    │   │   └── FrameTooLarge       refused before any decompression
-    │   ├── SchemaError             a body that does not fit its typed model (field path)
-    │   └── IntegrityError          tag missing or wrong (names the key id)
+    │   ├── DecodeError             bytes that are not a valid message (``reason`` says why)
+    │   │   ├── FrameTooLarge       refused before any decompression
+    │   │   └── IntegrityError      tag missing or wrong (names the key id)
+    │   └── SchemaError             a body that does not fit its typed model (field path)
     ├── DefinitionError             a broken agent definition file (file, line)
     ├── BusError                    transport trouble, translated from redis
     │   ├── BusClosed               used outside ``async with``
@@ -19,7 +19,8 @@
     │   └── ServerNotFound          no server binary available
     └── AgentError                  raised by or about agent handlers
         ├── RetryableError          a handler asks for a retry with backoff
-        └── UnknownCommand          no handler for this command
+        ├── UnknownCommand          no handler for this command
+        └── UnknownAgent            no definition by that name (also a ``KeyError``)
 
 Errors carry structured fields besides their message so that dead letters and
 CLI output can say *what* and *where* without parsing strings.
@@ -45,6 +46,7 @@ __all__ = [
     "SchemaError",
     "ServerError",
     "ServerNotFound",
+    "UnknownAgent",
     "UnknownCommand",
 ]
 
@@ -99,11 +101,13 @@ class SchemaError(ProtocolError):
         self.errors = errors
 
 
-class IntegrityError(ProtocolError):
+class IntegrityError(DecodeError):
+    """A decoded body whose tag is missing or wrong: not a message we may act on."""
+
     code = "integrity"
 
     def __init__(self, message: str, *, key_id: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__("integrity", message)
         self.key_id = key_id
 
 
@@ -163,3 +167,17 @@ class RetryableError(AgentError):
 
 class UnknownCommand(AgentError):
     code = "unknown_command"
+
+
+class UnknownAgent(AgentError, KeyError):
+    """No agent definition with this name; a ``KeyError`` too, for mapping-style callers."""
+
+    code = "unknown_agent"
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"no agent named {name!r}")
+        self.name = name
+
+    def __str__(self) -> str:
+        # KeyError would show the repr of the message; keep it readable.
+        return str(self.args[0])

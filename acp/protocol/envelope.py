@@ -1,0 +1,94 @@
+"""The envelope: routing and bookkeeping around an open ACP body.
+
+Immutable, so a message handed to several handlers or retried cannot drift;
+``evolve`` makes the changed copy a retry or a reply needs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from acp.protocol.body import MessageKind, classify_body
+from acp.protocol.ids import new_id
+
+__all__ = ["TIERS", "Envelope"]
+
+#: model tiers the runtime schedules by; an explicit model id is accepted too
+TIERS = ("haiku", "sonnet", "opus")
+
+
+class Envelope(BaseModel):
+    """One ACP message. ``body`` is the ACP JSON object exactly as its sender wrote it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+
+    id: str = Field(default_factory=new_id)
+    kind: MessageKind
+    sender: str
+    recipient: str
+    body: dict[str, Any]
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    deadline: float | None = None
+    #: 0 (background) .. 9 (urgent)
+    priority: int = Field(default=5, ge=0, le=9)
+    attempt: int = Field(default=1, ge=1)
+    traceparent: str | None = None
+    tracestate: str | None = None
+    #: per-message tier override: haiku | sonnet | opus | a model id
+    tier: str | None = None
+    tenant: str | None = None
+    #: integrity tag over the canonical body (see ``acp.protocol.integrity``)
+    hash: str | None = None
+    #: extension headers; values are strings so every transport can carry them
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("sender", "recipient")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def for_body(
+        cls, body: dict[str, Any], *, sender: str, recipient: str, **fields: Any
+    ) -> Envelope:
+        """An envelope whose kind is read from the body itself."""
+        return cls(
+            kind=classify_body(body), body=body, sender=sender, recipient=recipient, **fields
+        )
+
+    @property
+    def command(self) -> str | None:
+        cmd = self.body.get("cmd")
+        return cmd if isinstance(cmd, str) else None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.deadline is not None and (time.time() if now is None else now) >= self.deadline
+
+    def evolve(self, **changes: Any) -> Envelope:
+        """A copy with ``changes`` applied; the integrity tag is dropped if the body changes."""
+        if "body" in changes and "hash" not in changes:
+            changes["hash"] = None
+        return self.model_copy(update=changes)
+
+    def reply(
+        self, body: dict[str, Any], *, kind: MessageKind = MessageKind.REPLY, **fields: Any
+    ) -> Envelope:
+        """The answer to this message, addressed to its reply-to (or sender), same trace."""
+        return Envelope(
+            kind=kind,
+            body=body,
+            sender=self.recipient,
+            recipient=self.reply_to or self.sender,
+            correlation_id=self.correlation_id or self.id,
+            traceparent=self.traceparent,
+            tracestate=self.tracestate,
+            tenant=self.tenant,
+            **fields,
+        )
