@@ -1,0 +1,241 @@
+"""Wire codec: round trips keep every field, and bad bytes only ever raise DecodeError."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from acp.errors import DecodeError, FrameTooLarge, IntegrityError
+from acp.protocol import Envelope, KeyRing, MessageKind, WireCodec
+from acp.protocol.check import check_bodies, same_json
+
+PIPELINE = {
+    "cmd": "PIPELINE_STATUS",
+    "component_id": "orders_etl",
+    "data_flow": {"ingestion_rate": "310GB/day", "processing_lag": "4m", "quality_score": 0.97},
+    "infrastructure": {"workers": 12, "queue": "healthy"},
+    "outputs": ["daily_orders", "refunds"],
+    "respond_format": "STRUCTURED_JSON",
+    "x_unknown": {"nested": [1, 2.5, True, None, "é"]},
+}
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+bodies = st.dictionaries(st.text(min_size=1, max_size=16), json_values, max_size=8)
+
+
+def test_envelope_round_trip_keeps_every_field() -> None:
+    codec = WireCodec()
+    env = Envelope.for_body(
+        PIPELINE,
+        sender="pipeline-monitor",
+        recipient="data-engineer",
+        correlation_id="c1",
+        reply_to="pipeline-monitor.replies",
+        deadline=2_000_000_000.5,
+        priority=8,
+        attempt=3,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tier="opus",
+        tenant="acme",
+        headers={"x-k": "v"},
+    )
+    back = codec.decode(codec.encode(env))
+    assert back.kind is MessageKind.COMMAND
+    assert same_json(back.body, PIPELINE)
+    assert back.hash is not None
+    assert back == env.evolve(hash=back.hash)
+
+
+def test_defaults_survive_trailing_field_trimming() -> None:
+    codec = WireCodec()
+    env = Envelope.for_body({"data_platform": {"running": 3}}, sender="a", recipient="b")
+    back = codec.decode(codec.encode(env))
+    assert (back.priority, back.attempt, back.headers, back.kind) == (5, 1, {}, MessageKind.STATUS)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies)
+def test_any_json_body_round_trips_exactly(body: dict[str, Any]) -> None:
+    codec = WireCodec()
+    assert same_json(codec.decode_body(codec.encode_body(body)), body)
+    env = Envelope.for_body(body, sender="s", recipient="r")
+    assert same_json(codec.decode(codec.encode(env)).body, body)
+
+
+def _frames() -> list[bytes]:
+    codec = WireCodec()
+    out = []
+    for i in range(40):
+        body = {"cmd": "TASK", "n": i, "text": "x" * (i * 7), "items": list(range(i % 9))}
+        out.append(codec.encode(Envelope.for_body(body, sender="s", recipient="r")))
+        out.append(codec.encode_body(body))
+    return out
+
+
+def _mutate(rng: random.Random, frame: bytes) -> bytes:
+    data = bytearray(frame)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(5)
+        if op == 0 and data:
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif op == 1 and data:
+            del data[rng.randrange(len(data)) :]
+        elif op == 2:
+            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+        elif op == 3 and len(data) > 2:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        else:
+            data[2:2] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
+    return bytes(data)
+
+
+def test_ten_thousand_random_and_mutated_frames_only_raise_decode_error() -> None:
+    rng = random.Random(20261126)
+    codec = WireCodec(max_frame=64 * 1024)
+    seeds = _frames()
+    outcomes = {"ok": 0, "decode_error": 0}
+    for i in range(12_000):
+        if i % 3 == 0:
+            frame = bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
+            if i % 2:
+                frame = bytes((0xA1, rng.choice((0x00, 0x01, 0x02, 0x03, 0x13, 0x12)))) + frame
+        else:
+            frame = _mutate(rng, rng.choice(seeds))
+        for decode in (codec.decode, codec.decode_body):
+            try:
+                decode(frame)
+                outcomes["ok"] += 1
+            except DecodeError:
+                outcomes["decode_error"] += 1
+    assert outcomes["decode_error"] > 10_000
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_only_raise_decode_error(data: bytes) -> None:
+    codec = WireCodec()
+    for decode in (codec.decode, codec.decode_body):
+        try:
+            decode(data)
+        except DecodeError:
+            pass
+
+
+def test_oversized_frame_refused_before_decompression() -> None:
+    codec = WireCodec(max_frame=1024)
+    with pytest.raises(FrameTooLarge) as info:
+        codec.decode(b"\xa1\x03" + b"\x00" * 2000)
+    assert info.value.size == 2002 and info.value.limit == 1024
+
+
+def test_small_frame_claiming_huge_payload_is_refused() -> None:
+    codec = WireCodec()
+    small = WireCodec().encode_body({"k": "v" * 100})
+    # rewrite the length varint to claim 64 MiB
+    forged = small[:2] + bytes((0x80, 0x80, 0x80, 0x20)) + small[4:]
+    with pytest.raises(FrameTooLarge):
+        codec.decode_body(forged)
+
+
+def test_zstd_frame_stating_its_own_size_is_refused() -> None:
+    import zstandard
+
+    inner = msgpack.packb({"a": "b" * 100})
+    bomb = zstandard.ZstdCompressor(
+        compression_params=zstandard.ZstdCompressionParameters(
+            format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=1
+        )
+    ).compress(inner)
+    frame = bytes((0xA1, 0x11, len(inner) & 0x7F | 0x80, len(inner) >> 7)) + bomb
+    with pytest.raises(DecodeError) as info:
+        WireCodec().decode_body(frame)
+    assert info.value.reason == "bad_compression"
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (b"", "truncated"),
+        (b"\x00\x00\x00", "bad_magic"),
+        (b"\xa7\x00\x00", "unsupported_version"),
+        (b"\xa1\x08\x00", "bad_flags"),
+        (b"\xa1\x00\x01\xc1", "wrong_frame_type"),
+        (b"\xa1\x02\x01\xc1", "bad_msgpack"),
+        (b"\xa1\x02\x05\xc0", "length_mismatch"),
+    ],
+)
+def test_decode_errors_name_the_problem(frame: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        WireCodec().decode(frame)
+    assert info.value.reason == reason
+
+
+def test_bad_header_field_is_named() -> None:
+    payload = msgpack.packb(["id1", 0, "s", "r", None, None, "yesterday", {"cmd": "X"}])
+    frame = bytes((0xA1, 0x02, len(payload))) + payload
+    with pytest.raises(DecodeError, match="created_at"):
+        WireCodec().decode(frame)
+
+
+def test_msgpack_extension_types_are_refused() -> None:
+    payload = msgpack.packb({"a": msgpack.ExtType(5, b"xx")})
+    with pytest.raises(DecodeError) as info:
+        WireCodec().decode_body(bytes((0xA1, 0x00, len(payload))) + payload)
+    assert info.value.reason == "bad_msgpack"
+
+
+def test_tampered_body_fails_integrity() -> None:
+    codec = WireCodec(compress=False)
+    frame = codec.encode(
+        Envelope.for_body({"cmd": "PAY", "amount": 100_000}, sender="a", recipient="b")
+    )
+    tampered = frame.replace(msgpack.packb(100_000), msgpack.packb(900_000))
+    assert tampered != frame
+    with pytest.raises(IntegrityError):
+        codec.decode(tampered)
+
+
+def test_hmac_keys_rotate_without_downtime() -> None:
+    old = WireCodec(keys=KeyRing({"k1": b"a" * 32}))
+    both = WireCodec(keys=KeyRing({"k1": b"a" * 32, "k2": b"b" * 32}))
+    new_only = WireCodec(keys=KeyRing({"k2": b"b" * 32}))
+    env = Envelope.for_body({"cmd": "X"}, sender="a", recipient="b")
+    from_old = old.encode(env)
+    from_both = both.encode(env)
+    assert both.decode(from_old).hash.startswith("h1.k1.")  # type: ignore[union-attr]
+    assert new_only.decode(from_both).hash.startswith("h1.k2.")  # type: ignore[union-attr]
+    with pytest.raises(IntegrityError) as info:
+        new_only.decode(from_old)
+    assert info.value.key_id == "k1"
+    with pytest.raises(IntegrityError, match="unsigned"):
+        both.decode(WireCodec().encode(env))
+
+
+def test_codec_check_reports_figures_in_one_run() -> None:
+    report = check_bodies(
+        [PIPELINE, {"data_platform": {"pipelines": {"running": 2}}, "hash": "x"}], repeats=2
+    )
+    assert report.messages == 2 and report.mismatches == 0
+    assert 0 < report.wire_bytes < report.json_bytes
+    assert report.codec_roundtrip_us > 0 and report.stdlib_json_roundtrip_us > 0
+
+
+def test_same_json_tells_bool_from_int() -> None:
+    assert not same_json({"a": True}, {"a": 1})
+    assert not same_json([1], [1.0])
+    assert same_json({"a": [1, {"b": None}]}, {"a": [1, {"b": None}]})

@@ -1,0 +1,154 @@
+"""Envelope, ids, body kinds, typed commands, workflows, text form and rendering."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from acp.errors import DecodeError, SchemaError
+from acp.protocol import (
+    AssignCommand,
+    CommandModel,
+    CommandRegistry,
+    Envelope,
+    MessageKind,
+    PipelineStatusCommand,
+    body_from_text,
+    classify_body,
+    envelope_from_text,
+    envelope_to_text,
+    id_time,
+    new_id,
+    parse_workflow,
+    render_body,
+    render_envelope,
+)
+from acp.protocol.check import same_json
+
+
+def test_ids_sort_by_creation_and_are_unique() -> None:
+    ids = [new_id() for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert abs(id_time(ids[-1]) - time.time()) < 5
+
+
+def test_envelope_is_immutable_and_reply_keeps_the_thread() -> None:
+    env = Envelope.for_body(
+        {"cmd": "ASSIGN", "to": "x"}, sender="a", recipient="b", traceparent="tp", tenant="t1"
+    )
+    with pytest.raises(ValueError, match="frozen"):
+        env.sender = "z"  # type: ignore[misc]
+    reply = env.reply({"ok": True})
+    assert (
+        reply.sender,
+        reply.recipient,
+        reply.correlation_id,
+        reply.traceparent,
+        reply.tenant,
+    ) == (
+        "b",
+        "a",
+        env.id,
+        "tp",
+        "t1",
+    )
+    assert reply.kind is MessageKind.REPLY
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ({"cmd": "PIPELINE_STATUS", "component_id": "x"}, MessageKind.COMMAND),
+        ({"data_platform": {"pipelines": {"running": 1}}, "hash": "h"}, MessageKind.STATUS),
+        ({"security_status": {"risk_level": "low"}}, MessageKind.STATUS),
+        ({"workflow": "w", "a": {"agent": "x", "delivers": "y"}}, MessageKind.WORKFLOW),
+        ({"project": "p", "phases": [{"phase": "a", "agents": ["x"]}]}, MessageKind.WORKFLOW),
+        ({"query": "BLOCKER_STATUS"}, MessageKind.EVENT),
+    ],
+)
+def test_bodies_are_classified(body: dict[str, object], kind: MessageKind) -> None:
+    assert classify_body(body) is kind
+
+
+def test_typed_command_keeps_unknown_fields_and_names_bad_paths() -> None:
+    registry = CommandRegistry.with_builtins()
+    body = {
+        "cmd": "PIPELINE_STATUS",
+        "component_id": "c",
+        "data_flow": {"quality_score": 0.5, "extra": 1},
+        "zz": [1],
+    }
+    cmd = registry.parse(body)
+    assert isinstance(cmd, PipelineStatusCommand)
+    assert cmd.model_extra == {"zz": [1]} and cmd.data_flow.model_extra == {"extra": 1}
+    with pytest.raises(SchemaError) as info:
+        registry.parse(
+            {"cmd": "PIPELINE_STATUS", "component_id": "c", "data_flow": {"quality_score": 3}}
+        )
+    assert info.value.errors[0][0] == "data_flow.quality_score"
+    with pytest.raises(SchemaError, match="to"):
+        registry.parse({"cmd": "ASSIGN"})
+    assert registry.parse({"cmd": "UNKNOWN_THING", "a": 1}) is None
+
+
+def test_users_extend_their_own_registry() -> None:
+    registry = CommandRegistry.with_builtins()
+
+    @registry.register
+    class Deploy(CommandModel):
+        command = "DEPLOY"
+        service: str
+
+    assert isinstance(registry.parse({"cmd": "DEPLOY", "service": "api"}), Deploy)
+    assert "DEPLOY" not in CommandRegistry.with_builtins()
+    assert isinstance(registry.parse({"cmd": "ASSIGN", "to": "db"}), AssignCommand)
+
+
+def test_workflow_shapes_become_phases() -> None:
+    spec = parse_workflow(
+        {
+            "workflow": "release",
+            "build": {"agent": "builder", "delivers": "artifact"},
+            "checks": {
+                "parallel": [{"agent": "qa", "task": "tests"}, {"agent": "sec", "task": "scan"}]
+            },
+            "ship": {"sequential": [{"agent": "ops", "task": "deploy"}]},
+        }
+    )
+    assert [(p.name, p.mode) for p in spec.phases] == [
+        ("build", "sequential"),
+        ("checks", "parallel"),
+        ("ship", "sequential"),
+    ]
+    assert spec.agents() == ["builder", "qa", "sec", "ops"]
+    with pytest.raises(SchemaError):
+        parse_workflow({"workflow": "empty", "note": "nothing"})
+
+
+def test_text_form_round_trips_and_reports_bad_input() -> None:
+    env = Envelope.for_body({"cmd": "X", "v": [1, 2.0, "é"]}, sender="a", recipient="b", priority=9)
+    back = envelope_from_text(envelope_to_text(env))
+    assert back == env and same_json(back.body, env.body)
+    assert '"from":"a"' in envelope_to_text(env)
+    with pytest.raises(DecodeError) as info:
+        body_from_text("[1, 2]")
+    assert info.value.reason == "bad_body"
+    with pytest.raises(DecodeError) as info:
+        envelope_from_text('{"kind": "command", "from": "a", "body": {}}')
+    assert "to" in str(info.value) or "recipient" in str(info.value)
+
+
+def test_status_renders_as_a_few_readable_lines() -> None:
+    text = render_body(
+        {
+            "data_platform": {"pipelines": {"running": 23, "failed": 1, "success_rate": 0.97}},
+            "optimization": ["cache_hot_data"],
+            "hash": "label",
+        }
+    )
+    assert "success rate 97%" in text and "cache hot data" in text and "label" not in text
+    env = Envelope.for_body(
+        {"cmd": "PIPELINE_STATUS", "component_id": "etl"}, sender="m", recipient="d"
+    )
+    assert "PIPELINE_STATUS for etl" in render_envelope(env) and "m -> d" in render_envelope(env)
