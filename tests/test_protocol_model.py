@@ -29,7 +29,8 @@ from acp.protocol.check import same_json
 
 def test_ids_sort_by_creation_and_are_unique() -> None:
     ids = [new_id() for _ in range(5000)]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
     assert abs(id_time(ids[-1]) - time.time()) < 5
 
 
@@ -81,7 +82,8 @@ def test_typed_command_keeps_unknown_fields_and_names_bad_paths() -> None:
     }
     cmd = registry.parse(body)
     assert isinstance(cmd, PipelineStatusCommand)
-    assert cmd.model_extra == {"zz": [1]} and cmd.data_flow.model_extra == {"extra": 1}
+    assert cmd.model_extra == {"zz": [1]}
+    assert cmd.data_flow.model_extra == {"extra": 1}
     with pytest.raises(SchemaError) as info:
         registry.parse(
             {"cmd": "PIPELINE_STATUS", "component_id": "c", "data_flow": {"quality_score": 3}}
@@ -129,7 +131,8 @@ def test_workflow_shapes_become_phases() -> None:
 def test_text_form_round_trips_and_reports_bad_input() -> None:
     env = Envelope.for_body({"cmd": "X", "v": [1, 2.0, "é"]}, sender="a", recipient="b", priority=9)
     back = envelope_from_text(envelope_to_text(env))
-    assert back == env and same_json(back.body, env.body)
+    assert back == env
+    assert same_json(back.body, env.body)
     assert '"from":"a"' in envelope_to_text(env)
     with pytest.raises(DecodeError) as info:
         body_from_text("[1, 2]")
@@ -147,8 +150,11 @@ def test_status_renders_as_a_few_readable_lines() -> None:
             "hash": "label",
         }
     )
-    assert "success rate 97%" in text and "cache hot data" in text and "label" not in text
+    assert "success rate 97%" in text
+    assert "cache hot data" in text
+    assert "label" not in text
     env = Envelope.for_body(
         {"cmd": "PIPELINE_STATUS", "component_id": "etl"}, sender="m", recipient="d"
     )
-    assert "PIPELINE_STATUS for etl" in render_envelope(env) and "m -> d" in render_envelope(env)
+    assert "PIPELINE_STATUS for etl" in render_envelope(env)
+    assert "m -> d" in render_envelope(env)
