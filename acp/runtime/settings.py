@@ -1,0 +1,325 @@
+"""Where the Redis-protocol server is: typed settings built from a URL or the environment.
+
+A URL is the one way to name a server (``ACP_REDIS_URL`` or ``--redis``), so
+that a coordinator, its workers and any subprocess agree by passing one
+string. With no URL at all the runtime starts its own embedded server; see
+:func:`resolve_redis`.
+
+Passwords are held as :class:`pydantic.SecretStr` and every human-facing form
+(``str()``, ``repr()``, :attr:`RedisSettings.redacted_url`, error messages)
+hides them, because URLs end up in logs, status output and tracebacks.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from acp.errors import ConfigError
+
+__all__ = [
+    "EMBEDDED",
+    "ENV_REDIS_URL",
+    "Embedded",
+    "RedisSettings",
+    "resolve_redis",
+]
+
+#: environment variable that names the Redis server for every acp process
+ENV_REDIS_URL: Final = "ACP_REDIS_URL"
+
+_SCHEMES: Final = ("redis", "rediss", "unix")
+_CERT_REQS: Final = ("none", "optional", "required")
+_DEFAULT_SOCKET_TIMEOUT: Final = 10.0
+_DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+_MASK: Final = "***"
+
+
+class Embedded(enum.Enum):
+    """Marker type for "no server was named: start the embedded one"."""
+
+    EMBEDDED = "embedded"
+
+
+#: returned by :func:`resolve_redis` when no URL is configured
+EMBEDDED: Final = Embedded.EMBEDDED
+
+
+def _scrub(url: str) -> str:
+    """Hide everything between ``://`` and the last ``@``.
+
+    Used on raw input we failed to parse, where we cannot know which part is
+    the password (an unencoded ``#`` or ``/`` in it derails URL parsing).
+    """
+    return re.sub(r"://.*@", f"://{_MASK}@", url, count=1, flags=re.DOTALL)
+
+
+class RedisSettings(BaseModel):
+    """How to reach one Redis-protocol server (immutable).
+
+    Build it with :meth:`from_url` or :meth:`from_env`; pass
+    :meth:`connection_kwargs` to ``redis.asyncio.Redis``. ``socket_timeout``
+    must exceed any ``BLOCK`` used on the connection (``None`` disables it).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=6379, ge=1, le=65535)
+    db: int = Field(default=0, ge=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    tls_cert_reqs: Literal["none", "optional", "required"] = "required"
+    unix_socket_path: str | None = None
+    socket_timeout: float | None = Field(default=_DEFAULT_SOCKET_TIMEOUT, gt=0)
+    connect_timeout: float = Field(default=_DEFAULT_CONNECT_TIMEOUT, gt=0)
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisSettings:
+        """Parse ``redis://``, ``rediss://`` or ``unix://`` URLs.
+
+        Forms: ``redis://[[user]:password@]host[:port][/db]`` and
+        ``unix://[[user]:password@]/path/to/socket[?db=N]``. Query parameters:
+        ``db``, ``socket_timeout``, ``socket_connect_timeout`` (or
+        ``connect_timeout``) and, for ``rediss``, ``ssl_cert_reqs``. Anything
+        else is refused so that a typo does not silently change behaviour.
+        """
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigError("empty Redis URL (expected e.g. redis://127.0.0.1:6379/0)")
+        url = url.strip()
+        shown = _scrub(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise ConfigError(f"malformed Redis URL {shown}: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in _SCHEMES:
+            got = f"'{scheme}://'" if scheme else "no scheme"
+            raise ConfigError(
+                f"unsupported Redis URL {shown}: {got}; expected redis://, rediss:// or unix://"
+            )
+        if parts.fragment or "#" in url:
+            raise ConfigError(
+                f"Redis URL {shown} contains '#': percent-encode special characters "
+                "in the password (e.g. '#' as %23)"
+            )
+
+        if "@" in parts.path or "@" in parts.query:
+            raise ConfigError(
+                f"malformed Redis URL {shown}: percent-encode special characters "
+                "in the user name or password (e.g. '/' as %2F, '@' as %40)"
+            )
+
+        fields: dict[str, Any] = {}
+        if parts.username:
+            fields["username"] = unquote(parts.username)
+        if parts.password is not None and parts.password != "":
+            fields["password"] = SecretStr(unquote(parts.password))
+
+        query = _parse_query(parts.query, shown)
+        if scheme == "unix":
+            path = unquote(parts.path)
+            if parts.hostname:
+                raise ConfigError(
+                    f"Redis URL {shown}: a unix:// URL takes no host; write unix:///path/to/socket"
+                )
+            if not path or path == "/":
+                raise ConfigError(f"Redis URL {shown} names no socket path")
+            fields["unix_socket_path"] = path
+            path_db: int | None = None
+        else:
+            host = parts.hostname
+            if not host:
+                raise ConfigError(f"Redis URL {shown} names no host")
+            fields["host"] = host
+            try:
+                port = parts.port
+            except ValueError:
+                raise ConfigError(
+                    f"Redis URL {shown}: port is not a number between 1 and 65535"
+                ) from None
+            if port is not None:
+                if port == 0:
+                    raise ConfigError(f"Redis URL {shown}: port must be between 1 and 65535")
+                fields["port"] = port
+            fields["tls"] = scheme == "rediss"
+            db_text = parts.path.strip("/")
+            path_db = _parse_db(db_text, shown, where="path") if db_text else None
+
+        query_db = query.pop("db", None)
+        db = path_db
+        if query_db is not None:
+            qdb = _parse_db(query_db, shown, where="db parameter")
+            if path_db is not None and qdb != path_db:
+                raise ConfigError(
+                    f"Redis URL {shown} names two databases ({path_db} in the path, {qdb} in ?db=)"
+                )
+            db = qdb
+        if db is not None:
+            fields["db"] = db
+
+        if "socket_timeout" in query:
+            fields["socket_timeout"] = _parse_timeout(
+                query.pop("socket_timeout"), shown, "socket_timeout", allow_none=True
+            )
+        for name in ("socket_connect_timeout", "connect_timeout"):
+            if name in query:
+                fields["connect_timeout"] = _parse_timeout(query.pop(name), shown, name)
+        if "ssl_cert_reqs" in query:
+            reqs = query.pop("ssl_cert_reqs").lower()
+            if scheme != "rediss":
+                raise ConfigError(f"Redis URL {shown}: ssl_cert_reqs needs a rediss:// URL")
+            if reqs not in _CERT_REQS:
+                raise ConfigError(
+                    f"Redis URL {shown}: ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}"
+                )
+            fields["tls_cert_reqs"] = reqs
+        if query:
+            raise ConfigError(
+                f"Redis URL {shown}: unknown parameter(s) {', '.join(sorted(query))}; "
+                "known: db, socket_timeout, socket_connect_timeout, ssl_cert_reqs"
+            )
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"Redis URL {shown}: {problems}") from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RedisSettings:
+        """Settings from ``ACP_REDIS_URL``; :class:`ConfigError` when it is unset."""
+        env = os.environ if environ is None else environ
+        url = env.get(ENV_REDIS_URL, "").strip()
+        if not url:
+            raise ConfigError(f"{ENV_REDIS_URL} is not set")
+        try:
+            return cls.from_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{ENV_REDIS_URL}: {exc}") from None
+
+    # -- derived forms ------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The full URL, password included: for handing to child processes, never to logs."""
+        return self._build_url(reveal=True)
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL with the password replaced by ``***``: safe for logs and status."""
+        return self._build_url(reveal=False)
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis`` / ``redis.asyncio.Redis``."""
+        kwargs: dict[str, Any] = {
+            "db": self.db,
+            "username": self.username,
+            "password": self.password.get_secret_value() if self.password else None,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+        }
+        if self.unix_socket_path is not None:
+            kwargs["unix_socket_path"] = self.unix_socket_path
+        else:
+            kwargs["host"] = self.host
+            kwargs["port"] = self.port
+            if self.tls:
+                kwargs["ssl"] = True
+                kwargs["ssl_cert_reqs"] = self.tls_cert_reqs
+        return kwargs
+
+    def _build_url(self, *, reveal: bool) -> str:
+        auth = ""
+        if self.username or self.password:
+            auth = quote(self.username or "", safe="")
+            if self.password is not None:
+                secret = self.password.get_secret_value() if reveal else _MASK
+                auth += ":" + (quote(secret, safe="") if reveal else secret)
+            auth += "@"
+        params: dict[str, str] = {}
+        if self.socket_timeout != _DEFAULT_SOCKET_TIMEOUT:
+            params["socket_timeout"] = _fmt_timeout(self.socket_timeout)
+        if self.connect_timeout != _DEFAULT_CONNECT_TIMEOUT:
+            params["socket_connect_timeout"] = _fmt_timeout(self.connect_timeout)
+        if self.unix_socket_path is not None:
+            query = urlencode({"db": str(self.db), **params})
+            return f"unix://{auth}{quote(self.unix_socket_path)}?{query}"
+        if self.tls and self.tls_cert_reqs != "required":
+            params["ssl_cert_reqs"] = self.tls_cert_reqs
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "rediss" if self.tls else "redis"
+        query = f"?{urlencode(params)}" if params else ""
+        return f"{scheme}://{auth}{host}:{self.port}/{self.db}{query}"
+
+    def __str__(self) -> str:
+        return self.redacted_url
+
+
+def resolve_redis(
+    url: str | None, *, environ: Mapping[str, str] | None = None
+) -> RedisSettings | Literal[Embedded.EMBEDDED]:
+    """Decide which server to use: the given URL, else ``ACP_REDIS_URL``, else :data:`EMBEDDED`.
+
+    An empty string counts as "not given", so ``ACP_REDIS_URL=`` in a shell
+    falls back to the embedded server instead of failing on an empty URL.
+    """
+    if url is not None and url.strip():
+        return RedisSettings.from_url(url)
+    env = os.environ if environ is None else environ
+    if env.get(ENV_REDIS_URL, "").strip():
+        return RedisSettings.from_env(env)
+    return EMBEDDED
+
+
+def _parse_query(query: str, shown: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigError(f"Redis URL {shown}: malformed query string") from None
+    for key, value in pairs:
+        if key in result:
+            raise ConfigError(f"Redis URL {shown}: parameter {key!r} given twice")
+        result[key] = value
+    return result
+
+
+def _parse_db(text: str, shown: str, *, where: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise ConfigError(
+            f"Redis URL {shown}: database in the {where} must be a non-negative integer, "
+            f"got {text!r}"
+        )
+    return int(text)
+
+
+def _parse_timeout(text: str, shown: str, name: str, *, allow_none: bool = False) -> float | None:
+    if allow_none and text.lower() in ("", "none", "0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"Redis URL {shown}: {name} must be a positive number of seconds, got {text!r}"
+        )
+    return value
+
+
+def _fmt_timeout(value: float | None) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}"

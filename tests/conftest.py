@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Redis-protocol server (never a fake), isolated per test.
+
+If no server binary exists the session errors with the install hint instead
+of skipping: a suite that silently skips its Redis tests proves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from acp.runtime.embedded import EmbeddedServer
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The runtime runs on asyncio only (redis-py and the anthropic SDK need it)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedServer]:
+    """One embedded server for the whole session; use ``redis_url`` to get a clean one."""
+    server = EmbeddedServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedServer) -> str:
+    """URL of the session server, emptied first (keys, scripts, functions).
+
+    Flushing database 0 rather than handing out numbered databases keeps the
+    URL identical for subprocesses and still isolates server-wide state
+    (Lua functions, scripts) that numbered databases would share. If an
+    earlier test killed or stopped the shared server, it is brought back so
+    one misbehaving test cannot fail all the following ones.
+    """
+    if not redis_server.running:
+        if redis_server.data_dir is None:
+            redis_server.start()
+        else:
+            redis_server.restart()
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.flushall()
+        pipe.script_flush()
+        pipe.function_flush()
+        pipe.execute()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def isolated_redis_server() -> Iterator[EmbeddedServer]:
+    """A dedicated server for tests that kill, restart or reconfigure it.
+
+    ``durability="safe"`` (``appendfsync always``) so that every acknowledged
+    write survives :meth:`EmbeddedServer.kill` followed by ``restart()``.
+    """
+    server = EmbeddedServer(durability="safe")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
