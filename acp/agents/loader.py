@@ -407,9 +407,12 @@ class Catalogue:
 
 
 def _definition_files(
-    paths: Iterable[str | os.PathLike[str]], errors: list[DefinitionError]
+    paths: Iterable[str | os.PathLike[str]],
+    errors: list[DefinitionError],
+    suffixes: tuple[str, ...] = (".md",),
 ) -> list[Path]:
-    """Files named directly, plus the ``*.md`` files of each directory (not README.md)."""
+    """Files named directly, plus the files of each directory with one of
+    ``suffixes`` (not README.md)."""
     files: list[Path] = []
     for entry in paths:
         path = Path(entry)
@@ -422,7 +425,7 @@ def _definition_files(
             files.extend(
                 child
                 for child in children
-                if child.suffix.lower() == ".md"
+                if child.suffix.lower() in suffixes
                 and child.name.lower() != "readme.md"
                 and not child.name.startswith(".")
                 and child.is_file()

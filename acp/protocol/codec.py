@@ -78,7 +78,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 _DEFAULTS = {"priority": 5, "attempt": 1, "headers": {}}
 
 
-_HEADS = [bytes((_MAGIC | VERSION, f)) for f in range(256)]
+_FIRST = _MAGIC | VERSION
+_HEADS = [bytes((_FIRST, f)) for f in range(256)]
+_BODY_COMPRESSED = _F_COMPRESSED | (DICTIONARY_ID << 4)
 _BYTES = [bytes((b,)) for b in range(256)]
 
 
@@ -99,7 +101,7 @@ class _Zstd(threading.local):
 
     def __init__(self) -> None:
         params = zstandard.ZstdCompressionParameters(
-            window_log=14,
+            window_log=15,
             hash_log=14,
             chain_log=13,
             search_log=1,
@@ -235,22 +237,45 @@ class WireCodec:
                 flags |= _F_COMPRESSED | (DICTIONARY_ID << 4)
         if n < 0x80:
             return _HEADS[flags] + _BYTES[n] + data
+        if n < 0x4000:
+            return bytes((_FIRST, flags, (n & 0x7F) | 0x80, n >> 7)) + data
         return _HEADS[flags] + _varint(n) + data
 
     # -- decoding ---------------------------------------------------------------
 
     def decode(self, frame: bytes) -> Envelope:
         """The envelope in ``frame``; any problem raises ``DecodeError``."""
-        _, payload = self._open(frame, want_envelope=True)
+        payload = self._open(frame, _F_ENVELOPE)
         return self._envelope(payload)
 
     def decode_body(self, frame: bytes) -> dict[str, Any]:
-        _, payload = self._open(frame, want_envelope=False)
+        # Straight-line path for the common well-formed frame (compressed, 2-byte
+        # length); anything else, or any failure, takes the fully checked path,
+        # which also produces the precise error.
+        try:
+            if (
+                frame[0] == _FIRST
+                and frame[1] == _BODY_COMPRESSED
+                and frame[2] & 0x80
+                and not frame[3] & 0x80
+                and not frame[4] & 0xE0
+                and len(frame) <= self.max_frame
+            ):
+                length = (frame[2] & 0x7F) | (frame[3] << 7)
+                if length <= self.max_frame:
+                    data = self._zstd.ops[2](frame[4:], max_output_size=length)
+                    if len(data) == length:
+                        body = msgpack.unpackb(data, ext_hook=_no_ext)
+                        if type(body) is dict:
+                            return body
+        except Exception:
+            pass
+        payload = self._open(frame, 0)
         if not isinstance(payload, dict):
             raise DecodeError("bad_body", f"body is a {type(payload).__name__}, not an object")
         return payload
 
-    def _open(self, frame: bytes, *, want_envelope: bool) -> tuple[int, Any]:
+    def _open(self, frame: bytes, kind_bits: int) -> Any:
         if type(frame) is not bytes and not isinstance(frame, bytes | bytearray | memoryview):
             raise DecodeError("not_bytes", f"expected bytes, got {type(frame).__name__}")
         size = len(frame)
@@ -259,7 +284,7 @@ class WireCodec:
         if size < 3:
             raise DecodeError("truncated", f"frame of {size} bytes is shorter than its header")
         first, flags = frame[0], frame[1]
-        if first != _MAGIC | VERSION or flags & 0x0E != (_F_ENVELOPE if want_envelope else 0):
+        if first != _FIRST or flags & 0x0E != kind_bits:
             _bad_start(first, flags)
         b2 = frame[2]
         if b2 < 0x80:
@@ -300,7 +325,7 @@ class WireCodec:
             payload = msgpack.unpackb(data, ext_hook=_no_ext)
         except Exception as exc:  # msgpack raises many unrelated types for bad input
             raise DecodeError("bad_msgpack", f"{type(exc).__name__}: {exc}", offset=pos) from exc
-        return flags, payload
+        return payload
 
     def _envelope(self, payload: Any) -> Envelope:
         if not isinstance(payload, list) or len(payload) < 5:

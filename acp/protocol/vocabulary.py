@@ -422,6 +422,39 @@ _KEYS = [
     "page",
 ]
 
+_TERMS = """
+api_gateway load_balancer message_queue event_bus cache_layer cdn object_storage data_warehouse
+feature_store vector_index search_index auth_service user_service payment_service notification_service
+analytics_pipeline etl_pipeline streaming_pipeline batch_job cron_job scheduler worker_pool
+kubernetes docker terraform helm ci_cd github_actions monitoring alerting logging tracing dashboards
+postgres mysql mongodb redis kafka spark airflow dbt snowflake bigquery clickhouse elasticsearch
+python typescript javascript react nextjs nodejs golang rust swift kotlin graphql rest grpc websocket
+unit_tests integration_tests e2e_tests load_tests regression_tests smoke_tests test_coverage
+code_review pull_request static_analysis dependency_audit threat_model penetration_test
+encryption_at_rest encryption_in_transit access_control rate_limiting input_validation audit_log
+sql_injection xss csrf ssrf weak_session_mgmt secrets_exposure misconfiguration
+gdpr hipaa soc2 pci_dss iso_27001 data_retention_policy privacy_policy consent_management
+user_research personas journey_map wireframes prototype design_system style_guide usability_test
+accessibility wcag contrast keyboard_navigation screen_reader responsive_layout dark_mode
+market_research competitive_analysis positioning pricing go_to_market launch_plan roadmap
+user_acquisition retention churn conversion funnel engagement activation revenue growth
+campaign newsletter blog_post social_media video_script podcast_episode landing_page copywriting
+seo keywords backlinks traffic impressions clicks ctr cpc roi ltv cac mrr arr
+script_outline storyboard draft final_cut master mix edit render export publish
+requirements_doc technical_spec architecture_diagram api_spec openapi_spec data_model erd
+migration_plan rollback_plan runbook incident_report postmortem sla slo sli error_budget
+capacity_planning cost_optimization autoscaling right_sizing reserved_instances spot_instances
+model_training fine_tuning evaluation inference embeddings prompt_engineering rag retrieval
+dataset labeling data_quality drift bias fairness explainability hyperparameters checkpoint
+experiment hypothesis variant control sample_size significance confidence_interval
+stakeholders sponsor team_lead product_manager engineering_manager designer analyst
+sprint milestone backlog epic story ticket estimate velocity burndown retrospective standup
+weekly daily monthly quarterly annual q1 q2 q3 q4 2024 2025 2026 _2024 _2025 _2026 v1 v2 v1.0 v2.0
+healthy_status ok_status nominal within_budget over_budget on_track at_risk off_track
+ms seconds minutes hours days weeks GB TB MB KB /day /hour /s req/s rps qps usd $ % x
+"""
+
+
 # Sample bodies in the three ACP shapes, written for this dictionary.
 _SAMPLES: list[dict[str, Any]] = [
     {"cmd": "STATUS", "component_id": "checkout_service", "respond_format": "STRUCTURED_JSON"},
@@ -620,6 +653,6 @@ def dictionary_bytes() -> bytes:
     zstd finds nearer (later) content cheaper to reference, so the most
     message-like material sits at the end.
     """
-    parts = [msgpack.packb(w) for w in dict.fromkeys(_WORDS + _KEYS)]
+    parts = [msgpack.packb(w) for w in dict.fromkeys(_TERMS.split() + _WORDS + _KEYS)]
     parts.extend(msgpack.packb(sample) for sample in _SAMPLES)
     return b"".join(parts)
