@@ -1,0 +1,445 @@
+"""The Bus: durable queues of frames with at-least-once delivery and at-most-once effects.
+
+The bus moves opaque frames plus a few string headers between named
+destinations. It knows nothing of agents, envelopes or scheduling.
+
+Delivery contract, shared by every backend (one contract test suite runs
+against each):
+
+* ``send`` is idempotent by message id: retrying it never makes a second entry.
+* ``consume`` hands out each entry to one consumer at a time. An entry stays
+  *pending* on that consumer until it is committed, retried or dead-lettered;
+  entries idle longer than ``min_idle`` (a crashed or stuck consumer) are
+  reclaimed by another consumer, and that redelivery counts.
+* ``commit`` records the message as processed, queues its effects (replies,
+  handoffs) and acknowledges it, in one atomic step, but only while the
+  committing consumer still owns the entry (fencing). A message whose id was
+  already processed is acknowledged as a duplicate and its effects dropped.
+* After ``max_deliveries`` the entry goes to the dead-letter stream instead of
+  being handed out again, with the reason and its delivery history.
+
+The base class owns the policy (backoff, poison detection, when to reclaim
+and promote, request/reply); a backend implements a handful of primitives.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Self
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+from acp.errors import BusClosed, RequestTimeout
+from acp.protocol.ids import new_id
+from acp.runtime.keys import check_name, inbox_name
+
+__all__ = [
+    "Bus",
+    "BusOptions",
+    "CommitStatus",
+    "DeadLetter",
+    "Delivery",
+    "Event",
+    "Outgoing",
+    "QueueStats",
+]
+
+log = structlog.get_logger("acp.bus")
+
+#: header names the bus itself sets; user headers must not start with "acp-"
+H_CORRELATION = "acp-corr"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A frame to put on a destination's queue. ``msg_id`` makes the send idempotent."""
+
+    dest: str
+    msg_id: str
+    frame: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One entry handed to a consumer; ``deliveries`` counts this one too."""
+
+    dest: str
+    entry_id: str
+    msg_id: str
+    frame: bytes
+    headers: Mapping[str, str]
+    deliveries: int
+    #: errors of earlier attempts, oldest first (kept for the dead-letter record)
+    history: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A fan-out message on a topic; ``event_id`` is where to resume after it."""
+
+    topic: str
+    event_id: str
+    frame: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    dest: str
+    entry_id: str
+    msg_id: str
+    frame: bytes
+    headers: Mapping[str, str]
+    reason: str
+    error: str
+    deliveries: int
+    history: tuple[str, ...]
+    dead_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    dest: str
+    #: entries waiting to be handed out
+    ready: int
+    #: handed out, not yet committed
+    pending: int
+    delayed: int
+    dead: int
+    #: age in seconds of the oldest entry not yet committed (0 when idle)
+    lag_s: float
+    consumers: int
+
+
+class CommitStatus(StrEnum):
+    DONE = "done"
+    #: already processed earlier: acknowledged, effects dropped
+    DUPLICATE = "duplicate"
+    #: another consumer owns the entry now: nothing committed
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class BusOptions:
+    """Delivery policy, the same for every backend."""
+
+    #: deliveries (crash redeliveries and retries included) before dead-lettering
+    max_deliveries: int = 5
+    #: an entry pending this long on one consumer is presumed abandoned
+    min_idle: float = 30.0
+    #: how often a consumer looks for abandoned entries and due retries
+    reclaim_interval: float = 1.0
+    #: how long a processed message id is remembered (duplicates within it are dropped)
+    ledger_ttl: float = 24 * 3600.0
+    #: how long a send's message id blocks a second entry with the same id
+    dedup_ttl: float = 3600.0
+    retry_base: float = 0.5
+    retry_cap: float = 60.0
+    #: reply inbox lifetime after its last reply
+    inbox_ttl: float = 3600.0
+    #: approximate cap on each topic stream's length
+    topic_maxlen: int = 10_000
+
+
+class Bus(abc.ABC):
+    """Abstract bus; use ``RedisBus`` or ``MemoryBus`` inside ``async with``."""
+
+    def __init__(self, options: BusOptions | None = None, *, client_id: str | None = None) -> None:
+        self.options = options or BusOptions()
+        self.client_id = client_id or new_id()[-12:]
+        self._open = False
+        self._waiters: dict[str, MemoryObjectSendStream[Delivery]] = {}
+        self._next_reclaim: dict[tuple[str, str], float] = {}
+        self._drained: set[tuple[str, str]] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._listening = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._connect()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._open = False
+        try:
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(et, e, tb)
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self._disconnect()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise BusClosed("the bus is not open: use it inside 'async with'")
+
+    # -- primitives a backend implements ---------------------------------------
+
+    @abc.abstractmethod
+    async def _connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
+        """Append each item unless its message id was sent within ``dedup_ttl``."""
+
+    @abc.abstractmethod
+    async def _read(
+        self, dest: str, consumer: str, *, count: int, block: float, own: bool
+    ) -> list[Delivery]:
+        """New entries (or, with ``own``, this consumer's pending ones), waiting up to ``block``."""
+
+    @abc.abstractmethod
+    async def _reclaim(
+        self, dest: str, consumer: str, *, min_idle: float, count: int
+    ) -> list[Delivery]:
+        """Take over entries idle at least ``min_idle`` on any consumer."""
+
+    @abc.abstractmethod
+    async def _promote(self, dest: str) -> int:
+        """Move due delayed retries back onto the queue."""
+
+    @abc.abstractmethod
+    async def _commit(
+        self, dest: str, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
+    ) -> list[tuple[CommitStatus, list[str]]]:
+        """Atomically: fence, record processed, queue effects to the outbox, ack.
+        Returns each item's status and the outbox entry ids of its effects."""
+
+    @abc.abstractmethod
+    async def _forward(self, dest: str, pairs: Sequence[tuple[str, Outgoing]]) -> None:
+        """Deliver (outbox entry id, effect) pairs to their destinations, idempotently,
+        then drop the outbox entries."""
+
+    @abc.abstractmethod
+    async def _relay(self, dest: str, older_than: float) -> int:
+        """Forward outbox entries a crashed committer left behind."""
+
+    @abc.abstractmethod
+    async def _retry(
+        self, delivery: Delivery, consumer: str, *, due: float, error: str
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def _dead_letter(
+        self, delivery: Delivery, consumer: str | None, *, reason: str, error: str
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]: ...
+
+    @abc.abstractmethod
+    async def publish(
+        self, topic: str, frame: bytes, headers: Mapping[str, str] | None = None
+    ) -> str:
+        """Append an event to a topic (capped at ``topic_maxlen``); returns its id."""
+
+    @abc.abstractmethod
+    def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
+        """Events after ``after`` ("$": only new ones; "0": from the start), forever."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]: ...
+
+    @abc.abstractmethod
+    async def replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
+        """Put dead letters back on the queue with a fresh delivery count."""
+
+    @abc.abstractmethod
+    async def purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    async def stats(self, dest: str) -> QueueStats: ...
+
+    @abc.abstractmethod
+    async def destinations(self) -> list[str]: ...
+
+    # -- the public surface, with the policy -----------------------------------
+
+    async def send(self, item: Outgoing) -> None:
+        await self.send_many([item])
+
+    async def send_many(self, items: Sequence[Outgoing]) -> None:
+        self._check_open()
+        for item in items:
+            check_name(item.dest)
+        if items:
+            await self._send(items)
+
+    async def consume(
+        self, dest: str, consumer: str, *, count: int = 100, block: float = 1.0
+    ) -> list[Delivery]:
+        """The next batch for ``consumer``: its own leftovers first (after a
+        restart), then abandoned and due-retry entries, then new ones.
+
+        Entries past ``max_deliveries`` are dead-lettered here and not returned.
+        """
+        self._check_open()
+        check_name(dest)
+        key = (dest, consumer)
+        batch: list[Delivery] = []
+        if key not in self._drained:
+            self._drained.add(key)
+            batch = await self._read(dest, consumer, count=count, block=0, own=True)
+        now = time.monotonic()
+        if not batch and now >= self._next_reclaim.get(key, 0.0):
+            self._next_reclaim[key] = now + self.options.reclaim_interval
+            await self._promote(dest)
+            await self._relay(dest, older_than=max(self.options.reclaim_interval * 5, 2.0))
+            batch = await self._reclaim(dest, consumer, min_idle=self.options.min_idle, count=count)
+        if not batch:
+            batch = await self._read(dest, consumer, count=count, block=block, own=False)
+        fresh = []
+        for delivery in batch:
+            if delivery.deliveries > self.options.max_deliveries:
+                last = (
+                    delivery.history[-1]
+                    if delivery.history
+                    else "redelivered after the consumer stopped"
+                )
+                await self._dead_letter(delivery, consumer, reason="max_deliveries", error=last)
+                log.warning(
+                    "dead_lettered",
+                    dest=dest,
+                    msg_id=delivery.msg_id,
+                    deliveries=delivery.deliveries,
+                )
+            else:
+                fresh.append(delivery)
+        return fresh
+
+    async def commit(
+        self, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
+    ) -> list[CommitStatus]:
+        """Commit a batch (all from one destination); effects are forwarded at once
+        and, if this process dies first, by the next consumer's relay."""
+        self._check_open()
+        if not items:
+            return []
+        dest = items[0][0].dest
+        for delivery, effects in items:
+            if delivery.dest != dest:
+                raise ValueError("a commit batch must hold deliveries of one destination")
+            for effect in effects:
+                check_name(effect.dest)
+        results = await self._commit(dest, consumer, items)
+        pairs = [
+            pair
+            for (status, ids), (_, effects) in zip(results, items, strict=True)
+            if status is CommitStatus.DONE
+            for pair in zip(ids, effects, strict=True)
+        ]
+        if pairs:
+            await self._forward(dest, pairs)
+        return [status for status, _ in results]
+
+    def backoff(self, deliveries: int) -> float:
+        """Exponential backoff with full jitter for the given delivery number."""
+        ceiling = min(self.options.retry_cap, self.options.retry_base * 2 ** max(deliveries - 1, 0))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def retry(
+        self, delivery: Delivery, consumer: str, *, error: str, delay: float | None = None
+    ) -> bool:
+        """Hand the entry back for another delivery after ``delay`` (default: backoff).
+        Past ``max_deliveries`` it is dead-lettered instead. False if ownership was lost."""
+        self._check_open()
+        if delivery.deliveries >= self.options.max_deliveries:
+            return await self._dead_letter(delivery, consumer, reason="max_deliveries", error=error)
+        wait = self.backoff(delivery.deliveries) if delay is None else max(delay, 0.0)
+        return await self._retry(delivery, consumer, due=time.time() + wait, error=error)
+
+    async def dead_letter(
+        self, delivery: Delivery, consumer: str, *, reason: str, error: str
+    ) -> bool:
+        """Move the entry to the destination's dead-letter stream now (bad frame, fatal error)."""
+        self._check_open()
+        return await self._dead_letter(delivery, consumer, reason=reason, error=error)
+
+    async def renew(self, consumer: str, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Reset the idle clock of entries a long handler still works on; False where
+        another consumer took the entry over (the handler must not commit it)."""
+        self._check_open()
+        if not deliveries:
+            return []
+        return await self._renew(deliveries[0].dest, consumer, [d.entry_id for d in deliveries])
+
+    # -- request / reply ----------------------------------------------------------
+
+    @property
+    def inbox(self) -> str:
+        """This bus client's reply destination: put it in ``reply_to``."""
+        return inbox_name(self.client_id)
+
+    async def request(self, item: Outgoing, *, timeout: float) -> Delivery:  # noqa: ASYNC109
+        """Send ``item`` and wait for the reply whose correlation header is its id.
+
+        The responder must address the reply to ``self.inbox`` with header
+        ``acp-corr`` = the request's message id (``reply_headers`` helps).
+        """
+        self._check_open()
+        await self._ensure_listener()
+        send, receive = anyio.create_memory_object_stream[Delivery](1)
+        self._waiters[item.msg_id] = send
+        try:
+            await self.send(item)
+            with anyio.fail_after(timeout):
+                return await receive.receive()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no reply from {item.dest!r} within {timeout:g}s (message {item.msg_id})"
+            ) from None
+        finally:
+            self._waiters.pop(item.msg_id, None)
+            send.close()
+            receive.close()
+
+    @staticmethod
+    def reply_headers(
+        request_msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        return {**(headers or {}), H_CORRELATION: request_msg_id}
+
+    async def _ensure_listener(self) -> None:
+        if self._listening:
+            return
+        assert self._tg is not None
+        self._listening = True
+        await self._tg.start(self._listen)
+
+    async def _listen(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        consumer = "client"
+        task_status.started()
+        while True:
+            batch = await self.consume(self.inbox, consumer, count=100, block=1.0)
+            if not batch:
+                continue
+            for delivery in batch:
+                waiter = self._waiters.get(delivery.headers.get(H_CORRELATION, ""))
+                if waiter is not None:
+                    with contextlib.suppress(
+                        anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
+                    ):
+                        waiter.send_nowait(delivery)
+            await self.commit(consumer, [(d, ()) for d in batch])

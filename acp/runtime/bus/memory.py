@@ -1,0 +1,379 @@
+"""The bus in process memory, for embedding and tests of code above the bus.
+
+Same semantics as the Redis bus, not a shortcut: entries stay pending on a
+consumer until committed, idle ones are reclaimed and counted, commits fence
+on ownership and dedup by message id, retries wait in a delayed set, poison
+messages reach the dead letters. Several ``MemoryBus`` clients share one
+``MemoryBroker``, as several processes share one Redis. Nothing survives the
+process: that is what the Redis bus is for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from acp.runtime.bus.base import (
+    Bus,
+    BusOptions,
+    CommitStatus,
+    DeadLetter,
+    Delivery,
+    Event,
+    Outgoing,
+    QueueStats,
+)
+from acp.runtime.keys import check_name
+
+__all__ = ["MemoryBroker", "MemoryBus"]
+
+
+@dataclass
+class _Entry:
+    msg_id: str
+    frame: bytes
+    headers: Mapping[str, str]
+    attempts: int = 0
+    history: tuple[str, ...] = ()
+
+
+@dataclass
+class _Pending:
+    consumer: str
+    since: float
+    times: int
+
+
+@dataclass
+class _Queue:
+    entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    ready: deque[str] = field(default_factory=deque)
+    pending: dict[str, _Pending] = field(default_factory=dict)
+    sent: dict[str, float] = field(default_factory=dict)
+    done: dict[str, float] = field(default_factory=dict)
+    delayed: list[tuple[float, _Entry]] = field(default_factory=list)
+    outbox: OrderedDict[str, Outgoing] = field(default_factory=OrderedDict)
+    dead: OrderedDict[str, DeadLetter] = field(default_factory=OrderedDict)
+    consumers: set[str] = field(default_factory=set)
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass
+class _Topic:
+    events: deque[Event] = field(default_factory=deque)
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+
+
+class MemoryBroker:
+    """The shared state several ``MemoryBus`` clients talk to."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, _Queue] = {}
+        self.topics: dict[str, _Topic] = {}
+        self._seq = itertools.count()
+        self._last_ms = 0
+
+    def queue(self, dest: str) -> _Queue:
+        q = self.queues.get(dest)
+        if q is None:
+            q = self.queues[dest] = _Queue()
+        return q
+
+    def next_id(self) -> str:
+        """Stream-style ids ("<ms>-<seq>") that only increase."""
+        ms = max(int(time.time() * 1000), self._last_ms)
+        self._last_ms = ms
+        return f"{ms}-{next(self._seq)}"
+
+    @staticmethod
+    def wake(q: _Queue | _Topic) -> None:
+        q.arrived.set()
+        q.arrived = anyio.Event()
+
+
+class MemoryBus(Bus):
+    """An in-process bus; pass the same ``broker`` to clients that should meet."""
+
+    def __init__(
+        self,
+        broker: MemoryBroker | None = None,
+        options: BusOptions | None = None,
+        *,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(options, client_id=client_id)
+        self.broker = broker or MemoryBroker()
+
+    def __repr__(self) -> str:
+        return f"MemoryBus(queues={len(self.broker.queues)})"
+
+    async def _connect(self) -> None:
+        pass
+
+    async def _disconnect(self) -> None:
+        pass
+
+    # -- primitives -------------------------------------------------------------------
+
+    def _append(self, dest: str, entry: _Entry) -> None:
+        q = self.broker.queue(dest)
+        entry_id = self.broker.next_id()
+        q.entries[entry_id] = entry
+        q.ready.append(entry_id)
+        self.broker.wake(q)
+
+    async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
+        now = time.time()
+        for item in items:
+            q = self.broker.queue(item.dest)
+            _expire(q.sent, now - self.options.dedup_ttl)
+            if item.msg_id in q.sent:
+                continue
+            q.sent[item.msg_id] = now
+            self._append(item.dest, _Entry(item.msg_id, item.frame, dict(item.headers)))
+        await anyio.lowlevel.checkpoint()
+
+    def _deliver(self, dest: str, entry_id: str, consumer: str, times: int) -> Delivery:
+        q = self.broker.queue(dest)
+        e = q.entries[entry_id]
+        q.pending[entry_id] = _Pending(consumer, time.monotonic(), times)
+        q.consumers.add(consumer)
+        return Delivery(dest, entry_id, e.msg_id, e.frame, e.headers, e.attempts + times, e.history)
+
+    async def _read(
+        self, dest: str, consumer: str, *, count: int, block: float, own: bool
+    ) -> list[Delivery]:
+        q = self.broker.queue(dest)
+        q.consumers.add(consumer)
+        if own:
+            mine = [eid for eid, p in q.pending.items() if p.consumer == consumer][:count]
+            return [self._deliver(dest, eid, consumer, q.pending[eid].times + 1) for eid in mine]
+        if not q.ready and block > 0:
+            with anyio.move_on_after(block):
+                await q.arrived.wait()
+        out: list[Delivery] = []
+        while q.ready and len(out) < count:
+            entry_id = q.ready.popleft()
+            if entry_id in q.entries:
+                out.append(self._deliver(dest, entry_id, consumer, 1))
+        await anyio.lowlevel.checkpoint()
+        return out
+
+    async def _reclaim(
+        self, dest: str, consumer: str, *, min_idle: float, count: int
+    ) -> list[Delivery]:
+        q = self.broker.queue(dest)
+        cutoff = time.monotonic() - min_idle
+        idle = [eid for eid, p in q.pending.items() if p.since <= cutoff][:count]
+        out: list[Delivery] = []
+        for eid in idle:
+            times = q.pending[eid].times + 1
+            if eid in q.entries:
+                out.append(self._deliver(dest, eid, consumer, times))
+            else:
+                del q.pending[eid]
+        await anyio.lowlevel.checkpoint()
+        return out
+
+    async def _promote(self, dest: str) -> int:
+        q = self.broker.queue(dest)
+        now = time.time()
+        due = [entry for when, entry in q.delayed if when <= now]
+        q.delayed = [(when, entry) for when, entry in q.delayed if when > now]
+        for entry in due:
+            self._append(dest, entry)
+        return len(due)
+
+    def _owned(self, q: _Queue, entry_id: str, consumer: str) -> bool:
+        p = q.pending.get(entry_id)
+        return p is not None and p.consumer == consumer
+
+    def _ack(self, q: _Queue, entry_id: str) -> None:
+        q.pending.pop(entry_id, None)
+        q.entries.pop(entry_id, None)
+
+    async def _commit(
+        self, dest: str, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
+    ) -> list[tuple[CommitStatus, list[str]]]:
+        q = self.broker.queue(dest)
+        now = time.time()
+        _expire(q.done, now - self.options.ledger_ttl)
+        results: list[tuple[CommitStatus, list[str]]] = []
+        for delivery, effects in items:
+            if not self._owned(q, delivery.entry_id, consumer):
+                results.append((CommitStatus.LOST, []))
+                continue
+            self._ack(q, delivery.entry_id)
+            if delivery.msg_id in q.done:
+                results.append((CommitStatus.DUPLICATE, []))
+                continue
+            q.done[delivery.msg_id] = now
+            ids = []
+            for effect in effects:
+                oid = self.broker.next_id()
+                q.outbox[oid] = effect
+                ids.append(oid)
+            results.append((CommitStatus.DONE, ids))
+        await anyio.lowlevel.checkpoint()
+        return results
+
+    async def _forward(self, dest: str, pairs: Sequence[tuple[str, Outgoing]]) -> None:
+        await self._send([effect for _, effect in pairs])
+        q = self.broker.queue(dest)
+        for oid, _ in pairs:
+            q.outbox.pop(oid, None)
+
+    async def _relay(self, dest: str, older_than: float) -> int:
+        q = self.broker.queue(dest)
+        cutoff = (time.time() - older_than) * 1000
+        old = [(oid, e) for oid, e in q.outbox.items() if int(oid.split("-")[0]) <= cutoff]
+        if old:
+            await self._forward(dest, old)
+        return len(old)
+
+    async def _retry(self, delivery: Delivery, consumer: str, *, due: float, error: str) -> bool:
+        q = self.broker.queue(delivery.dest)
+        if not self._owned(q, delivery.entry_id, consumer):
+            return False
+        self._ack(q, delivery.entry_id)
+        entry = _Entry(
+            delivery.msg_id,
+            delivery.frame,
+            delivery.headers,
+            delivery.deliveries,
+            (*delivery.history, error),
+        )
+        q.delayed.append((due, entry))
+        await anyio.lowlevel.checkpoint()
+        return True
+
+    async def _dead_letter(
+        self, delivery: Delivery, consumer: str | None, *, reason: str, error: str
+    ) -> bool:
+        q = self.broker.queue(delivery.dest)
+        if consumer is not None and not self._owned(q, delivery.entry_id, consumer):
+            return False
+        self._ack(q, delivery.entry_id)
+        history = (
+            (*delivery.history, error)
+            if error and error not in delivery.history[-1:]
+            else delivery.history
+        )
+        dead_id = self.broker.next_id()
+        q.dead[dead_id] = DeadLetter(
+            dest=delivery.dest,
+            entry_id=dead_id,
+            msg_id=delivery.msg_id,
+            frame=delivery.frame,
+            headers=delivery.headers,
+            reason=reason,
+            error=error,
+            deliveries=delivery.deliveries,
+            history=history,
+            dead_at=time.time(),
+        )
+        await anyio.lowlevel.checkpoint()
+        return True
+
+    async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
+        q = self.broker.queue(dest)
+        out = []
+        for eid in entry_ids:
+            owned = self._owned(q, eid, consumer)
+            if owned:
+                q.pending[eid].since = time.monotonic()
+            out.append(owned)
+        await anyio.lowlevel.checkpoint()
+        return out
+
+    # -- topics -----------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, frame: bytes, headers: Mapping[str, str] | None = None
+    ) -> str:
+        self._check_open()
+        check_name(topic, "topic")
+        t = self.broker.topics.setdefault(topic, _Topic())
+        event = Event(topic, self.broker.next_id(), frame, dict(headers or {}))
+        t.events.append(event)
+        while len(t.events) > self.options.topic_maxlen:
+            t.events.popleft()
+        self.broker.wake(t)
+        await anyio.lowlevel.checkpoint()
+        return event.event_id
+
+    async def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
+        self._check_open()
+        check_name(topic, "topic")
+        t = self.broker.topics.setdefault(topic, _Topic())
+        last = (t.events[-1].event_id if t.events else "0-0") if after == "$" else after
+        while True:
+            newer = [e for e in t.events if _id_key(e.event_id) > _id_key(last)]
+            if not newer:
+                await t.arrived.wait()
+                continue
+            for event in newer:
+                last = event.event_id
+                yield event
+
+    # -- administration -------------------------------------------------------------------
+
+    async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]:
+        self._check_open()
+        return list(self.broker.queue(dest).dead.values())[:count]
+
+    async def replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
+        self._check_open()
+        q = self.broker.queue(dest)
+        chosen = list(entry_ids) if entry_ids else list(q.dead)[:1000]
+        moved = 0
+        for dead_id in chosen:
+            letter = q.dead.pop(dead_id, None)
+            if letter is not None:
+                self._append(dest, _Entry(letter.msg_id, letter.frame, letter.headers))
+                moved += 1
+        return moved
+
+    async def purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
+        self._check_open()
+        q = self.broker.queue(dest)
+        chosen = list(entry_ids) if entry_ids else list(q.dead)
+        return sum(q.dead.pop(i, None) is not None for i in chosen)
+
+    async def stats(self, dest: str) -> QueueStats:
+        self._check_open()
+        q = self.broker.queue(dest)
+        oldest = next(iter(q.entries), None)
+        lag = max(time.time() - int(oldest.split("-")[0]) / 1000, 0.0) if oldest else 0.0
+        return QueueStats(
+            dest=dest,
+            ready=len(q.entries) - len(q.pending),
+            pending=len(q.pending),
+            delayed=len(q.delayed),
+            dead=len(q.dead),
+            lag_s=round(lag, 3),
+            consumers=len(q.consumers),
+        )
+
+    async def destinations(self) -> list[str]:
+        self._check_open()
+        return sorted(self.broker.queues)
+
+
+def _expire(stamps: dict[str, float], before: float) -> None:
+    """Drop ids stamped before ``before`` (dicts keep insertion order: oldest first)."""
+    while stamps:
+        first = next(iter(stamps))
+        if stamps[first] >= before:
+            return
+        del stamps[first]
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

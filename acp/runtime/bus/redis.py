@@ -1,0 +1,486 @@
+"""The bus on Redis Streams and consumer groups (Redis >= 7.0 or Valkey).
+
+Commands go through one connection pool; every blocking read gets a
+connection of its own whose socket timeout is longer than its BLOCK, so a
+slow read never starves other commands and a dead socket is noticed. Lost
+connections are retried with backoff for ``reconnect_timeout`` seconds; the
+scripts are safe to run again (sends dedup by message id, commits fence on
+ownership), so a retry never duplicates work.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import anyio
+import msgpack
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from acp.errors import ConfigError, ConnectionLost
+from acp.runtime.bus import scripts
+from acp.runtime.bus.base import (
+    Bus,
+    BusOptions,
+    CommitStatus,
+    DeadLetter,
+    Delivery,
+    Event,
+    Outgoing,
+    QueueStats,
+)
+from acp.runtime.keys import DESTINATIONS, GROUP, Keys, topic_stream
+from acp.runtime.settings import RedisSettings
+
+__all__ = ["Durability", "RedisBus"]
+
+log = structlog.get_logger("acp.bus.redis")
+T = TypeVar("T")
+Durability = Literal["fast", "safe"]
+_SEP = b"\x1e"
+_RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
+
+
+def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> list[bytes | str]:
+    out: list[bytes | str] = ["m", item.msg_id, "f", item.frame]
+    if attempts:
+        out += ["a", str(attempts)]
+    if history:
+        out += ["r", _SEP.join(h.encode() for h in history)]
+    for name, value in item.headers.items():
+        out += ["h." + name, value]
+    return out
+
+
+def _parse(raw: Any) -> dict[bytes, bytes]:
+    it = iter(raw)
+    return dict(zip(it, it, strict=True))
+
+
+def _delivery(dest: str, entry_id: bytes, raw: Any, times: int) -> Delivery:
+    """A Delivery from a stream entry (a field list from Lua, or a dict from redis-py)."""
+    f: dict[bytes, bytes] = raw if isinstance(raw, dict) else _parse(raw)
+    headers = {k[2:].decode(): v.decode() for k, v in f.items() if k.startswith(b"h.")}
+    history = tuple(h.decode() for h in f[b"r"].split(_SEP)) if f.get(b"r") else ()
+    return Delivery(
+        dest=dest,
+        entry_id=entry_id.decode(),
+        msg_id=f.get(b"m", b"").decode(),
+        frame=f.get(b"f", b""),
+        headers=headers,
+        deliveries=int(f.get(b"a", b"0")) + times,
+        history=history,
+    )
+
+
+class RedisBus(Bus):
+    """``RedisBus.from_url("redis://localhost:6379/0")``; use inside ``async with``.
+
+    ``durability="safe"`` makes every send and commit wait until the server has
+    written it to its append-only file (``WAITAOF``, or ``appendfsync always``
+    on servers without it).
+    """
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        options: BusOptions | None = None,
+        *,
+        durability: Durability = "fast",
+        reconnect_timeout: float = 60.0,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(options, client_id=client_id)
+        self.settings = settings
+        self.durability = durability
+        self.reconnect_timeout = reconnect_timeout
+        self._redis: aioredis.Redis | None = None
+        self._blocking: dict[tuple[str, str], aioredis.Redis] = {}
+        self._groups: set[str] = set()
+        self._known: set[str] = set()
+        self._waitaof = False
+
+    @classmethod
+    def from_url(cls, url: str, options: BusOptions | None = None, **kwargs: Any) -> RedisBus:
+        return cls(RedisSettings.from_url(url), options, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RedisBus({self.settings.redacted_url!r}, durability={self.durability!r})"
+
+    # -- connections ------------------------------------------------------------------
+
+    def _client(self, *, socket_timeout: float | None = None) -> aioredis.Redis:
+        kwargs = self.settings.connection_kwargs()
+        if socket_timeout is not None:
+            kwargs["socket_timeout"] = socket_timeout
+        return aioredis.Redis(**kwargs)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._check_open()
+        assert self._redis is not None
+        return self._redis
+
+    async def _connect(self) -> None:
+        self._redis = self._client()
+        r = self._redis
+        self._scripts = {
+            name: r.register_script(getattr(scripts, name))
+            for name in ("SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY")
+        }
+        await self._retrying(r.ping)
+        if self.durability == "safe":
+            await self._check_safe_mode()
+
+    async def _check_safe_mode(self) -> None:
+        try:
+            await self.redis.execute_command("WAITAOF", 0, 0, 1)  # type: ignore[no-untyped-call]
+            self._waitaof = True
+            return
+        except ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise ConfigError(f"safe durability: WAITAOF failed: {exc}") from exc
+        config: Any = await self.redis.config_get("appendfsync")
+        fsync = config.get(b"appendfsync", b"")
+        if fsync != b"always":
+            raise ConfigError(
+                "safe durability needs a server with WAITAOF or 'appendfsync always' "
+                f"(this one has appendfsync {fsync.decode() or 'unknown'!r})"
+            )
+
+    async def _disconnect(self) -> None:
+        for client in self._blocking.values():
+            await client.aclose()
+        self._blocking.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn``, retrying lost connections with capped, jittered backoff."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while True:
+            try:
+                return await fn()
+            except _RECOVERABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ConnectionLost(
+                        f"Redis at {self.settings.redacted_url} unreachable for {self.reconnect_timeout:g}s: {exc}"
+                    ) from exc
+                log.warning("redis_retry", error=str(exc), delay=round(delay, 3))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0) * random.uniform(0.8, 1.2)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The server lost its groups (restarted without data, or flushed):
+                # recreate them, then run the command again.
+                self._groups.clear()
+                for dest in list(self._known):
+                    await self._ensure_group(dest)
+
+    async def _ensure_group(self, dest: str) -> Keys:
+        keys = Keys(dest)
+        if dest not in self._groups:
+            try:
+                await self.redis.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(dest)
+        if dest not in self._known:
+            self._known.add(dest)
+            await self.redis.sadd(DESTINATIONS, dest)
+        return keys
+
+    async def _durable(self) -> None:
+        if self.durability == "safe" and self._waitaof:
+            await self.redis.execute_command("WAITAOF", 1, 0, 5000)  # type: ignore[no-untyped-call]
+
+    # -- primitives -------------------------------------------------------------------
+
+    async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
+        by_dest: dict[str, list[Outgoing]] = {}
+        for item in items:
+            by_dest.setdefault(item.dest, []).append(item)
+        dedup_ms = int(self.options.dedup_ttl * 1000)
+        for dest, group in by_dest.items():
+            keys = await self._retrying(partial(self._ensure_group, dest))
+            expire_ms = int(self.options.inbox_ttl * 1000) if dest.startswith("inbox.") else 0
+            for start in range(0, len(group), 200):
+                args: list[Any] = [dedup_ms, expire_ms, 0]
+                n = 0
+                for item in group[start : start + 200]:
+                    fields = _fields(item)
+                    args += [item.msg_id, len(fields), *fields]
+                    n += 1
+                args[2] = n
+                await self._retrying(
+                    partial(self._scripts["SEND"], keys=[keys.stream, keys.sent], args=args)
+                )
+        await self._durable()
+
+    async def _blocking_client(self, dest: str, consumer: str, block: float) -> aioredis.Redis:
+        client = self._blocking.get((dest, consumer))
+        if client is None:
+            client = self._client(socket_timeout=block + 10.0)
+            self._blocking[(dest, consumer)] = client
+        return client
+
+    async def _read(
+        self, dest: str, consumer: str, *, count: int, block: float, own: bool
+    ) -> list[Delivery]:
+        keys = await self._retrying(lambda: self._ensure_group(dest))
+        if own:
+            return await self._claim(keys, consumer, min_idle=0.0, count=count, only=consumer)
+        client = await self._blocking_client(dest, consumer, block) if block > 0 else self.redis
+        block_ms = int(block * 1000) if block > 0 else None
+        reply: Any = await self._retrying(
+            lambda: client.xreadgroup(
+                GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
+            )
+        )
+        if not reply:
+            return []
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return [_delivery(dest, entry_id, fields, 1) for entry_id, fields in entries if fields]
+
+    async def _claim(
+        self, keys: Keys, consumer: str, *, min_idle: float, count: int, only: str
+    ) -> list[Delivery]:
+        rows: Any = await self._retrying(
+            lambda: self._scripts["RECLAIM"](
+                keys=[keys.stream], args=[GROUP, consumer, int(min_idle * 1000), count, only]
+            )
+        )
+        return [
+            _delivery(keys.dest, entry_id, fields, int(times)) for entry_id, fields, times in rows
+        ]
+
+    async def _reclaim(
+        self, dest: str, consumer: str, *, min_idle: float, count: int
+    ) -> list[Delivery]:
+        keys = await self._retrying(lambda: self._ensure_group(dest))
+        return await self._claim(keys, consumer, min_idle=min_idle, count=count, only="")
+
+    async def _promote(self, dest: str) -> int:
+        keys = Keys(dest)
+        moved = await self._retrying(
+            lambda: self._scripts["PROMOTE"](keys=[keys.stream, keys.delayed])
+        )
+        return int(moved)
+
+    async def _commit(
+        self, dest: str, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
+    ) -> list[tuple[CommitStatus, list[str]]]:
+        keys = Keys(dest)
+        args: list[Any] = [GROUP, consumer, int(self.options.ledger_ttl * 1000), len(items)]
+        for delivery, effects in items:
+            args += [delivery.entry_id, delivery.msg_id, len(effects)]
+            for effect in effects:
+                fields = ["d", effect.dest, *_fields(effect)]
+                args += [len(fields), *fields]
+        rows: Any = await self._retrying(
+            lambda: self._scripts["COMMIT"](keys=[keys.stream, keys.done, keys.outbox], args=args)
+        )
+        await self._durable()
+        return [(CommitStatus(status.decode()), [i.decode() for i in ids]) for status, ids in rows]
+
+    async def _forward(self, dest: str, pairs: Sequence[tuple[str, Outgoing]]) -> None:
+        await self._send([effect for _, effect in pairs])
+        outbox = Keys(dest).outbox
+        await self._retrying(lambda: self.redis.xdel(outbox, *[oid for oid, _ in pairs]))
+
+    async def _relay(self, dest: str, older_than: float) -> int:
+        keys = Keys(dest)
+        cutoff = f"{int((time.time() - older_than) * 1000)}-0"
+        rows: Any = await self._retrying(
+            lambda: self.redis.xrange(keys.outbox, "-", cutoff, count=200)
+        )
+        if not rows:
+            return 0
+        pairs = []
+        for entry_id, fields in rows:
+            target = fields.get(b"d", b"").decode()
+            d = _delivery(target, entry_id, fields, 0)
+            pairs.append((d.entry_id, Outgoing(target, d.msg_id, d.frame, d.headers)))
+        log.info("outbox_relay", dest=dest, entries=len(pairs))
+        await self._forward(dest, pairs)
+        return len(pairs)
+
+    async def _retry(self, delivery: Delivery, consumer: str, *, due: float, error: str) -> bool:
+        keys = Keys(delivery.dest)
+        item = Outgoing(delivery.dest, delivery.msg_id, delivery.frame, delivery.headers)
+        fields = _fields(item, attempts=delivery.deliveries, history=(*delivery.history, error))
+        member = msgpack.packb(
+            [f.encode() if isinstance(f, str) else f for f in fields], use_bin_type=False
+        )
+        delay_ms = max(int((due - time.time()) * 1000), 0)
+        ok = await self._retrying(
+            lambda: self._scripts["RETRY"](
+                keys=[keys.stream, keys.delayed],
+                args=[GROUP, consumer, delivery.entry_id, delay_ms, member],
+            )
+        )
+        return bool(ok)
+
+    async def _dead_letter(
+        self, delivery: Delivery, consumer: str | None, *, reason: str, error: str
+    ) -> bool:
+        keys = Keys(delivery.dest)
+        history = (
+            (*delivery.history, error)
+            if error and error not in delivery.history[-1:]
+            else delivery.history
+        )
+        item = Outgoing(delivery.dest, delivery.msg_id, delivery.frame, delivery.headers)
+        fields = [
+            *_fields(item, history=history),
+            "reason", reason, "error", error, "deliveries", str(delivery.deliveries),
+            "entry", delivery.entry_id, "at", str(time.time()),
+        ]  # fmt: skip
+        ok = await self._retrying(
+            lambda: self._scripts["DEAD"](
+                keys=[keys.stream, keys.dead],
+                args=[GROUP, consumer or "", delivery.entry_id, *fields],
+            )
+        )
+        await self._durable()
+        return bool(ok)
+
+    async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
+        keys = Keys(dest)
+        flags = await self._retrying(
+            lambda: self._scripts["RENEW"](keys=[keys.stream], args=[GROUP, consumer, *entry_ids])
+        )
+        return [bool(f) for f in flags]
+
+    # -- topics -----------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, frame: bytes, headers: Mapping[str, str] | None = None
+    ) -> str:
+        self._check_open()
+        fields: dict[Any, Any] = {"f": frame}
+        for name, value in (headers or {}).items():
+            fields["h." + name] = value
+        event_id: Any = await self._retrying(
+            lambda: self.redis.xadd(
+                topic_stream(topic), fields, maxlen=self.options.topic_maxlen, approximate=True
+            )
+        )
+        return str(event_id.decode())
+
+    async def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
+        self._check_open()
+        stream = topic_stream(topic)
+        if after == "$":
+            last: Any = await self._retrying(lambda: self.redis.xrevrange(stream, count=1))
+            after = last[0][0].decode() if last else "0-0"
+        client = self._client(socket_timeout=11.0)
+        try:
+            while True:
+                reply: Any = await self._retrying(
+                    partial(client.xread, {stream: after}, count=100, block=1000)
+                )
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        after = entry_id.decode()
+                        headers = {
+                            k[2:].decode(): v.decode()
+                            for k, v in fields.items()
+                            if k.startswith(b"h.")
+                        }
+                        yield Event(topic, after, fields.get(b"f", b""), headers)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    # -- administration -------------------------------------------------------------------
+
+    async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]:
+        self._check_open()
+        rows: Any = await self._retrying(lambda: self.redis.xrange(Keys(dest).dead, count=count))
+        out = []
+        for entry_id, f in rows:
+            d = _delivery(dest, entry_id, f, 0)
+            out.append(
+                DeadLetter(
+                    dest=dest,
+                    entry_id=d.entry_id,
+                    msg_id=d.msg_id,
+                    frame=d.frame,
+                    headers=d.headers,
+                    reason=f.get(b"reason", b"").decode(),
+                    error=f.get(b"error", b"").decode(),
+                    deliveries=int(f.get(b"deliveries", b"0")),
+                    history=d.history,
+                    dead_at=float(f.get(b"at", b"0")),
+                )
+            )
+        return out
+
+    async def replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
+        self._check_open()
+        keys = await self._retrying(lambda: self._ensure_group(dest))
+        moved = await self._retrying(
+            lambda: self._scripts["REPLAY"](
+                keys=[keys.stream, keys.dead], args=list(entry_ids or [""])
+            )
+        )
+        return int(moved)
+
+    async def purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
+        self._check_open()
+        dead = Keys(dest).dead
+        if entry_ids:
+            return int(await self._retrying(lambda: self.redis.xdel(dead, *entry_ids)))
+        n = int(await self._retrying(lambda: self.redis.xlen(dead)))
+        await self._retrying(lambda: self.redis.delete(dead))
+        return n
+
+    async def stats(self, dest: str) -> QueueStats:
+        self._check_open()
+        keys = Keys(dest)
+
+        async def read() -> QueueStats:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(keys.stream)
+                pipe.xpending(keys.stream, GROUP)
+                pipe.zcard(keys.delayed)
+                pipe.xlen(keys.dead)
+                pipe.xrange(keys.stream, count=1)
+                pipe.xinfo_consumers(keys.stream, GROUP)
+                length, pending, delayed, dead, first, consumers = await pipe.execute(
+                    raise_on_error=False
+                )
+            npending = pending["pending"] if isinstance(pending, dict) else 0
+            oldest = 0.0
+            if isinstance(first, list) and first:
+                ms = int(first[0][0].split(b"-")[0])
+                oldest = max(time.time() - ms / 1000.0, 0.0)
+            return QueueStats(
+                dest=dest,
+                ready=max(int(length) - npending, 0) if isinstance(length, int) else 0,
+                pending=npending,
+                delayed=int(delayed) if isinstance(delayed, int) else 0,
+                dead=int(dead) if isinstance(dead, int) else 0,
+                lag_s=round(oldest, 3),
+                consumers=len(consumers) if isinstance(consumers, list) else 0,
+            )
+
+        return await self._retrying(read)
+
+    async def destinations(self) -> list[str]:
+        self._check_open()
+        names: Any = await self._retrying(lambda: self.redis.smembers(DESTINATIONS))
+        return sorted(n.decode() for n in names)

@@ -1,0 +1,204 @@
+"""Lua scripts of the Redis bus. Each touches the keys of ONE destination only
+(one hash tag, one cluster slot); effects on other destinations go through the
+outbox. Times come from the server's clock (``TIME``), never the client's.
+
+Entry fields: ``m`` message id, ``f`` frame, ``a`` deliveries before this entry
+(retries), ``r`` error history (``\\x1e``-separated), ``h.<name>`` headers.
+Dedup markers and the processed ledger are sorted sets scored by time, trimmed
+by age in the same scripts, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+_NOW = """
+local _t = redis.call('TIME')
+local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
+"""
+
+_OWNED = """
+local function owned(stream, group, entry, consumer)
+  local p = redis.call('XPENDING', stream, group, entry, entry, 1)
+  return #p > 0 and p[1][2] == consumer
+end
+"""
+
+# KEYS: stream, sent-zset. ARGV: dedup_ttl_ms, expire_ms, n, then per item:
+# msg_id, nfields, fields...  Returns how many entries were added.
+SEND = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[1]))
+local n, i, added = tonumber(ARGV[3]), 4, 0
+for k = 1, n do
+  local nf = tonumber(ARGV[i + 1])
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 2, i + 1 + nf))
+    added = added + 1
+  end
+  i = i + 2 + nf
+end
+local expire = tonumber(ARGV[2])
+if expire > 0 then
+  redis.call('PEXPIRE', KEYS[1], expire)
+  redis.call('PEXPIRE', KEYS[2], expire)
+end
+return added
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, min_idle_ms, count, only_consumer ('' = any).
+# Returns {entry_id, fields, times_delivered} for each entry claimed.
+RECLAIM = """
+local p
+if ARGV[5] ~= '' then
+  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], ARGV[5])
+else
+  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
+end
+if #p == 0 then return {} end
+local ids, counts = {}, {}
+for i, e in ipairs(p) do
+  ids[i] = e[1]
+  counts[e[1]] = e[4]
+end
+local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))
+local out = {}
+for _, entry in ipairs(claimed) do
+  if entry and entry[2] then
+    out[#out + 1] = {entry[1], entry[2], counts[entry[1]] + 1}
+  end
+end
+-- entries trimmed or deleted from the stream but still pending: drop them
+for _, id in ipairs(ids) do
+  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  end
+end
+return out
+"""
+
+# KEYS: stream, done-zset, outbox. ARGV: group, consumer, ledger_ttl_ms, n, then per
+# item: entry_id, msg_id, neffects, then per effect: nfields, fields...
+# Returns per item {status, {outbox ids}}.
+COMMIT = (
+    _NOW
+    + _OWNED
+    + """
+local group, consumer = ARGV[1], ARGV[2]
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+local n, i = tonumber(ARGV[4]), 5
+local out, acks = {}, {}
+for k = 1, n do
+  local entry, msg, neff = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local status
+  if not owned(KEYS[1], group, entry, consumer) then
+    status = 'lost'
+  elseif redis.call('ZADD', KEYS[2], 'NX', now, msg) == 0 then
+    status = 'duplicate'
+  else
+    status = 'done'
+  end
+  local ids = {}
+  for e = 1, neff do
+    local nf = tonumber(ARGV[i])
+    if status == 'done' then
+      ids[#ids + 1] = redis.call('XADD', KEYS[3], '*', unpack(ARGV, i + 1, i + nf))
+    end
+    i = i + 1 + nf
+  end
+  if status ~= 'lost' then acks[#acks + 1] = entry end
+  out[k] = {status, ids}
+end
+if #acks > 0 then
+  redis.call('XACK', KEYS[1], group, unpack(acks))
+  redis.call('XDEL', KEYS[1], unpack(acks))
+end
+return out
+"""
+)
+
+# KEYS: stream, delayed-zset. ARGV: group, consumer, entry_id, delay_ms, packed fields.
+RETRY = (
+    _NOW
+    + _OWNED
+    + """
+if not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: stream, delayed-zset. Moves due retries back onto the stream.
+PROMOTE = (
+    _NOW
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 200)
+for _, member in ipairs(due) do
+  redis.call('XADD', KEYS[1], '*', unpack(cmsgpack.unpack(member)))
+  redis.call('ZREM', KEYS[2], member)
+end
+return #due
+"""
+)
+
+# KEYS: stream, dead-stream. ARGV: group, consumer ('' = skip the ownership check),
+# entry_id, then the dead-letter fields.
+DEAD = (
+    _OWNED
+    + """
+if ARGV[2] ~= '' and not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, entry ids... Resets the idle clock of entries
+# this consumer still owns; 1/0 per entry.
+RENEW = (
+    _OWNED
+    + """
+local out = {}
+for i = 3, #ARGV do
+  if owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+)
+
+# KEYS: stream, dead-stream. ARGV: entry ids of dead letters ('' = all, up to 1000).
+# Puts them back with a fresh delivery count; returns how many.
+REPLAY = """
+local entries
+if ARGV[1] == '' then
+  entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1000)
+else
+  entries = {}
+  for _, id in ipairs(ARGV) do
+    local e = redis.call('XRANGE', KEYS[2], id, id)
+    if #e > 0 then entries[#entries + 1] = e[1] end
+  end
+end
+for _, e in ipairs(entries) do
+  local fields, keep = e[2], {}
+  for j = 1, #fields, 2 do
+    local k = fields[j]
+    if k == 'm' or k == 'f' or string.sub(k, 1, 2) == 'h.' then
+      keep[#keep + 1] = k
+      keep[#keep + 1] = fields[j + 1]
+    end
+  end
+  redis.call('XADD', KEYS[1], '*', unpack(keep))
+  redis.call('XDEL', KEYS[2], e[1])
+end
+return #entries
+"""

@@ -1,0 +1,73 @@
+"""Every Redis key, stream and group name the runtime uses, in one place.
+
+Keys that one script touches together share a hash tag, ``{<destination>}``,
+so they live in one Redis Cluster slot: a destination's work stream, its
+send-dedup markers, processed ledger, outbox, delayed retries and dead
+letters. Cross-destination effects go through the outbox, never one script.
+"""
+
+from __future__ import annotations
+
+import re
+
+from acp.errors import ConfigError
+
+__all__ = [
+    "DESTINATIONS",
+    "GROUP",
+    "Keys",
+    "check_name",
+    "inbox_name",
+    "topic_stream",
+]
+
+PREFIX = "acp"
+#: consumer group every destination's workers read through
+GROUP = "workers"
+#: set of every destination that ever received work (for status and dlq tools)
+DESTINATIONS = f"{PREFIX}:destinations"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+
+def check_name(name: str, what: str = "destination") -> str:
+    """Names end up inside keys and hash tags: no braces, spaces or oddities."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{what} name {name!r} must be 1-128 characters of letters, digits and ._:@- "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class Keys:
+    """The keys of one destination (an agent, or a client's reply inbox)."""
+
+    __slots__ = ("dead", "delayed", "dest", "done", "outbox", "sent", "stream")
+
+    def __init__(self, dest: str) -> None:
+        check_name(dest)
+        tag = f"{PREFIX}:{{{dest}}}"
+        self.dest = dest
+        #: the work queue (stream; consumer group ``GROUP``)
+        self.stream = f"{tag}:in"
+        #: message ids sent recently (sorted set scored by time): idempotent sends
+        self.sent = f"{tag}:sent"
+        #: message ids processed recently (sorted set scored by time): the ledger
+        self.done = f"{tag}:done"
+        #: effects committed but not yet delivered to their destinations (stream)
+        self.outbox = f"{tag}:out"
+        #: retries waiting for their time (sorted set scored by due time)
+        self.delayed = f"{tag}:delayed"
+        #: dead letters (stream)
+        self.dead = f"{tag}:dead"
+
+
+def inbox_name(client_id: str) -> str:
+    """The destination a requester reads its replies from."""
+    return f"inbox.{client_id}"
+
+
+def topic_stream(topic: str) -> str:
+    check_name(topic, "topic")
+    return f"{PREFIX}:{{topic:{topic}}}:events"
