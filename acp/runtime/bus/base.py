@@ -149,6 +149,9 @@ class BusOptions:
     inbox_ttl: float = 3600.0
     #: approximate cap on each topic stream's length
     topic_maxlen: int = 10_000
+    #: outbox entries older than this were left by a committer that died before
+    #: forwarding them; consumers of the destination forward them
+    relay_after: float = 5.0
 
 
 class Bus(abc.ABC):
@@ -304,7 +307,7 @@ class Bus(abc.ABC):
         if not batch and now >= self._next_reclaim.get(key, 0.0):
             self._next_reclaim[key] = now + self.options.reclaim_interval
             await self._promote(dest)
-            await self._relay(dest, older_than=max(self.options.reclaim_interval * 5, 2.0))
+            await self._relay(dest, older_than=self.options.relay_after)
             batch = await self._reclaim(dest, consumer, min_idle=self.options.min_idle, count=count)
         if not batch:
             batch = await self._read(dest, consumer, count=count, block=block, own=False)

@@ -1,0 +1,240 @@
+"""Run a message handler over one destination's queue, losing nothing.
+
+The processor is where frames become envelopes: it decodes each delivery,
+sends what cannot be trusted (undecodable, oversized, tampered, addressed to
+someone else, past its deadline) to the dead letters with a typed reason,
+runs the handler on the rest with bounded concurrency, and commits results
+in groups: a message, its effects (replies, handoffs) and its acknowledgement
+land together or not at all.
+
+Long handlers keep their lease: the processor renews in-flight entries well
+inside ``min_idle``; an entry another consumer took over is not committed.
+``stop()`` stops reading and lets in-flight work finish within a grace
+period; what does not finish stays pending and another consumer reclaims it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from acp.errors import DecodeError, RetryableError
+from acp.protocol.codec import WireCodec
+from acp.protocol.envelope import Envelope
+from acp.runtime.bus.base import H_CORRELATION, Bus, CommitStatus, Delivery, Outgoing
+
+__all__ = ["Handler", "Processor", "ProcessorStats", "to_outgoing"]
+
+log = structlog.get_logger("acp.processor")
+
+#: takes a message, returns the messages it causes (replies, handoffs, statuses)
+Handler = Callable[[Envelope], Awaitable[Sequence[Envelope]]]
+
+
+def to_outgoing(env: Envelope, frame: bytes) -> Outgoing:
+    headers = {H_CORRELATION: env.correlation_id} if env.correlation_id else {}
+    return Outgoing(env.recipient, env.id, frame, headers)
+
+
+@dataclass
+class ProcessorStats:
+    handled: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    in_flight: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Work:
+    delivery: Delivery
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    lost: bool = False
+
+
+class Processor:
+    """Drive ``handler`` on ``dest``; ``await run()`` until ``stop()`` or cancellation."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        dest: str,
+        handler: Handler,
+        *,
+        codec: WireCodec | None = None,
+        consumer: str | None = None,
+        concurrency: int = 16,
+        batch: int = 100,
+        block: float = 1.0,
+        grace: float = 30.0,
+        accept: Callable[[Envelope], bool] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.dest = dest
+        self.handler = handler
+        self.codec = codec or WireCodec()
+        #: stable across restarts of the same worker, so it drains its own leftovers
+        self.consumer = consumer or f"{socket.gethostname()}-{dest}"
+        self.concurrency = max(1, concurrency)
+        self.batch = batch
+        self.block = block
+        self.grace = grace
+        self.accept = accept or (lambda env: env.recipient == dest)
+        self.stats = ProcessorStats()
+        self._in_flight: dict[str, _Work] = {}
+        self._done: list[tuple[Delivery, list[Outgoing]]] = []
+        self._done_ready = anyio.Event()
+        self._room = anyio.Event()
+        self._stopping = anyio.Event()
+        self._log = log.bind(dest=dest, consumer=self.consumer)
+
+    def stop(self) -> None:
+        """Stop reading; in-flight work finishes within ``grace`` seconds."""
+        self._stopping.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._renew_leases)
+            async with anyio.create_task_group() as handlers:
+                outer.start_soon(self._commit_loop)
+                task_status.started()
+                self._log.info("processor_started", concurrency=self.concurrency)
+                await self._read_loop(handlers)
+                with anyio.move_on_after(self.grace) as grace:
+                    while self._in_flight:
+                        await self._room.wait()
+                        self._room = anyio.Event()
+                if grace.cancelled_caught:
+                    self._log.warning("grace_expired", unfinished=len(self._in_flight))
+                    handlers.cancel_scope.cancel()
+            await self._flush()
+            outer.cancel_scope.cancel()
+        self._log.info("processor_stopped", handled=self.stats.handled)
+
+    # -- reading and handling ----------------------------------------------------------
+
+    async def _read_loop(self, handlers: anyio.abc.TaskGroup) -> None:
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._in_flight)
+            if free <= 0:
+                # Entries awaiting their commit count too: memory stays bounded.
+                with anyio.move_on_after(1.0):
+                    await self._room.wait()
+                self._room = anyio.Event()
+                continue
+            batch = await self.bus.consume(
+                self.dest, self.consumer, count=min(free, self.batch), block=self.block
+            )
+            for delivery in batch:
+                work = _Work(delivery)
+                self._in_flight[delivery.entry_id] = work
+                handlers.start_soon(self._handle, work)
+            self.stats.in_flight = len(self._in_flight)
+
+    def _release(self, entry_id: str) -> None:
+        self._in_flight.pop(entry_id, None)
+        self._room.set()
+
+    async def _handle(self, work: _Work) -> None:
+        delivery = work.delivery
+        outcome: list[Outgoing] | None = None
+        try:
+            with work.scope:
+                outcome = await self._process(delivery)
+        finally:
+            if outcome is None or work.lost or work.scope.cancelled_caught:
+                # retried, dead-lettered, lease lost or shut down: nothing to commit
+                self._release(delivery.entry_id)
+            else:
+                self._done.append((delivery, outcome))
+                self._done_ready.set()
+
+    async def _process(self, delivery: Delivery) -> list[Outgoing] | None:
+        """Effects to commit, or None when the delivery was retried or dead-lettered."""
+        try:
+            env = self.codec.decode(delivery.frame)
+        except DecodeError as exc:
+            await self._reject(delivery, f"decode:{exc.reason}", str(exc))
+            return None
+        if not self.accept(env):
+            await self._reject(
+                delivery,
+                "unknown_recipient",
+                f"addressed to {env.recipient!r}, read from {self.dest!r}",
+            )
+            return None
+        if env.expired():
+            await self._reject(
+                delivery,
+                "deadline",
+                f"deadline passed {time.time() - (env.deadline or 0):.1f}s ago",
+            )
+            return None
+        log_ = self._log.bind(msg_id=env.id, command=env.command, attempt=delivery.deliveries)
+        if delivery.deliveries != env.attempt:
+            env = env.evolve(attempt=delivery.deliveries)
+        try:
+            results = await self.handler(env)
+        except RetryableError as exc:
+            log_.warning("handler_retry", error=str(exc))
+            await self.bus.retry(delivery, self.consumer, error=str(exc), delay=exc.retry_after)
+            self.stats.retried += 1
+            return None
+        except Exception as exc:
+            log_.exception("handler_failed")
+            await self._reject(delivery, "handler_error", f"{type(exc).__name__}: {exc}")
+            return None
+        return [to_outgoing(r, self.codec.encode(r)) for r in results]
+
+    async def _reject(self, delivery: Delivery, reason: str, error: str) -> None:
+        self._log.warning("dead_letter", msg_id=delivery.msg_id, reason=reason, error=error)
+        await self.bus.dead_letter(delivery, self.consumer, reason=reason, error=error)
+        self.stats.dead_lettered += 1
+
+    # -- committing --------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._done_ready.wait()
+            self._done_ready = anyio.Event()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._done:
+            items, self._done = self._done, []
+            with anyio.CancelScope(shield=True):
+                statuses = await self.bus.commit(self.consumer, items)
+            for (delivery, _), status in zip(items, statuses, strict=True):
+                self._release(delivery.entry_id)
+                if status is CommitStatus.DONE:
+                    self.stats.handled += 1
+                elif status is CommitStatus.DUPLICATE:
+                    self.stats.duplicates += 1
+                else:
+                    self.stats.lost += 1
+                    self._log.warning("commit_fenced", msg_id=delivery.msg_id)
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        interval = max(self.bus.options.min_idle / 3, 0.05)
+        while True:
+            await anyio.sleep(interval)
+            works = [w for w in self._in_flight.values() if not w.lost]
+            if not works:
+                continue
+            owned = await self.bus.renew(self.consumer, [w.delivery for w in works])
+            for work, ok in zip(works, owned, strict=True):
+                if not ok:
+                    work.lost = True
+                    work.scope.cancel()
+                    self.stats.lost += 1
+                    self._log.warning("lease_lost", msg_id=work.delivery.msg_id)

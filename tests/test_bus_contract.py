@@ -1,0 +1,339 @@
+"""One contract, two buses: every test here runs against MemoryBus and RedisBus."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+import pytest
+
+from acp.errors import BusClosed, ConfigError, RequestTimeout
+from acp.runtime.bus import (
+    Bus,
+    BusOptions,
+    CommitStatus,
+    MemoryBroker,
+    MemoryBus,
+    Outgoing,
+    RedisBus,
+)
+
+pytestmark = pytest.mark.anyio
+
+FAST = BusOptions(
+    min_idle=0.2,
+    reclaim_interval=0.05,
+    retry_base=0.05,
+    retry_cap=0.2,
+    relay_after=0.2,
+    max_deliveries=3,
+)
+MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_bus(request: pytest.FixtureRequest) -> MakeBus:
+    """A factory of bus clients that all talk to the same broker/server."""
+    if request.param == "memory":
+        broker = MemoryBroker()
+        return lambda options=FAST, **kw: MemoryBus(broker, options, **kw)
+    url = request.getfixturevalue("redis_url")
+    return lambda options=FAST, **kw: RedisBus.from_url(url, options, **kw)
+
+
+def out(dest: str, msg_id: str, body: bytes = b"frame", **headers: str) -> Outgoing:
+    return Outgoing(dest, msg_id, body, headers)
+
+
+async def drain(bus: Bus, dest: str, consumer: str = "c1", *, rounds: int = 3) -> list:
+    seen = []
+    for _ in range(rounds):
+        batch = await bus.consume(dest, consumer, block=0.05)
+        seen += batch
+        if batch:
+            await bus.commit(consumer, [(d, ()) for d in batch])
+    return seen
+
+
+async def test_send_consume_commit(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send_many(
+            [out("agent-a", f"m{i}", f"f{i}".encode(), trace="t") for i in range(5)]
+        )
+        batch = await bus.consume("agent-a", "c1", count=10, block=0.5)
+        assert [d.msg_id for d in batch] == [f"m{i}" for i in range(5)]
+        assert [d.frame for d in batch] == [f"f{i}".encode() for i in range(5)]
+        assert all(d.deliveries == 1 and d.headers == {"trace": "t"} for d in batch)
+        stats = await bus.stats("agent-a")
+        assert (stats.ready, stats.pending) == (0, 5)
+        assert await bus.commit("c1", [(d, ()) for d in batch]) == [CommitStatus.DONE] * 5
+        stats = await bus.stats("agent-a")
+        assert (stats.ready, stats.pending, stats.dead) == (0, 0, 0)
+        assert await bus.consume("agent-a", "c1", block=0.05) == []
+        assert "agent-a" in await bus.destinations()
+
+
+async def test_send_is_idempotent_by_message_id(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        for _ in range(3):
+            await bus.send(out("agent-a", "same-id"))
+        await bus.send_many([out("agent-a", "same-id"), out("agent-a", "other")])
+        assert [d.msg_id for d in await drain(bus, "agent-a")] == ["same-id", "other"]
+
+
+async def test_blocking_consume_wakes_on_send(make_bus: MakeBus) -> None:
+    async with make_bus() as consumer_bus, make_bus() as producer_bus:
+        got = []
+
+        async def consume() -> None:
+            got.extend(await consumer_bus.consume("agent-a", "c1", block=5.0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.sleep(0.1)
+            with anyio.fail_after(3):
+                await producer_bus.send(out("agent-a", "m1"))
+        assert [d.msg_id for d in got] == ["m1"]
+
+
+async def test_commit_delivers_effects_once(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (d,) = await bus.consume("agent-a", "c1", block=0.5)
+        effects = [
+            out("agent-b", "handoff-1", b"x"),
+            out("agent-b", "handoff-1", b"x"),
+            out("agent-c", "note-1"),
+        ]
+        assert await bus.commit("c1", [(d, effects)]) == [CommitStatus.DONE]
+        assert [x.msg_id for x in await drain(bus, "agent-b")] == ["handoff-1"]
+        assert [x.msg_id for x in await drain(bus, "agent-c")] == ["note-1"]
+
+
+async def test_processed_message_id_is_a_duplicate_and_its_effects_are_dropped(
+    make_bus: MakeBus,
+) -> None:
+    options = BusOptions(**{**FAST.__dict__, "dedup_ttl": 0.0})  # let a second entry in
+    async with make_bus(options) as bus:
+        await bus.send(out("agent-a", "m1"))
+        (first,) = await bus.consume("agent-a", "c1", block=0.5)
+        assert await bus.commit("c1", [(first, [out("agent-b", "e1")])]) == [CommitStatus.DONE]
+        await anyio.sleep(0.01)
+        await bus.send(out("agent-a", "m1"))
+        (second,) = await bus.consume("agent-a", "c1", block=0.5)
+        assert second.entry_id != first.entry_id
+        assert await bus.commit("c1", [(second, [out("agent-b", "e2")])]) == [
+            CommitStatus.DUPLICATE
+        ]
+        assert [x.msg_id for x in await drain(bus, "agent-b")] == ["e1"]
+        assert (await bus.stats("agent-a")).pending == 0
+
+
+async def test_abandoned_entry_is_reclaimed_and_the_old_owner_is_fenced(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (held,) = await bus.consume("agent-a", "slow", block=0.5)
+        assert await bus.renew("slow", [held]) == [True]
+        await anyio.sleep(FAST.min_idle + 0.1)
+        (taken,) = await bus.consume("agent-a", "fast", block=0.5)
+        assert taken.msg_id == "m1"
+        assert taken.deliveries == 2
+        assert await bus.renew("slow", [held]) == [False]
+        assert await bus.commit("slow", [(held, [out("agent-b", "from-slow")])]) == [
+            CommitStatus.LOST
+        ]
+        assert await bus.commit("fast", [(taken, [out("agent-b", "from-fast")])]) == [
+            CommitStatus.DONE
+        ]
+        assert [x.msg_id for x in await drain(bus, "agent-b")] == ["from-fast"]
+
+
+async def test_renewed_entry_is_not_reclaimed(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (held,) = await bus.consume("agent-a", "worker", block=0.5)
+        for _ in range(4):
+            await anyio.sleep(FAST.min_idle / 2)
+            assert await bus.renew("worker", [held]) == [True]
+            assert await bus.consume("agent-a", "thief", block=0.01) == []
+        assert await bus.commit("worker", [(held, ())]) == [CommitStatus.DONE]
+
+
+async def test_consumer_restart_gets_its_own_pending_entries_first(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send_many([out("agent-a", "m1"), out("agent-a", "m2")])
+        first = await bus.consume("agent-a", "worker-1", block=0.5)
+        assert len(first) == 2
+    async with make_bus() as restarted:
+        again = await restarted.consume("agent-a", "worker-1", block=0.5)
+        assert [d.msg_id for d in again] == ["m1", "m2"]
+        assert all(d.deliveries == 2 for d in again)
+        assert (
+            await restarted.commit("worker-1", [(d, ()) for d in again]) == [CommitStatus.DONE] * 2
+        )
+
+
+async def test_retry_waits_then_redelivers_with_history(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (d,) = await bus.consume("agent-a", "c1", block=0.5)
+        assert await bus.retry(d, "c1", error="flaky upstream", delay=0.3)
+        assert await bus.consume("agent-a", "c1", block=0.05) == []
+        assert (await bus.stats("agent-a")).delayed == 1
+        await anyio.sleep(0.35)
+        redelivered = []
+        with anyio.fail_after(3):
+            while not redelivered:
+                redelivered = await bus.consume("agent-a", "c1", block=0.1)
+        (again,) = redelivered
+        assert (again.msg_id, again.deliveries, again.history) == ("m1", 2, ("flaky upstream",))
+
+
+async def test_poison_message_is_dead_lettered_after_max_deliveries_and_replayed(
+    make_bus: MakeBus,
+) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "poison", b"bad"))
+        errors = 0
+        with anyio.fail_after(10):
+            while (await bus.stats("agent-a")).dead == 0:
+                for d in await bus.consume("agent-a", "c1", block=0.1):
+                    errors += 1
+                    await bus.retry(d, "c1", error=f"boom {d.deliveries}", delay=0.0)
+        assert errors == FAST.max_deliveries
+        (letter,) = await bus.dead_letters("agent-a")
+        assert (letter.msg_id, letter.frame, letter.reason) == ("poison", b"bad", "max_deliveries")
+        assert letter.deliveries == FAST.max_deliveries
+        assert letter.history == ("boom 1", "boom 2", "boom 3")
+        assert await bus.replay("agent-a") == 1
+        assert await bus.dead_letters("agent-a") == []
+        (back,) = await bus.consume("agent-a", "c1", block=0.5)
+        assert (back.msg_id, back.deliveries) == ("poison", 1)
+
+
+async def test_crash_redeliveries_count_towards_dead_lettering(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "crashes-its-worker"))
+        for attempt in range(1, FAST.max_deliveries + 1):
+            with anyio.fail_after(5):
+                batch: list = []
+                while not batch:
+                    batch = await bus.consume("agent-a", f"worker-{attempt}", block=0.05)
+            assert batch[0].deliveries == attempt
+            await anyio.sleep(FAST.min_idle + 0.05)  # the worker "dies" holding it
+        assert await bus.consume("agent-a", "survivor", block=0.05) == []
+        (letter,) = await bus.dead_letters("agent-a")
+        assert letter.reason == "max_deliveries"
+        assert letter.deliveries == FAST.max_deliveries + 1
+
+
+async def test_explicit_dead_letter_and_purge(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send_many([out("agent-a", "undecodable", b"\x00garbage"), out("agent-a", "m2")])
+        first, second = await bus.consume("agent-a", "c1", block=0.5)
+        assert await bus.dead_letter(
+            first, "c1", reason="decode:bad_magic", error="first byte 0x00"
+        )
+        assert await bus.commit("c1", [(second, ())]) == [CommitStatus.DONE]
+        (letter,) = await bus.dead_letters("agent-a")
+        assert (letter.reason, letter.error, letter.frame) == (
+            "decode:bad_magic",
+            "first byte 0x00",
+            b"\x00garbage",
+        )
+        assert await bus.purge("agent-a") == 1
+        assert (await bus.stats("agent-a")).dead == 0
+
+
+async def test_dead_letter_by_a_consumer_that_lost_the_entry_is_refused(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (held,) = await bus.consume("agent-a", "old", block=0.5)
+        await anyio.sleep(FAST.min_idle + 0.1)
+        (taken,) = await bus.consume("agent-a", "new", block=0.5)
+        assert not await bus.dead_letter(held, "old", reason="x", error="y")
+        assert not await bus.retry(held, "old", error="y", delay=0)
+        assert await bus.commit("new", [(taken, ())]) == [CommitStatus.DONE]
+
+
+async def test_effects_left_in_the_outbox_by_a_dead_committer_are_relayed(
+    make_bus: MakeBus,
+) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (d,) = await bus.consume("agent-a", "c1", block=0.5)
+        # the primitive commit, without the immediate forward: as if the process died here
+        results = await bus._commit("agent-a", "c1", [(d, [out("agent-b", "effect-1")])])
+        assert results[0][0] is CommitStatus.DONE
+        assert await bus.consume("agent-b", "c1", block=0.05) == []
+        await anyio.sleep(FAST.relay_after + 0.1)
+        await bus.consume("agent-a", "c2", block=0.05)  # any consumer of agent-a relays
+        assert [x.msg_id for x in await drain(bus, "agent-b")] == ["effect-1"]
+        await bus.consume("agent-a", "c2", block=0.05)
+        assert [x.msg_id for x in await drain(bus, "agent-b")] == []
+
+
+async def test_request_reply_and_timeout(make_bus: MakeBus) -> None:
+    async with make_bus() as client, make_bus() as server:
+
+        async def responder() -> None:
+            while True:
+                for d in await server.consume("agent-a", "srv", block=0.2):
+                    reply = Outgoing(
+                        d.headers["reply-to"],
+                        f"r-{d.msg_id}",
+                        b"pong:" + d.frame,
+                        server.reply_headers(d.msg_id),
+                    )
+                    await server.commit("srv", [(d, [reply])])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(responder)
+            for i in range(3):
+                reply = await client.request(
+                    Outgoing("agent-a", f"q{i}", b"ping", {"reply-to": client.inbox}), timeout=5
+                )
+                assert reply.frame == b"pong:ping"
+                assert reply.headers["acp-corr"] == f"q{i}"
+            tg.cancel_scope.cancel()
+        with pytest.raises(RequestTimeout, match="agent-z"):
+            await client.request(
+                Outgoing("agent-z", "lost", b"?", {"reply-to": client.inbox}), timeout=0.3
+            )
+
+
+async def test_topics_fan_out_and_resume_from_last_id(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.publish("status", b"old")
+        seen = []
+
+        async def listen() -> None:
+            async for event in bus.subscribe("status"):
+                seen.append(event)
+                if len(seen) == 2:
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            await anyio.sleep(0.1)
+            await bus.publish("status", b"e1", {"k": "v"})
+            await bus.publish("status", b"e2")
+        assert [e.frame for e in seen] == [b"e1", b"e2"]
+        assert seen[0].headers == {"k": "v"}
+        await bus.publish("status", b"e3")
+        resumed = []
+        with anyio.fail_after(3):
+            async for event in bus.subscribe("status", after=seen[-1].event_id):
+                resumed.append(event.frame)
+                break
+        assert resumed == [b"e3"]
+
+
+async def test_misuse_is_reported(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    with pytest.raises(BusClosed):
+        await bus.send(out("agent-a", "m1"))  # type: ignore[attr-defined]
+    async with make_bus() as opened:
+        with pytest.raises(ConfigError, match="destination name"):
+            await opened.send(out("bad name {x}", "m1"))
