@@ -1,0 +1,91 @@
+"""Smoke test for the bus benchmark harness (``bench/bus.py``).
+
+The harness is the yardstick for the runtime's message path, so a broken
+harness must fail CI rather than quietly print nonsense. It runs as a
+subprocess, exactly as people run it, with its own embedded server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BUS = Path(__file__).resolve().parent.parent / "bench" / "bus.py"
+MESSAGES = 2000
+
+REQUIRED = {
+    "messages",
+    "acp_msgs_per_s",
+    "raw_msgs_per_s",
+    "ratio",
+    "acp_rtt_p50_ms",
+    "acp_rtt_p99_ms",
+    "raw_rtt_p50_ms",
+    "lost",
+    "duplicates",
+    "dramatiq_msgs_per_s",
+    "arq_msgs_per_s",
+    "server",
+    "python",
+    "redis_py",
+    "hiredis",
+}
+
+
+@pytest.fixture(scope="module")
+def result() -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(BUS), "--messages", str(MESSAGES), "--json", "--no-peers"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"stdout must be exactly one JSON object, got:\n{proc.stdout}"
+    parsed: dict[str, Any] = json.loads(lines[0])
+    return parsed
+
+
+@pytest.mark.timeout(130)
+def test_json_has_every_key(result: dict[str, Any]) -> None:
+    assert not REQUIRED - result.keys(), "missing keys"
+    assert result["messages"] == MESSAGES
+    assert isinstance(result["hiredis"], bool)
+
+
+@pytest.mark.timeout(130)
+def test_raw_figures_are_positive_and_exact(result: dict[str, Any]) -> None:
+    assert result["raw_msgs_per_s"] > 0
+    assert 0 < result["raw_rtt_p50_ms"] <= result["raw_rtt_p99_ms"]
+    assert result["raw_lost"] == 0
+    assert result["raw_duplicates"] == 0
+    assert result["raw_unacked"] == 0
+
+
+@pytest.mark.timeout(130)
+def test_peers_are_skipped_with_a_reason(result: dict[str, Any]) -> None:
+    assert result["dramatiq_msgs_per_s"] is None
+    assert result["arq_msgs_per_s"] is None
+    assert set(result["peers_skipped"]) == {"dramatiq", "arq"}
+
+
+@pytest.mark.timeout(130)
+def test_acp_row_is_measured_or_explained(result: dict[str, Any]) -> None:
+    if result["acp_msgs_per_s"] is None:
+        assert result["acp_skipped"]
+        assert result["ratio"] is None
+    else:
+        assert result["acp_msgs_per_s"] > 0
+        assert result["ratio"] == pytest.approx(
+            result["acp_msgs_per_s"] / result["raw_msgs_per_s"], rel=0.01
+        )
+        assert result["lost"] == 0
+        assert result["duplicates"] == 0
+        assert 0 < result["acp_rtt_p50_ms"] <= result["acp_rtt_p99_ms"]
