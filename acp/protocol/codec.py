@@ -75,7 +75,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "hash": _STR_OR_NONE,
     "headers": (dict,),
 }
-_DEFAULTS = {"priority": 5, "attempt": 1, "headers": {}}
+_DEFAULTS = {"priority": 5, "attempt": 1, "headers": None}
+#: every optional field at its default (headers get a fresh dict per message)
+_BLANK: dict[str, Any] = {name: _DEFAULTS.get(name) for name in _OPTIONAL}
 
 
 _FIRST = _MAGIC | VERSION
@@ -351,7 +353,7 @@ class WireCodec:
             or not 0 <= kind_code < len(_KINDS)
         ):
             raise DecodeError("bad_header", f"header field 'kind' has unknown code {kind_code!r}")
-        fields: dict[str, Any] = dict(_DEFAULTS)
+        fields: dict[str, Any] = dict(_BLANK)
         for name, value in zip(_OPTIONAL, extra, strict=False):
             if value is None and name in _DEFAULTS:
                 continue
@@ -363,13 +365,24 @@ class WireCodec:
         if not 0 <= fields["priority"] <= 9 or fields["attempt"] < 1:
             raise DecodeError("bad_header", "header field 'priority' or 'attempt' out of range")
         headers = fields["headers"]
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        if headers is None:
+            fields["headers"] = {}
+        elif not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
             raise DecodeError("bad_header", "header field 'headers' must map strings to strings")
-        if "created_at" not in fields:
+        created = fields["created_at"]
+        if created is None:
             raise DecodeError("bad_header", "header field 'created_at' is missing")
+        fields["created_at"] = float(created)
         if self.verify:
-            verify_tag(body, fields.get("hash"), self.keys)
-        # Every field was checked above: skip a second validation pass on the hot path.
-        return Envelope.model_construct(
-            id=id_, kind=_KINDS[kind_code], sender=sender, recipient=recipient, body=body, **fields
+            verify_tag(body, fields["hash"], self.keys)
+        # Every field was checked above: build without a second validation pass.
+        return Envelope._trusted(
+            {
+                "id": id_,
+                "kind": _KINDS[kind_code],
+                "sender": sender,
+                "recipient": recipient,
+                "body": body,
+                **fields,
+            }
         )

@@ -55,6 +55,18 @@ class Envelope(BaseModel):
         return value
 
     @classmethod
+    def _trusted(cls, values: dict[str, Any]) -> Envelope:
+        """Build from values the caller has fully checked (the wire decoder), every
+        field present: skips pydantic's validation and ``model_construct``'s
+        default filling on the hot path."""
+        env = cls.__new__(cls)
+        object.__setattr__(env, "__dict__", values)
+        object.__setattr__(env, "__pydantic_fields_set__", set(_ALL_FIELDS))
+        object.__setattr__(env, "__pydantic_extra__", None)
+        object.__setattr__(env, "__pydantic_private__", None)
+        return env
+
+    @classmethod
     def for_body(
         cls, body: dict[str, Any], *, sender: str, recipient: str, **fields: Any
     ) -> Envelope:
@@ -92,3 +104,6 @@ class Envelope(BaseModel):
             tenant=self.tenant,
             **fields,
         )
+
+
+_ALL_FIELDS = frozenset(Envelope.model_fields)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,10 +54,10 @@ class ProcessorStats:
     started_at: float = field(default_factory=time.time)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Work:
     delivery: Delivery
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: another consumer took the entry over: the result is discarded, not committed
     lost: bool = False
 
 
@@ -93,6 +94,12 @@ class Processor:
         self._done: list[tuple[Delivery, list[Outgoing]]] = []
         self._done_ready = anyio.Event()
         self._room = anyio.Event()
+        self._queue: deque[_Work] = deque()
+        self._wake = anyio.Event()
+        self._idle = 0
+        self._workers = 0
+        self._starting = 0
+        self._handlers: anyio.abc.TaskGroup
         self._stopping = anyio.Event()
         self._log = log.bind(dest=dest, consumer=self.consumer)
 
@@ -103,25 +110,31 @@ class Processor:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._renew_leases)
+            outer.start_soon(self._commit_loop)
             async with anyio.create_task_group() as handlers:
-                outer.start_soon(self._commit_loop)
+                self._handlers = handlers
                 task_status.started()
                 self._log.info("processor_started", concurrency=self.concurrency)
-                await self._read_loop(handlers)
+                await self._read_loop()
                 with anyio.move_on_after(self.grace) as grace:
                     while self._in_flight:
                         await self._room.wait()
                         self._room = anyio.Event()
                 if grace.cancelled_caught:
                     self._log.warning("grace_expired", unfinished=len(self._in_flight))
-                    handlers.cancel_scope.cancel()
+                handlers.cancel_scope.cancel()
             await self._flush()
             outer.cancel_scope.cancel()
         self._log.info("processor_stopped", handled=self.stats.handled)
 
     # -- reading and handling ----------------------------------------------------------
+    #
+    # Workers drain a shared deque back to back. Before starting a handler, a
+    # worker makes sure a spare worker exists while items are still queued, so a
+    # handler that blocks (an LLM call) never holds up the queue, while fast
+    # handlers run a whole batch without a task switch per message.
 
-    async def _read_loop(self, handlers: anyio.abc.TaskGroup) -> None:
+    async def _read_loop(self) -> None:
         while not self._stopping.is_set():
             free = self.concurrency - len(self._in_flight)
             if free <= 0:
@@ -136,8 +149,38 @@ class Processor:
             for delivery in batch:
                 work = _Work(delivery)
                 self._in_flight[delivery.entry_id] = work
-                handlers.start_soon(self._handle, work)
+                self._queue.append(work)
+            if batch:
+                self._ensure_worker()
             self.stats.in_flight = len(self._in_flight)
+
+    def _ensure_worker(self) -> None:
+        """Make sure one worker is free to take the next queued item."""
+        if self._idle:
+            self._wake.set()
+        elif not self._starting and self._workers < self.concurrency:
+            self._workers += 1
+            self._starting += 1
+            self._handlers.start_soon(self._serve)
+
+    async def _serve(self) -> None:
+        self._starting -= 1
+        try:
+            while True:
+                if not self._queue:
+                    self._idle += 1
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._idle -= 1
+                    self._wake = anyio.Event()
+                    continue
+                work = self._queue.popleft()
+                if self._queue:
+                    self._ensure_worker()
+                await self._handle(work)
+        finally:
+            self._workers -= 1
 
     def _release(self, entry_id: str) -> None:
         self._in_flight.pop(entry_id, None)
@@ -147,10 +190,9 @@ class Processor:
         delivery = work.delivery
         outcome: list[Outgoing] | None = None
         try:
-            with work.scope:
-                outcome = await self._process(delivery)
+            outcome = await self._process(delivery)
         finally:
-            if outcome is None or work.lost or work.scope.cancelled_caught:
+            if outcome is None or work.lost:
                 # retried, dead-lettered, lease lost or shut down: nothing to commit
                 self._release(delivery.entry_id)
             else:
@@ -235,6 +277,5 @@ class Processor:
             for work, ok in zip(works, owned, strict=True):
                 if not ok:
                     work.lost = True
-                    work.scope.cancel()
                     self.stats.lost += 1
                     self._log.warning("lease_lost", msg_id=work.delivery.msg_id)

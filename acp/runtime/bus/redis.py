@@ -59,6 +59,13 @@ def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> l
     return out
 
 
+def _pack(value: Any) -> bytes:
+    """Script arguments as one msgpack blob; the old "raw" string type because
+    Lua's cmsgpack turns it into plain (binary-safe) strings."""
+    packed: bytes = msgpack.packb(value, use_bin_type=False)
+    return packed
+
+
 def _parse(raw: Any) -> dict[bytes, bytes]:
     it = iter(raw)
     return dict(zip(it, it, strict=True))
@@ -216,16 +223,16 @@ class RedisBus(Bus):
         for dest, group in by_dest.items():
             keys = await self._retrying(partial(self._ensure_group, dest))
             expire_ms = int(self.options.inbox_ttl * 1000) if dest.startswith("inbox.") else 0
-            for start in range(0, len(group), 200):
-                args: list[Any] = [dedup_ms, expire_ms, 0]
-                n = 0
-                for item in group[start : start + 200]:
-                    fields = _fields(item)
-                    args += [item.msg_id, len(fields), *fields]
-                    n += 1
-                args[2] = n
+            for start in range(0, len(group), 500):
+                packed = _pack(
+                    [[item.msg_id, *_fields(item)] for item in group[start : start + 500]]
+                )
                 await self._retrying(
-                    partial(self._scripts["SEND"], keys=[keys.stream, keys.sent], args=args)
+                    partial(
+                        self._scripts["SEND"],
+                        keys=[keys.stream, keys.sent],
+                        args=[dedup_ms, expire_ms, packed],
+                    )
                 )
         await self._durable()
 
@@ -283,12 +290,18 @@ class RedisBus(Bus):
         self, dest: str, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
     ) -> list[tuple[CommitStatus, list[str]]]:
         keys = Keys(dest)
-        args: list[Any] = [GROUP, consumer, int(self.options.ledger_ttl * 1000), len(items)]
-        for delivery, effects in items:
-            args += [delivery.entry_id, delivery.msg_id, len(effects)]
-            for effect in effects:
-                fields = ["d", effect.dest, *_fields(effect)]
-                args += [len(fields), *fields]
+        packed = _pack(
+            [
+                [delivery.entry_id, delivery.msg_id, *(["d", e.dest, *_fields(e)] for e in effects)]
+                for delivery, effects in items
+            ]
+        )
+        args: list[str | int | bytes] = [
+            GROUP,
+            consumer,
+            int(self.options.ledger_ttl * 1000),
+            packed,
+        ]
         rows: Any = await self._retrying(
             lambda: self._scripts["COMMIT"](keys=[keys.stream, keys.done, keys.outbox], args=args)
         )
@@ -321,9 +334,7 @@ class RedisBus(Bus):
         keys = Keys(delivery.dest)
         item = Outgoing(delivery.dest, delivery.msg_id, delivery.frame, delivery.headers)
         fields = _fields(item, attempts=delivery.deliveries, history=(*delivery.history, error))
-        member = msgpack.packb(
-            [f.encode() if isinstance(f, str) else f for f in fields], use_bin_type=False
-        )
+        member = _pack(fields)
         delay_ms = max(int((due - time.time()) * 1000), 0)
         ok = await self._retrying(
             lambda: self._scripts["RETRY"](
