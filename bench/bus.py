@@ -7,7 +7,7 @@ starts its own embedded server and measures, one phase at a time:
 * **raw**: a hand-tuned redis-py asyncio loop (pipelined XADD of pre-encoded
   msgpack payloads, XREADGROUP COUNT + one XACK per batch, producer and
   consumer concurrent) and a raw XADD / XREADGROUP / XADD / XREAD round trip;
-* **acp**: ``acp.runtime.benchmark`` (throughput and round trip) when it exists;
+* **acp**: ``bench/_acp.py`` (the full path: envelope, codec, bus, processor, commit);
 * **peers**: Dramatiq and arq in subprocesses (``bench/_peers.py``).
 
 ``ratio = acp_msgs_per_s / raw_msgs_per_s`` is the figure the runtime is
@@ -314,14 +314,15 @@ async def raw_rtt(
 
 
 def load_acp() -> tuple[Any, str | None]:
-    """``acp.runtime.benchmark`` or the reason it cannot be used (imported late: it may not exist yet)."""
+    """``bench/_acp.py`` or the reason it cannot be used (imported late: acp may be broken)."""
     try:
-        benchmark = importlib.import_module("acp.runtime.benchmark")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        benchmark = importlib.import_module("_acp")
     except ImportError as exc:
-        return None, f"acp.runtime.benchmark is not importable: {exc}"
+        return None, f"bench/_acp.py is not importable: {exc}"
     missing = [f for f in ("run_acp_throughput", "run_acp_rtt") if not hasattr(benchmark, f)]
     if missing:
-        return None, f"acp.runtime.benchmark lacks {', '.join(missing)}"
+        return None, f"bench/_acp.py lacks {', '.join(missing)}"
     return benchmark, None
 
 

@@ -337,3 +337,15 @@ async def test_misuse_is_reported(make_bus: MakeBus) -> None:
     async with make_bus() as opened:
         with pytest.raises(ConfigError, match="destination name"):
             await opened.send(out("bad name {x}", "m1"))
+
+
+async def test_a_repeated_commit_reports_duplicate_not_lost(make_bus: MakeBus) -> None:
+    """A commit retried after its reply was lost must not look like lost ownership."""
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (d,) = await bus.consume("agent-a", "c1", block=0.5)
+        assert await bus.commit("c1", [(d, [out("agent-b", "e1")])]) == [CommitStatus.DONE]
+        assert await bus.commit("c1", [(d, [out("agent-b", "e1-again")])]) == [
+            CommitStatus.DUPLICATE
+        ]
+        assert [x.msg_id for x in await drain(bus, "agent-b")] == ["e1"]

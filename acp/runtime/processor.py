@@ -59,6 +59,8 @@ class _Work:
     delivery: Delivery
     #: another consumer took the entry over: the result is discarded, not committed
     lost: bool = False
+    #: its commit is on the wire: renewing now would race the acknowledgement
+    committing: bool = False
 
 
 class Processor:
@@ -252,6 +254,10 @@ class Processor:
     async def _flush(self) -> None:
         while self._done:
             items, self._done = self._done, []
+            for delivery, _ in items:
+                work = self._in_flight.get(delivery.entry_id)
+                if work is not None:
+                    work.committing = True
             with anyio.CancelScope(shield=True):
                 statuses = await self.bus.commit(self.consumer, items)
             for (delivery, _), status in zip(items, statuses, strict=True):
@@ -270,12 +276,16 @@ class Processor:
         interval = max(self.bus.options.min_idle / 3, 0.05)
         while True:
             await anyio.sleep(interval)
-            works = [w for w in self._in_flight.values() if not w.lost]
+            works = [w for w in self._in_flight.values() if not (w.lost or w.committing)]
             if not works:
                 continue
             owned = await self.bus.renew(self.consumer, [w.delivery for w in works])
             for work, ok in zip(works, owned, strict=True):
-                if not ok:
+                # a commit may have finished while the renewal was on the wire
+                current = (
+                    self._in_flight.get(work.delivery.entry_id) is work and not work.committing
+                )
+                if not ok and current:
                     work.lost = True
                     self.stats.lost += 1
                     self._log.warning("lease_lost", msg_id=work.delivery.msg_id)

@@ -123,9 +123,9 @@ class QueueStats:
 
 class CommitStatus(StrEnum):
     DONE = "done"
-    #: already processed earlier: acknowledged, effects dropped
+    #: the message id was already processed: nothing more committed, effects dropped
     DUPLICATE = "duplicate"
-    #: another consumer owns the entry now: nothing committed
+    #: another consumer owns the entry now and it is not processed: nothing committed
     LOST = "lost"
 
 

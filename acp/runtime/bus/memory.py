@@ -206,7 +206,8 @@ class MemoryBus(Bus):
         results: list[tuple[CommitStatus, list[str]]] = []
         for delivery, effects in items:
             if not self._owned(q, delivery.entry_id, consumer):
-                results.append((CommitStatus.LOST, []))
+                already = delivery.msg_id in q.done
+                results.append((CommitStatus.DUPLICATE if already else CommitStatus.LOST, []))
                 continue
             self._ack(q, delivery.entry_id)
             if delivery.msg_id in q.done:

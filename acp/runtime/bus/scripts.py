@@ -91,7 +91,8 @@ for k, item in ipairs(cmsgpack.unpack(ARGV[4])) do
   local entry, msg = item[1], item[2]
   local status
   if not owned(KEYS[1], group, entry, consumer) then
-    status = 'lost'
+    -- already processed (e.g. this very commit, retried after a lost reply): say so
+    if redis.call('ZSCORE', KEYS[2], msg) then status = 'duplicate' else status = 'lost' end
   elseif redis.call('ZADD', KEYS[2], 'NX', now, msg) == 0 then
     status = 'duplicate'
   else
