@@ -349,3 +349,10 @@ async def test_a_repeated_commit_reports_duplicate_not_lost(make_bus: MakeBus) -
             CommitStatus.DUPLICATE
         ]
         assert [x.msg_id for x in await drain(bus, "agent-b")] == ["e1"]
+
+
+async def test_errors_inside_the_bus_context_propagate_unwrapped(make_bus: MakeBus) -> None:
+    with pytest.raises(KeyError, match="boom"):
+        async with make_bus() as bus:
+            await bus.send(out("agent-a", "m1"))
+            raise KeyError("boom")

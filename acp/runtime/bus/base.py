@@ -182,8 +182,10 @@ class Bus(abc.ABC):
         self._open = False
         try:
             if self._tg is not None:
+                # Close the bus's own background tasks without handing them the
+                # caller's exception: it must propagate unwrapped, not in a group.
                 self._tg.cancel_scope.cancel()
-                await self._tg.__aexit__(et, e, tb)
+                await self._tg.__aexit__(None, None, None)
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):
