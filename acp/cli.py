@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
+import anyio
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -13,8 +17,12 @@ from rich.text import Text
 
 from acp.agents import Catalogue, load_catalogue
 from acp.agents.examples import collect_examples
-from acp.errors import DefinitionError, UnknownAgent
+from acp.errors import ACPError, DefinitionError, ProtocolError, UnknownAgent
+from acp.protocol import Envelope, WireCodec, envelope_to_text, render_envelope
 from acp.protocol.check import check_bodies
+from acp.runtime.bus import DeadLetter, RedisBus
+from acp.runtime.connect import redis_url_for_cli
+from acp.runtime.settings import ENV_REDIS_URL
 
 app = typer.Typer(
     name="acp",
@@ -224,6 +232,349 @@ def codec_check(
                 f"[yellow]{len(errors)} file problems skipped (see acp agents validate)[/yellow]"
             )
     raise typer.Exit(1 if report.mismatches or not examples else 0)
+
+
+# --- acp dlq ----------------------------------------------------------------
+
+
+dlq_app = typer.Typer(
+    help="Inspect, replay and purge dead letters: messages the runtime gave up on.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
+
+_T = TypeVar("_T")
+_ENTRY_ID = re.compile(r"^[0-9]+-[0-9]+$")
+#: redis-py already retries a failed connect for a few seconds; past that a one-shot
+#: admin command reports the error instead of retrying for a minute (and logging
+#: each retry on stdout, in the middle of --json output)
+_ADMIN_RECONNECT_TIMEOUT = 0.0
+
+_RedisOption = Annotated[
+    str | None,
+    typer.Option(
+        "--redis",
+        envvar=ENV_REDIS_URL,
+        metavar="URL",
+        help="Redis server URL, e.g. redis://127.0.0.1:6379/0; required, here or in the env var.",
+        show_default=False,
+    ),
+]
+_DEST_HELP = "Destination (agent or queue name)."
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+async def _on_bus(url: str, work: Callable[[RedisBus], Awaitable[_T]]) -> _T:
+    async with RedisBus.from_url(url, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT) as bus:
+        return await work(bus)
+
+
+def _with_bus(redis: str | None, work: Callable[[RedisBus], Awaitable[_T]]) -> _T:
+    """Run ``work`` on the named server. Library errors (bad or missing URL, server
+    unreachable) become one line on stderr and exit 1; they never hold the password."""
+    try:
+        return anyio.run(_on_bus, redis_url_for_cli(redis), work)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _require_dest(bus: RedisBus, dest: str) -> None:
+    """Refuse unknown destinations: a typo must not read as "no dead letters", and
+    replaying into one would create it."""
+    if dest not in await bus.destinations():
+        raise _fail(f"no destination {dest!r} on {bus.settings.redacted_url}")
+
+
+def _entry_ids(entry_ids: list[str] | None, every: bool) -> list[str] | None:
+    """The selected entry ids (duplicates dropped), or None for --all; exit 2 otherwise."""
+    if every and entry_ids:
+        raise typer.BadParameter("give entry ids or --all, not both", param_hint="ENTRY_ID")
+    if not every and not entry_ids:
+        raise typer.BadParameter(
+            "give the entry ids to act on (see acp dlq list) or --all", param_hint="ENTRY_ID"
+        )
+    if entry_ids is None:
+        return None
+    bad = [e for e in entry_ids if not _ENTRY_ID.match(e)]
+    if bad:
+        raise typer.BadParameter(
+            f"{', '.join(bad)}: entry ids look like 1718000000000-0", param_hint="ENTRY_ID"
+        )
+    return list(dict.fromkeys(entry_ids))
+
+
+def _decode(frame: bytes) -> tuple[Envelope | None, str | None]:
+    """The envelope in a dead frame, or why it cannot be read; the tag is not checked
+    because the frame may be here precisely for a bad tag."""
+    try:
+        return WireCodec(verify=False).decode(frame), None
+    except ProtocolError as exc:
+        return None, str(exc)
+
+
+def _when(ts: float, *, short: bool = False) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime(
+        "%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%SZ"
+    )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]
+
+
+def _letter_record(letter: DeadLetter, env: Envelope | None) -> dict[str, Any]:
+    return {
+        "dest": letter.dest,
+        "entry_id": letter.entry_id,
+        "msg_id": letter.msg_id,
+        "reason": letter.reason,
+        "error": letter.error,
+        "deliveries": letter.deliveries,
+        "history": list(letter.history),
+        "dead_at": letter.dead_at,
+        "command": env.command if env else None,
+        "kind": env.kind.value if env else None,
+    }
+
+
+def _hex_preview(frame: bytes, limit: int = 64) -> list[str]:
+    lines = []
+    for offset in range(0, min(len(frame), limit), 16):
+        chunk = frame[offset : min(offset + 16, limit)]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:04x}  {chunk.hex(' '):<47}  |{text}|")
+    return lines
+
+
+@dlq_app.command("list")
+def dlq_list(
+    dests: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Destinations to look at; default: every destination.",
+            metavar="DEST",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print one JSON object {"dead_letters": [...]}.')
+    ] = False,
+    count: Annotated[
+        int, typer.Option("--count", "-n", help="Most dead letters per destination.", min=1)
+    ] = 100,
+    redis: _RedisOption = None,
+) -> None:
+    """List dead letters, oldest first: entry id, message id, reason, deliveries,
+    when it died and the first line of its last error.
+
+    Example: acp dlq list data-engineer --redis redis://127.0.0.1:6379/0 --json
+    """
+
+    async def fetch(bus: RedisBus) -> tuple[list[DeadLetter], list[str], dict[str, int]]:
+        known = await bus.destinations()
+        letters: list[DeadLetter] = []
+        unknown: list[str] = []
+        more: dict[str, int] = {}
+        for dest in dict.fromkeys(dests or known):
+            if dest not in known:
+                unknown.append(dest)
+                continue
+            total = (await bus.stats(dest)).dead
+            if total:
+                got = await bus.dead_letters(dest, count=count)
+                letters.extend(got)
+                if total > len(got):
+                    more[dest] = total
+        return letters, unknown, more
+
+    letters, unknown, more = _with_bus(redis, fetch)
+    for dest in unknown:
+        typer.echo(f"note: no destination {dest!r}", err=True)
+    for dest, total in more.items():
+        typer.echo(
+            f"note: showing {count} of {total} dead letters in {dest} (see --count)", err=True
+        )
+    if as_json:
+        records = [_letter_record(letter, _decode(letter.frame)[0]) for letter in letters]
+        typer.echo(json.dumps({"dead_letters": records}, ensure_ascii=False))
+        return
+    if not letters:
+        typer.echo("no dead letters")
+        return
+    console = Console()
+    by_dest: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_dest.setdefault(letter.dest, []).append(letter)
+    for dest, group in by_dest.items():
+        table = Table(title=f"{dest}: {len(group)} dead letter{'' if len(group) == 1 else 's'}")
+        # Entry ids are what the other dlq commands take: never wrap them.
+        table.add_column("entry id", no_wrap=True)
+        table.add_column("msg id", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        table.add_column("tries", justify="right")
+        table.add_column("dead at UTC", no_wrap=True)
+        table.add_column("error", overflow="fold")
+        for letter in group:
+            table.add_row(
+                Text(letter.entry_id, style="bold"),
+                Text(letter.msg_id),
+                Text(letter.reason),
+                Text(str(letter.deliveries)),
+                Text(_when(letter.dead_at, short=True)),
+                Text(_first_line(letter.error)),
+            )
+        console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    dest: Annotated[str, typer.Argument(help=_DEST_HELP, metavar="DEST", show_default=False)],
+    entry_id: Annotated[
+        str,
+        typer.Argument(help="Dead-letter entry id (from acp dlq list).", metavar="ENTRY_ID"),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    redis: _RedisOption = None,
+) -> None:
+    """Show one dead letter in full: reason, error, delivery history, headers and
+    the message as a person reads it (or why its frame cannot be decoded, with a
+    hex preview). Exits 1 when the destination or entry does not exist.
+
+    Example: acp dlq show data-engineer 1718000000000-0 --redis redis://127.0.0.1:6379/0
+    """
+    if not _ENTRY_ID.match(entry_id):
+        raise typer.BadParameter("entry ids look like 1718000000000-0", param_hint="ENTRY_ID")
+
+    async def fetch(bus: RedisBus) -> DeadLetter:
+        await _require_dest(bus, dest)
+        # The bus reads dead letters oldest first; this one is somewhere among them.
+        total = (await bus.stats(dest)).dead
+        for letter in await bus.dead_letters(dest, count=max(total, 1)):
+            if letter.entry_id == entry_id:
+                return letter
+        raise _fail(f"no dead letter {entry_id} in {dest} (see acp dlq list {dest})")
+
+    letter = _with_bus(redis, fetch)
+    env, problem = _decode(letter.frame)
+    if as_json:
+        record = _letter_record(letter, env)
+        record["headers"] = dict(letter.headers)
+        record["message"] = json.loads(envelope_to_text(env)) if env else None
+        record["decode_error"] = problem
+        record["frame_bytes"] = len(letter.frame)
+        record["frame_hex"] = None if env else letter.frame[:64].hex()
+        typer.echo(json.dumps(record, ensure_ascii=False))
+        return
+    lines = [
+        f"dead letter {letter.entry_id} in {letter.dest}",
+        f"  message id  {letter.msg_id}",
+        f"  reason      {letter.reason}",
+        f"  deliveries  {letter.deliveries}",
+        f"  dead at     {_when(letter.dead_at)}",
+        "error:",
+        *(f"  {line}" for line in (letter.error or "-").splitlines()),
+        f"history ({len(letter.history)}):",
+        *(
+            f"  {n}. {line}" if i == 0 else f"     {line}"
+            for n, entry in enumerate(letter.history, 1)
+            for i, line in enumerate(entry.splitlines() or [""])
+        ),
+        "headers:" if letter.headers else "headers: none",
+        *(f"  {name}: {value}" for name, value in sorted(letter.headers.items())),
+    ]
+    if env is not None:
+        lines += ["message:", *(f"  {line}" for line in render_envelope(env).splitlines())]
+    else:
+        lines += [
+            f"message: cannot be decoded: {problem}",
+            f"frame: {len(letter.frame)} bytes; first {min(len(letter.frame), 64)} in hex:",
+            *(f"  {line}" for line in _hex_preview(letter.frame)),
+        ]
+    typer.echo("\n".join(lines))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    dest: Annotated[str, typer.Argument(help=_DEST_HELP, metavar="DEST", show_default=False)],
+    entry_ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dead-letter entry ids to replay.", metavar="ENTRY_ID"),
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    redis: _RedisOption = None,
+) -> None:
+    """Put dead letters back on DEST's queue with a fresh delivery count, after the
+    cause is fixed. Exits 1 if some given entry ids are not dead letters there.
+
+    Example: acp dlq replay data-engineer 1718000000000-0 --redis redis://127.0.0.1:6379/0
+    """
+    ids = _entry_ids(entry_ids, every)
+
+    async def replay(bus: RedisBus) -> int:
+        await _require_dest(bus, dest)
+        if ids is not None:
+            return await bus.replay(dest, ids)
+        # The bus moves a bounded batch per call; stop at what was dead when we
+        # started, so letters that die again meanwhile are not replayed in a loop.
+        target = (await bus.stats(dest)).dead
+        moved = 0
+        while moved < target:
+            batch = await bus.replay(dest)
+            if not batch:
+                break
+            moved += batch
+        return moved
+
+    moved = _with_bus(redis, replay)
+    typer.echo(f"replayed {moved} dead letter{'' if moved == 1 else 's'} to {dest}")
+    if ids is not None and moved < len(ids):
+        raise _fail(f"{len(ids) - moved} of the given entry ids are not dead letters in {dest}")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    dest: Annotated[str, typer.Argument(help=_DEST_HELP, metavar="DEST", show_default=False)],
+    entry_ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dead-letter entry ids to delete.", metavar="ENTRY_ID"),
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Delete every dead letter.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    redis: _RedisOption = None,
+) -> None:
+    """Delete dead letters for good. Asks first unless --yes; answering no exits 1
+    and deletes nothing. Exits 1 if some given entry ids are not dead letters there.
+
+    Example: acp dlq purge data-engineer --all --yes --redis redis://127.0.0.1:6379/0
+    """
+    ids = _entry_ids(entry_ids, every)
+
+    async def count(bus: RedisBus) -> int:
+        await _require_dest(bus, dest)
+        return len(ids) if ids is not None else (await bus.stats(dest)).dead
+
+    # Ask between two connections: none is held open while a person decides.
+    n = _with_bus(redis, count)
+    if n == 0:
+        typer.echo(f"no dead letters in {dest}")
+        return
+    if not yes:
+        what = f"all {n}" if ids is None else f"{n} selected"
+        if not typer.confirm(f"Delete {what} dead letters of {dest}? This cannot be undone."):
+            raise _fail("nothing deleted")
+
+    async def purge(bus: RedisBus) -> int:
+        await _require_dest(bus, dest)
+        return await bus.purge(dest, ids)
+
+    deleted = _with_bus(redis, purge)
+    typer.echo(f"purged {deleted} dead letter{'' if deleted == 1 else 's'} from {dest}")
+    if ids is not None and deleted < len(ids):
+        raise _fail(f"{len(ids) - deleted} of the given entry ids are not dead letters in {dest}")
 
 
 def main() -> None:
