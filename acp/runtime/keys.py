@@ -15,6 +15,7 @@ from acp.errors import ConfigError
 __all__ = [
     "DESTINATIONS",
     "GROUP",
+    "INBOX_PREFIX",
     "Keys",
     "check_name",
     "inbox_name",
@@ -63,9 +64,13 @@ class Keys:
         self.dead = f"{tag}:dead"
 
 
+#: destinations that are a client's reply inbox start with this
+INBOX_PREFIX = "inbox."
+
+
 def inbox_name(client_id: str) -> str:
     """The destination a requester reads its replies from."""
-    return f"inbox.{client_id}"
+    return INBOX_PREFIX + client_id
 
 
 def topic_stream(topic: str) -> str:

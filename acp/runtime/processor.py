@@ -94,7 +94,7 @@ class Processor:
         self.stats = ProcessorStats()
         self._in_flight: dict[str, _Work] = {}
         self._done: list[tuple[Delivery, list[Outgoing]]] = []
-        self._done_ready = anyio.Event()
+        self._flushing = False
         self._room = anyio.Event()
         self._queue: deque[_Work] = deque()
         self._wake = anyio.Event()
@@ -112,7 +112,6 @@ class Processor:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._renew_leases)
-            outer.start_soon(self._commit_loop)
             async with anyio.create_task_group() as handlers:
                 self._handlers = handlers
                 task_status.started()
@@ -199,7 +198,8 @@ class Processor:
                 self._release(delivery.entry_id)
             else:
                 self._done.append((delivery, outcome))
-                self._done_ready.set()
+        if outcome is not None and not work.lost and not self._flushing:
+            await self._flush()
 
     async def _process(self, delivery: Delivery) -> list[Outgoing] | None:
         """Effects to commit, or None when the delivery was retried or dead-lettered."""
@@ -245,30 +245,32 @@ class Processor:
 
     # -- committing --------------------------------------------------------------------
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._done_ready.wait()
-            self._done_ready = anyio.Event()
-            await self._flush()
-
     async def _flush(self) -> None:
-        while self._done:
-            items, self._done = self._done, []
-            for delivery, _ in items:
-                work = self._in_flight.get(delivery.entry_id)
-                if work is not None:
-                    work.committing = True
-            with anyio.CancelScope(shield=True):
-                statuses = await self.bus.commit(self.consumer, items)
-            for (delivery, _), status in zip(items, statuses, strict=True):
-                self._release(delivery.entry_id)
-                if status is CommitStatus.DONE:
-                    self.stats.handled += 1
-                elif status is CommitStatus.DUPLICATE:
-                    self.stats.duplicates += 1
-                else:
-                    self.stats.lost += 1
-                    self._log.warning("commit_fenced", msg_id=delivery.msg_id)
+        """Group commit: the first finisher commits everything done so far; what
+        finishes meanwhile joins the next round, which it also runs."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._done:
+                items, self._done = self._done, []
+                for delivery, _ in items:
+                    work = self._in_flight.get(delivery.entry_id)
+                    if work is not None:
+                        work.committing = True
+                with anyio.CancelScope(shield=True):
+                    statuses = await self.bus.commit(self.consumer, items)
+                for (delivery, _), status in zip(items, statuses, strict=True):
+                    self._release(delivery.entry_id)
+                    if status is CommitStatus.DONE:
+                        self.stats.handled += 1
+                    elif status is CommitStatus.DUPLICATE:
+                        self.stats.duplicates += 1
+                    else:
+                        self.stats.lost += 1
+                        self._log.warning("commit_fenced", msg_id=delivery.msg_id)
+        finally:
+            self._flushing = False
 
     # -- leases ------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from acp.errors import BusClosed, RequestTimeout
 from acp.protocol.ids import new_id
-from acp.runtime.keys import check_name, inbox_name
+from acp.runtime.keys import INBOX_PREFIX, check_name, inbox_name
 
 __all__ = [
     "Bus",
@@ -225,15 +225,23 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def _commit(
-        self, dest: str, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
+        self,
+        dest: str,
+        consumer: str,
+        items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
+        eager: Sequence[Outgoing],
     ) -> list[tuple[CommitStatus, list[str]]]:
         """Atomically: fence, record processed, queue effects to the outbox, ack.
-        Returns each item's status and the outbox entry ids of its effects."""
+        Returns each item's status and the outbox entry ids of its effects.
+
+        ``eager`` effects (replies to client inboxes) are also sent right away,
+        in the same round trip: a client takes the first reply per correlation
+        id, so a fenced consumer's reply reaching it too is harmless."""
 
     @abc.abstractmethod
-    async def _forward(self, dest: str, pairs: Sequence[tuple[str, Outgoing]]) -> None:
-        """Deliver (outbox entry id, effect) pairs to their destinations, idempotently,
-        then drop the outbox entries."""
+    async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
+        """Send ``send`` (idempotently), then drop outbox entries ``done``
+        (a backend may drop them later; the relay's resend would be deduplicated)."""
 
     @abc.abstractmethod
     async def _relay(self, dest: str, older_than: float) -> int:
@@ -346,15 +354,18 @@ class Bus(abc.ABC):
                 raise ValueError("a commit batch must hold deliveries of one destination")
             for effect in effects:
                 check_name(effect.dest)
-        results = await self._commit(dest, consumer, items)
-        pairs = [
-            pair
-            for (status, ids), (_, effects) in zip(results, items, strict=True)
-            if status is CommitStatus.DONE
-            for pair in zip(ids, effects, strict=True)
-        ]
-        if pairs:
-            await self._forward(dest, pairs)
+        eager = [e for _, effects in items for e in effects if e.dest.startswith(INBOX_PREFIX)]
+        results = await self._commit(dest, consumer, items, eager)
+        send: list[Outgoing] = []
+        done: list[str] = []
+        for (status, ids), (_, effects) in zip(results, items, strict=True):
+            if status is CommitStatus.DONE:
+                for outbox_id, effect in zip(ids, effects, strict=True):
+                    done.append(outbox_id)
+                    if not effect.dest.startswith(INBOX_PREFIX):
+                        send.append(effect)
+        if done:
+            await self._forward(dest, send, done)
         return [status for status, _ in results]
 
     def backoff(self, deliveries: int) -> float:

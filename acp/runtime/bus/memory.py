@@ -198,7 +198,11 @@ class MemoryBus(Bus):
         q.entries.pop(entry_id, None)
 
     async def _commit(
-        self, dest: str, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
+        self,
+        dest: str,
+        consumer: str,
+        items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
+        eager: Sequence[Outgoing],
     ) -> list[tuple[CommitStatus, list[str]]]:
         q = self.broker.queue(dest)
         now = time.time()
@@ -220,13 +224,16 @@ class MemoryBus(Bus):
                 q.outbox[oid] = effect
                 ids.append(oid)
             results.append((CommitStatus.DONE, ids))
+        if eager:
+            await self._send(eager)
         await anyio.lowlevel.checkpoint()
         return results
 
-    async def _forward(self, dest: str, pairs: Sequence[tuple[str, Outgoing]]) -> None:
-        await self._send([effect for _, effect in pairs])
+    async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
+        if send:
+            await self._send(send)
         q = self.broker.queue(dest)
-        for oid, _ in pairs:
+        for oid in done:
             q.outbox.pop(oid, None)
 
     async def _relay(self, dest: str, older_than: float) -> int:
@@ -234,7 +241,7 @@ class MemoryBus(Bus):
         cutoff = (time.time() - older_than) * 1000
         old = [(oid, e) for oid, e in q.outbox.items() if int(oid.split("-")[0]) <= cutoff]
         if old:
-            await self._forward(dest, old)
+            await self._forward(dest, [e for _, e in old], [oid for oid, _ in old])
         return len(old)
 
     async def _retry(self, delivery: Delivery, consumer: str, *, due: float, error: str) -> bool:

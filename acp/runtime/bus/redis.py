@@ -10,6 +10,7 @@ ownership), so a retry never duplicates work.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ import msgpack
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from acp.errors import ConfigError, ConnectionLost
@@ -36,7 +37,7 @@ from acp.runtime.bus.base import (
     Outgoing,
     QueueStats,
 )
-from acp.runtime.keys import DESTINATIONS, GROUP, Keys, topic_stream
+from acp.runtime.keys import DESTINATIONS, GROUP, INBOX_PREFIX, Keys, topic_stream
 from acp.runtime.settings import RedisSettings
 
 __all__ = ["Durability", "RedisBus"]
@@ -46,6 +47,7 @@ T = TypeVar("T")
 Durability = Literal["fast", "safe"]
 _SEP = b"\x1e"
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
+_SCRIPT_NAMES = ("SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY")
 
 
 def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> list[bytes | str]:
@@ -113,6 +115,9 @@ class RedisBus(Bus):
         self._groups: set[str] = set()
         self._known: set[str] = set()
         self._waitaof = False
+        self._sha: dict[str, str] = {}
+        #: outbox entries already forwarded, deleted with the next round trip
+        self._trash: dict[str, list[str]] = {}
 
     @classmethod
     def from_url(cls, url: str, options: BusOptions | None = None, **kwargs: Any) -> RedisBus:
@@ -138,14 +143,18 @@ class RedisBus(Bus):
 
     async def _connect(self) -> None:
         self._redis = self._client()
-        r = self._redis
-        self._scripts = {
-            name: r.register_script(getattr(scripts, name))
-            for name in ("SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY")
-        }
-        await self._retrying(r.ping)
+        await self._retrying(self._load_scripts)
         if self.durability == "safe":
             await self._check_safe_mode()
+
+    async def _load_scripts(self) -> None:
+        """Load the scripts and call them by SHA: redis-py's script objects cost a
+        ``SCRIPT EXISTS`` round trip on every pipeline."""
+        for name in _SCRIPT_NAMES:
+            self._sha[name] = str(await self.redis.script_load(getattr(scripts, name)))
+
+    async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self.redis.evalsha(self._sha[name], len(keys), *keys, *args)
 
     async def _check_safe_mode(self) -> None:
         try:
@@ -164,6 +173,9 @@ class RedisBus(Bus):
             )
 
     async def _disconnect(self) -> None:
+        with contextlib.suppress(*_RECOVERABLE, ResponseError):
+            for dest in list(self._trash):
+                await self._drop_trash(dest)
         for client in self._blocking.values():
             await client.aclose()
         self._blocking.clear()
@@ -186,6 +198,8 @@ class RedisBus(Bus):
                 log.warning("redis_retry", error=str(exc), delay=round(delay, 3))
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0) * random.uniform(0.8, 1.2)
+            except NoScriptError:
+                await self._load_scripts()  # the server restarted or flushed its scripts
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -215,25 +229,26 @@ class RedisBus(Bus):
 
     # -- primitives -------------------------------------------------------------------
 
-    async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
+    async def _send_calls(self, items: Sequence[Outgoing]) -> list[tuple[list[str], list[Any]]]:
+        """(keys, args) of the SEND script calls that put ``items`` on their queues."""
         by_dest: dict[str, list[Outgoing]] = {}
         for item in items:
             by_dest.setdefault(item.dest, []).append(item)
         dedup_ms = int(self.options.dedup_ttl * 1000)
+        calls: list[tuple[list[str], list[Any]]] = []
         for dest, group in by_dest.items():
             keys = await self._retrying(partial(self._ensure_group, dest))
-            expire_ms = int(self.options.inbox_ttl * 1000) if dest.startswith("inbox.") else 0
+            expire_ms = int(self.options.inbox_ttl * 1000) if dest.startswith(INBOX_PREFIX) else 0
             for start in range(0, len(group), 500):
                 packed = _pack(
                     [[item.msg_id, *_fields(item)] for item in group[start : start + 500]]
                 )
-                await self._retrying(
-                    partial(
-                        self._scripts["SEND"],
-                        keys=[keys.stream, keys.sent],
-                        args=[dedup_ms, expire_ms, packed],
-                    )
-                )
+                calls.append(([keys.stream, keys.sent], [dedup_ms, expire_ms, packed]))
+        return calls
+
+    async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
+        for keys, args in await self._send_calls(items):
+            await self._retrying(partial(self._eval, "SEND", keys, args))
         await self._durable()
 
     async def _blocking_client(self, dest: str, consumer: str, block: float) -> aioredis.Redis:
@@ -249,6 +264,8 @@ class RedisBus(Bus):
         keys = await self._retrying(lambda: self._ensure_group(dest))
         if own:
             return await self._claim(keys, consumer, min_idle=0.0, count=count, only=consumer)
+        if self._trash.get(dest):
+            await self._drop_trash(dest)
         client = await self._blocking_client(dest, consumer, block) if block > 0 else self.redis
         block_ms = int(block * 1000) if block > 0 else None
         reply: Any = await self._retrying(
@@ -265,8 +282,11 @@ class RedisBus(Bus):
         self, keys: Keys, consumer: str, *, min_idle: float, count: int, only: str
     ) -> list[Delivery]:
         rows: Any = await self._retrying(
-            lambda: self._scripts["RECLAIM"](
-                keys=[keys.stream], args=[GROUP, consumer, int(min_idle * 1000), count, only]
+            partial(
+                self._eval,
+                "RECLAIM",
+                [keys.stream],
+                [GROUP, consumer, int(min_idle * 1000), count, only],
             )
         )
         return [
@@ -282,12 +302,16 @@ class RedisBus(Bus):
     async def _promote(self, dest: str) -> int:
         keys = Keys(dest)
         moved = await self._retrying(
-            lambda: self._scripts["PROMOTE"](keys=[keys.stream, keys.delayed])
+            partial(self._eval, "PROMOTE", [keys.stream, keys.delayed], [])
         )
         return int(moved)
 
     async def _commit(
-        self, dest: str, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
+        self,
+        dest: str,
+        consumer: str,
+        items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
+        eager: Sequence[Outgoing],
     ) -> list[tuple[CommitStatus, list[str]]]:
         keys = Keys(dest)
         packed = _pack(
@@ -296,22 +320,46 @@ class RedisBus(Bus):
                 for delivery, effects in items
             ]
         )
-        args: list[str | int | bytes] = [
+        commit: list[Any] = [
+            keys.stream,
+            keys.done,
+            keys.outbox,
             GROUP,
             consumer,
             int(self.options.ledger_ttl * 1000),
             packed,
         ]
-        rows: Any = await self._retrying(
-            lambda: self._scripts["COMMIT"](keys=[keys.stream, keys.done, keys.outbox], args=args)
-        )
+        sends = await self._send_calls(eager)
+        trash = self._trash.pop(dest, [])
+
+        async def run() -> Any:
+            # One round trip: last commit's outbox clean-up, this commit, its replies.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if trash:
+                    pipe.xdel(keys.outbox, *trash)
+                pipe.evalsha(self._sha["COMMIT"], 3, *commit)
+                for send_keys, send_args in sends:
+                    pipe.evalsha(self._sha["SEND"], 2, *send_keys, *send_args)
+                return await pipe.execute()
+
+        replies = await self._retrying(run)
         await self._durable()
+        rows = replies[1 if trash else 0]
         return [(CommitStatus(status.decode()), [i.decode() for i in ids]) for status, ids in rows]
 
-    async def _forward(self, dest: str, pairs: Sequence[tuple[str, Outgoing]]) -> None:
-        await self._send([effect for _, effect in pairs])
-        outbox = Keys(dest).outbox
-        await self._retrying(lambda: self.redis.xdel(outbox, *[oid for oid, _ in pairs]))
+    async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
+        if send:
+            await self._send(send)
+        trash = self._trash.setdefault(dest, [])
+        trash.extend(done)
+        if len(trash) >= 1000:
+            await self._drop_trash(dest)
+
+    async def _drop_trash(self, dest: str) -> None:
+        trash = self._trash.pop(dest, [])
+        if trash:
+            outbox = Keys(dest).outbox
+            await self._retrying(lambda: self.redis.xdel(outbox, *trash))
 
     async def _relay(self, dest: str, older_than: float) -> int:
         keys = Keys(dest)
@@ -319,16 +367,19 @@ class RedisBus(Bus):
         rows: Any = await self._retrying(
             lambda: self.redis.xrange(keys.outbox, "-", cutoff, count=200)
         )
-        if not rows:
-            return 0
-        pairs = []
+        forgotten = set(self._trash.get(dest, ()))
+        effects, ids = [], []
         for entry_id, fields in rows:
+            if entry_id.decode() in forgotten:
+                continue  # forwarded already, its deletion is only deferred
             target = fields.get(b"d", b"").decode()
             d = _delivery(target, entry_id, fields, 0)
-            pairs.append((d.entry_id, Outgoing(target, d.msg_id, d.frame, d.headers)))
-        log.info("outbox_relay", dest=dest, entries=len(pairs))
-        await self._forward(dest, pairs)
-        return len(pairs)
+            effects.append(Outgoing(target, d.msg_id, d.frame, d.headers))
+            ids.append(d.entry_id)
+        if ids:
+            log.info("outbox_relay", dest=dest, entries=len(ids))
+            await self._forward(dest, effects, ids)
+        return len(ids)
 
     async def _retry(self, delivery: Delivery, consumer: str, *, due: float, error: str) -> bool:
         keys = Keys(delivery.dest)
@@ -337,9 +388,11 @@ class RedisBus(Bus):
         member = _pack(fields)
         delay_ms = max(int((due - time.time()) * 1000), 0)
         ok = await self._retrying(
-            lambda: self._scripts["RETRY"](
-                keys=[keys.stream, keys.delayed],
-                args=[GROUP, consumer, delivery.entry_id, delay_ms, member],
+            partial(
+                self._eval,
+                "RETRY",
+                [keys.stream, keys.delayed],
+                [GROUP, consumer, delivery.entry_id, delay_ms, member],
             )
         )
         return bool(ok)
@@ -360,9 +413,11 @@ class RedisBus(Bus):
             "entry", delivery.entry_id, "at", str(time.time()),
         ]  # fmt: skip
         ok = await self._retrying(
-            lambda: self._scripts["DEAD"](
-                keys=[keys.stream, keys.dead],
-                args=[GROUP, consumer or "", delivery.entry_id, *fields],
+            partial(
+                self._eval,
+                "DEAD",
+                [keys.stream, keys.dead],
+                [GROUP, consumer or "", delivery.entry_id, *fields],
             )
         )
         await self._durable()
@@ -371,7 +426,7 @@ class RedisBus(Bus):
     async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         keys = Keys(dest)
         flags = await self._retrying(
-            lambda: self._scripts["RENEW"](keys=[keys.stream], args=[GROUP, consumer, *entry_ids])
+            partial(self._eval, "RENEW", [keys.stream], [GROUP, consumer, *entry_ids])
         )
         return [bool(f) for f in flags]
 
@@ -444,9 +499,7 @@ class RedisBus(Bus):
         self._check_open()
         keys = await self._retrying(lambda: self._ensure_group(dest))
         moved = await self._retrying(
-            lambda: self._scripts["REPLAY"](
-                keys=[keys.stream, keys.dead], args=list(entry_ids or [""])
-            )
+            partial(self._eval, "REPLAY", [keys.stream, keys.dead], list(entry_ids or [""]))
         )
         return int(moved)
 
