@@ -18,6 +18,7 @@ from rich.text import Text
 from acp.agents import Catalogue, load_catalogue
 from acp.agents.examples import collect_examples
 from acp.errors import ACPError, DefinitionError, ProtocolError, UnknownAgent
+from acp.logs import configure_logging
 from acp.protocol import Envelope, WireCodec, envelope_to_text, render_envelope
 from acp.protocol.check import check_bodies
 from acp.runtime.bus import DeadLetter, RedisBus
@@ -35,6 +36,21 @@ agents_app = typer.Typer(help="Inspect and validate agent definition files.", no
 codec_app = typer.Typer(help="Check the ACP wire and text codecs.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 app.add_typer(codec_app, name="codec")
+
+
+@app.callback()
+def _global(
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", envvar="ACP_LOG_LEVEL", help="debug, info, warning or error."),
+    ] = "warning",
+    log_json: Annotated[
+        bool | None,
+        typer.Option("--log-json/--log-pretty", help="Log format (default: JSON off a terminal)."),
+    ] = None,
+) -> None:
+    """Logs go to stderr (JSON off a terminal), so command output stays clean."""
+    configure_logging(log_level, json=log_json)
 
 
 # --- acp agents -------------------------------------------------------------

@@ -352,7 +352,20 @@ async def test_a_repeated_commit_reports_duplicate_not_lost(make_bus: MakeBus) -
 
 
 async def test_errors_inside_the_bus_context_propagate_unwrapped(make_bus: MakeBus) -> None:
-    with pytest.raises(KeyError, match="boom"):
+    async def fail_inside() -> None:
         async with make_bus() as bus:
             await bus.send(out("agent-a", "m1"))
             raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        await fail_inside()
+
+
+async def test_replaying_the_same_dead_letter_twice_puts_it_back_once(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "m1"))
+        (d,) = await bus.consume("agent-a", "c1", block=0.5)
+        await bus.dead_letter(d, "c1", reason="x", error="y")
+        (letter,) = await bus.dead_letters("agent-a")
+        assert await bus.replay("agent-a", [letter.entry_id, letter.entry_id]) == 1
+        assert (await bus.stats("agent-a")).ready == 1

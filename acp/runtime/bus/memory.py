@@ -338,7 +338,7 @@ class MemoryBus(Bus):
     async def replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
         self._check_open()
         q = self.broker.queue(dest)
-        chosen = list(entry_ids) if entry_ids else list(q.dead)[:1000]
+        chosen = list(dict.fromkeys(entry_ids)) if entry_ids else list(q.dead)[:1000]
         moved = 0
         for dead_id in chosen:
             letter = q.dead.pop(dead_id, None)

@@ -185,15 +185,17 @@ class RedisBus(Bus):
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn``, retrying lost connections with capped, jittered backoff."""
-        deadline = time.monotonic() + self.reconnect_timeout
+        started = time.monotonic()
+        deadline = started + self.reconnect_timeout
         delay = 0.05
         while True:
             try:
                 return await fn()
             except _RECOVERABLE as exc:
                 if time.monotonic() + delay > deadline:
+                    waited = time.monotonic() - started
                     raise ConnectionLost(
-                        f"Redis at {self.settings.redacted_url} unreachable for {self.reconnect_timeout:g}s: {exc}"
+                        f"Redis at {self.settings.redacted_url} unreachable (gave up after {waited:.1f}s): {exc}"
                     ) from exc
                 log.warning("redis_retry", error=str(exc), delay=round(delay, 3))
                 await anyio.sleep(delay)

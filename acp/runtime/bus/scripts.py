@@ -180,9 +180,13 @@ if ARGV[1] == '' then
   entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1000)
 else
   entries = {}
+  local seen = {}
   for _, id in ipairs(ARGV) do
-    local e = redis.call('XRANGE', KEYS[2], id, id)
-    if #e > 0 then entries[#entries + 1] = e[1] end
+    if not seen[id] then
+      seen[id] = true
+      local e = redis.call('XRANGE', KEYS[2], id, id)
+      if #e > 0 then entries[#entries + 1] = e[1] end
+    end
   end
 end
 for _, e in ipairs(entries) do
