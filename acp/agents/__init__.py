@@ -1,8 +1,19 @@
 """What an agent is: definition files (Claude Code subagent format) and their ACP messages.
 
-Depends on ``acp.protocol`` only; nothing here knows about a bus or Redis.
+Also the Python agent SDK (handlers per command and the context they get) and
+the tier/complexity configuration. Depends on ``acp.protocol`` only; nothing
+here knows about a bus or Redis.
 """
 
+from acp.agents.config import (
+    Budgets,
+    ComplexityClass,
+    Price,
+    RuntimeConfig,
+    TierSpec,
+    Usage,
+    load_config,
+)
 from acp.agents.definition import (
     COMPLEXITIES,
     FRONTMATTER_KEYS,
@@ -14,17 +25,30 @@ from acp.agents.definition import (
     tier_of,
 )
 from acp.agents.loader import Catalogue, load_catalogue, load_definition
+from acp.agents.sdk import Agent, AgentBase, Context, Handler, Reply
 
 __all__ = [
     "COMPLEXITIES",
     "FRONTMATTER_KEYS",
     "MODEL_ALIASES",
+    "Agent",
+    "AgentBase",
     "AgentDefinition",
+    "Budgets",
     "Catalogue",
     "Complexity",
+    "ComplexityClass",
+    "Context",
     "DeclaredMessage",
+    "Handler",
+    "Price",
+    "Reply",
+    "RuntimeConfig",
     "Tier",
+    "TierSpec",
+    "Usage",
     "load_catalogue",
+    "load_config",
     "load_definition",
     "tier_of",
 ]
