@@ -4,6 +4,7 @@
 
     ACPError
     ├── ConfigError                 bad settings, URL or environment
+    │   └── MissingAPIKey           no ANTHROPIC_API_KEY (names the variable)
     ├── ProtocolError               a message that cannot be trusted or understood
     │   ├── DecodeError             bytes that are not a valid message (``reason`` says why)
     │   │   ├── FrameTooLarge       refused before any decompression
@@ -19,6 +20,8 @@
     │   └── ServerNotFound          no server binary available
     └── AgentError                  raised by or about agent handlers
         ├── RetryableError          a handler asks for a retry with backoff
+        ├── SpendLimitReached       the model API refused on a spend limit (names the tier)
+        ├── Rejected                dead-letter this message now, with a reason
         ├── UnknownCommand          no handler for this command
         └── UnknownAgent            no definition by that name (also a ``KeyError``)
 
@@ -40,12 +43,15 @@ __all__ = [
     "FrameTooLarge",
     "IntegrityError",
     "LeaseLost",
+    "MissingAPIKey",
     "ProtocolError",
+    "Rejected",
     "RequestTimeout",
     "RetryableError",
     "SchemaError",
     "ServerError",
     "ServerNotFound",
+    "SpendLimitReached",
     "UnknownAgent",
     "UnknownCommand",
 ]
@@ -60,6 +66,16 @@ class ACPError(Exception):
 
 class ConfigError(ACPError):
     code = "config"
+
+
+class MissingAPIKey(ConfigError):
+    """No API key for a model provider: fail at start-up, naming the variable to set."""
+
+    code = "missing_api_key"
+
+    def __init__(self, variable: str, message: str | None = None) -> None:
+        super().__init__(message or f"{variable} is not set: export it or pass api_key=")
+        self.variable = variable
 
 
 class ProtocolError(ACPError):
@@ -163,6 +179,33 @@ class RetryableError(AgentError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Rejected(AgentError):
+    """Raised by a handler (or the runtime) to send a message straight to the dead letters."""
+
+    code = "rejected"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SpendLimitReached(AgentError):
+    """The model API refused because a spend limit is reached: retrying cannot help
+    until someone raises the limit, so the runtime dead-letters the message with
+    ``reason`` and pauses ``tier`` instead of retrying."""
+
+    code = "spend_limit"
+    reason = "spend_limit"
+
+    def __init__(
+        self, message: str, *, tier: str, model: str | None = None, error_code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.tier = tier
+        self.model = model
+        self.error_code = error_code
 
 
 class UnknownCommand(AgentError):

@@ -369,3 +369,14 @@ async def test_replaying_the_same_dead_letter_twice_puts_it_back_once(make_bus: 
         (letter,) = await bus.dead_letters("agent-a")
         assert await bus.replay("agent-a", [letter.entry_id, letter.entry_id]) == 1
         assert (await bus.stats("agent-a")).ready == 1
+
+
+async def test_presence_expires_without_heartbeats(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.announce("workers", "w1", b'{"agent": "a"}', ttl=0.3)
+        await bus.announce("workers", "w2", b"{}", ttl=30)
+        assert await bus.members("workers") == {"w1": b'{"agent": "a"}', "w2": b"{}"}
+        await anyio.sleep(0.4)
+        assert set(await bus.members("workers")) == {"w2"}
+        await bus.withdraw("workers", "w2")
+        assert await bus.members("workers") == {}

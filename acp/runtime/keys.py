@@ -19,6 +19,7 @@ __all__ = [
     "Keys",
     "check_name",
     "inbox_name",
+    "presence_hash",
     "topic_stream",
 ]
 
@@ -71,6 +72,12 @@ INBOX_PREFIX = "inbox."
 def inbox_name(client_id: str) -> str:
     """The destination a requester reads its replies from."""
     return INBOX_PREFIX + client_id
+
+
+def presence_hash(group: str) -> str:
+    """Live members of a group (workers, coordinators), each with an expiry."""
+    check_name(group, "presence group")
+    return f"{PREFIX}:{{presence:{group}}}"
 
 
 def topic_stream(topic: str) -> str:

@@ -25,7 +25,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from acp.errors import DecodeError, RetryableError
+from acp.errors import DecodeError, Rejected, RetryableError
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import H_CORRELATION, Bus, CommitStatus, Delivery, Outgoing
@@ -227,6 +227,9 @@ class Processor:
             env = env.evolve(attempt=delivery.deliveries)
         try:
             results = await self.handler(env)
+        except Rejected as exc:
+            await self._reject(delivery, exc.reason, str(exc))
+            return None
         except RetryableError as exc:
             log_.warning("handler_retry", error=str(exc))
             await self.bus.retry(delivery, self.consumer, error=str(exc), delay=exc.retry_after)

@@ -271,6 +271,17 @@ class Bus(abc.ABC):
         """Events after ``after`` ("$": only new ones; "0": from the start), forever."""
 
     @abc.abstractmethod
+    async def announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
+        """Say ``member`` of ``group`` is alive for ``ttl`` seconds (heartbeats renew it)."""
+
+    @abc.abstractmethod
+    async def withdraw(self, group: str, member: str) -> None: ...
+
+    @abc.abstractmethod
+    async def members(self, group: str) -> dict[str, bytes]:
+        """Live members and what they announced; expired ones are dropped."""
+
+    @abc.abstractmethod
     async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]: ...
 
     @abc.abstractmethod

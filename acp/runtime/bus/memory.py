@@ -75,6 +75,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.queues: dict[str, _Queue] = {}
         self.topics: dict[str, _Topic] = {}
+        self.presence: dict[str, dict[str, tuple[float, bytes]]] = {}
         self._seq = itertools.count()
         self._last_ms = 0
 
@@ -328,6 +329,27 @@ class MemoryBus(Bus):
             for event in newer:
                 last = event.event_id
                 yield event
+
+    # -- presence ---------------------------------------------------------------------
+
+    async def announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
+        self._check_open()
+        self.broker.presence.setdefault(group, {})[member] = (time.time() + ttl, info)
+        await anyio.lowlevel.checkpoint()
+
+    async def withdraw(self, group: str, member: str) -> None:
+        self._check_open()
+        self.broker.presence.get(group, {}).pop(member, None)
+        await anyio.lowlevel.checkpoint()
+
+    async def members(self, group: str) -> dict[str, bytes]:
+        self._check_open()
+        now = time.time()
+        live = self.broker.presence.setdefault(group, {})
+        for name in [m for m, (expires, _) in live.items() if expires <= now]:
+            del live[name]
+        await anyio.lowlevel.checkpoint()
+        return {m: info for m, (_, info) in live.items()}
 
     # -- administration -------------------------------------------------------------------
 

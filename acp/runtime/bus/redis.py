@@ -37,7 +37,7 @@ from acp.runtime.bus.base import (
     Outgoing,
     QueueStats,
 )
-from acp.runtime.keys import DESTINATIONS, GROUP, INBOX_PREFIX, Keys, topic_stream
+from acp.runtime.keys import DESTINATIONS, GROUP, INBOX_PREFIX, Keys, presence_hash, topic_stream
 from acp.runtime.settings import RedisSettings
 
 __all__ = ["Durability", "RedisBus"]
@@ -47,7 +47,9 @@ T = TypeVar("T")
 Durability = Literal["fast", "safe"]
 _SEP = b"\x1e"
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
-_SCRIPT_NAMES = ("SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY")
+_SCRIPT_NAMES = (
+    "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS"
+)  # fmt: skip
 
 
 def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> list[bytes | str]:
@@ -472,6 +474,25 @@ class RedisBus(Bus):
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
+
+    # -- presence ---------------------------------------------------------------------
+
+    async def announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
+        self._check_open()
+        key = presence_hash(group)
+        await self._retrying(
+            partial(self._eval, "ANNOUNCE", [key], [member, int(ttl * 1000), info])
+        )
+
+    async def withdraw(self, group: str, member: str) -> None:
+        self._check_open()
+        key = presence_hash(group)
+        await self._retrying(lambda: self.redis.hdel(key, member))
+
+    async def members(self, group: str) -> dict[str, bytes]:
+        self._check_open()
+        flat: Any = await self._retrying(partial(self._eval, "MEMBERS", [presence_hash(group)], []))
+        return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
 
     # -- administration -------------------------------------------------------------------
 

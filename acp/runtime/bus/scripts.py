@@ -203,3 +203,32 @@ for _, e in ipairs(entries) do
 end
 return #entries
 """
+
+# KEYS: presence hash. ARGV: member, ttl_ms, info. Value = "<expires_ms>|<info>".
+ANNOUNCE = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[2])) .. '|' .. ARGV[3])
+return 1
+"""
+)
+
+# KEYS: presence hash. Returns {member, info, ...} of live members; drops expired ones.
+MEMBERS = (
+    _NOW
+    + """
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local value = all[i + 1]
+  local cut = string.find(value, '|', 1, true)
+  if cut and tonumber(string.sub(value, 1, cut - 1)) > now then
+    out[#out + 1] = all[i]
+    out[#out + 1] = string.sub(value, cut + 1)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return out
+"""
+)

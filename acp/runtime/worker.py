@@ -1,0 +1,312 @@
+"""Drive agents on a bus: one processor per agent, a context per message, heartbeats.
+
+The worker is where agents meet the bus. It gives each message a
+:class:`WorkerContext` (reply, handoff, status, progress, logger, deadline,
+cancellation), turns what the agent returns into effects committed with the
+message, answers protocol errors (unknown command, bad fields) with an error
+reply, announces itself in the ``workers`` presence group while it lives, and
+cancels in-flight work on ``{"cmd": "CANCEL", "msg_id": ...}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from acp import __version__
+from acp.agents.sdk import AgentBase
+from acp.errors import SchemaError, UnknownCommand
+from acp.protocol.body import MessageKind
+from acp.protocol.codec import WireCodec
+from acp.protocol.envelope import Envelope
+from acp.runtime.bus.base import Bus
+from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
+
+__all__ = ["CONTROL_TOPIC", "PROGRESS_TOPIC", "STATUS_TOPIC", "WORKERS", "Worker", "WorkerContext"]
+
+log = structlog.get_logger("acp.worker")
+
+#: presence group every live worker announces itself in
+WORKERS = "workers"
+#: topic of status updates agents publish
+STATUS_TOPIC = "status"
+#: topic of progress reports of in-flight messages
+PROGRESS_TOPIC = "progress"
+#: topic workers listen on for cancellations
+CONTROL_TOPIC = "control"
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 else None
+
+
+@dataclass
+class WorkerContext:
+    """The runtime side of :class:`acp.agents.Context` for one message."""
+
+    worker: Worker
+    agent: AgentBase
+    env: Envelope
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    effects: list[Envelope] = field(default_factory=list)
+    _cancelled: bool = False
+    _handoffs: int = 0
+
+    def __post_init__(self) -> None:
+        self._log = log.bind(
+            agent=self.agent.name, msg_id=self.env.id, trace_id=_trace_id(self.env.traceparent)
+        )
+
+    @property
+    def envelope(self) -> Envelope:
+        return self.env
+
+    @property
+    def log(self) -> Any:
+        return self._log
+
+    @property
+    def deadline(self) -> float | None:
+        return self.env.deadline
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self.scope.cancel()
+
+    def _message(self, recipient: str, body: Mapping[str, Any], **fields: Any) -> Envelope:
+        return Envelope.for_body(
+            dict(body),
+            sender=self.agent.name,
+            recipient=recipient,
+            traceparent=self.env.traceparent,
+            tracestate=self.env.tracestate,
+            tenant=self.env.tenant,
+            **fields,
+        )
+
+    async def send(
+        self,
+        recipient: str,
+        body: Mapping[str, Any],
+        *,
+        wait: bool = False,
+        timeout: float = 60.0,  # noqa: ASYNC109 - the Context protocol's signature
+        tier: str | None = None,
+    ) -> dict[str, Any] | None:
+        if not wait:
+            self.effects.append(self._message(recipient, body, tier=tier))
+            return None
+        # Sent now, under an id derived from this message's, so a re-run of the
+        # handler (after a crash) is deduplicated instead of asking twice.
+        self._handoffs += 1
+        msg_id = hashlib.blake2b(
+            f"{self.env.id}:{self._handoffs}".encode(), digest_size=16
+        ).hexdigest()
+        request = self._message(
+            recipient, body, id=msg_id, tier=tier, reply_to=self.worker.bus.inbox
+        )
+        codec = self.worker.codec
+        reply = await self.worker.bus.request(
+            to_outgoing(request, codec.encode(request)), timeout=timeout
+        )
+        return codec.decode(reply.frame).body
+
+    async def publish(self, body: Mapping[str, Any]) -> None:
+        status = self._message("status", body)
+        await self.worker.bus.publish(
+            STATUS_TOPIC, self.worker.codec.encode(status), {"agent": self.agent.name}
+        )
+
+    async def progress(self, fraction: float, note: str = "") -> None:
+        body = {
+            "progress": {
+                "msg_id": self.env.id,
+                "fraction": max(0.0, min(1.0, fraction)),
+                "note": note,
+            }
+        }
+        event = self._message("progress", body, correlation_id=self.env.id)
+        await self.worker.bus.publish(
+            PROGRESS_TOPIC, self.worker.codec.encode(event), {"agent": self.agent.name}
+        )
+
+
+class Worker:
+    """Run ``agents`` on ``bus`` until :meth:`stop` (or cancellation)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        agents: Sequence[AgentBase],
+        *,
+        codec: WireCodec | None = None,
+        concurrency: int = 16,
+        heartbeat: float = 5.0,
+        grace: float = 30.0,
+        worker_id: str | None = None,
+    ) -> None:
+        if not agents:
+            raise ValueError("a worker needs at least one agent")
+        self.bus = bus
+        self.agents = list(agents)
+        self.codec = codec or WireCodec()
+        self.concurrency = concurrency
+        self.heartbeat = heartbeat
+        self.host = socket.gethostname()
+        self.worker_id = worker_id or f"{self.host}-{os.getpid()}"
+        self.started_at = time.time()
+        self.processors = {
+            agent.name: Processor(
+                bus,
+                agent.name,
+                self._handler(agent),
+                codec=self.codec,
+                consumer=self.worker_id,
+                concurrency=concurrency,
+                grace=grace,
+            )
+            for agent in self.agents
+        }
+        self._running: dict[str, WorkerContext] = {}
+        self._stopping = anyio.Event()
+
+    def stop(self) -> None:
+        """Stop reading; in-flight work finishes within the grace period."""
+        for processor in self.processors.values():
+            processor.stop()
+        self._stopping.set()
+
+    def stats(self) -> dict[str, ProcessorStats]:
+        return {name: p.stats for name, p in self.processors.items()}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as background:
+            await self._announce()
+            background.start_soon(self._heartbeats)
+            background.start_soon(self._listen_for_cancels)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for processor in self.processors.values():
+                        await tg.start(processor.run)
+                    task_status.started()
+                    log.info(
+                        "worker_started",
+                        worker=self.worker_id,
+                        agents=[a.name for a in self.agents],
+                    )
+            finally:
+                background.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    for agent in self.agents:
+                        await self.bus.withdraw(WORKERS, f"{self.worker_id}/{agent.name}")
+        log.info("worker_stopped", worker=self.worker_id)
+
+    # -- presence ---------------------------------------------------------------------
+
+    async def _announce(self) -> None:
+        for agent in self.agents:
+            stats = self.processors[agent.name].stats
+            info = {
+                "worker": self.worker_id,
+                "agent": agent.name,
+                "tier": agent.tier,
+                "complexity": agent.complexity,
+                "capacity": self.concurrency,
+                "in_flight": stats.in_flight,
+                "handled": stats.handled,
+                "version": f"{__version__}/{agent.version}",
+                "host": self.host,
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+            }
+            await self.bus.announce(
+                WORKERS,
+                f"{self.worker_id}/{agent.name}",
+                json.dumps(info).encode(),
+                ttl=self.heartbeat * 3,
+            )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await anyio.sleep(self.heartbeat)
+            await self._announce()
+
+    # -- cancellation -----------------------------------------------------------------
+
+    async def _listen_for_cancels(self) -> None:
+        async for event in self.bus.subscribe(CONTROL_TOPIC):
+            target = event.headers.get("cancel")
+            if target:
+                self._cancel_local(target)
+
+    def _cancel_local(self, msg_id: str) -> bool:
+        ctx = self._running.get(msg_id)
+        if ctx is None:
+            return False
+        ctx.cancel()
+        ctx.log.info("cancelled")
+        return True
+
+    async def _cancel(self, env: Envelope) -> dict[str, Any]:
+        target = env.body.get("msg_id")
+        if not isinstance(target, str) or not target:
+            return {"error": "bad_request", "detail": "CANCEL needs a 'msg_id' string"}
+        here = self._cancel_local(target)
+        # Other workers of this agent may hold it: tell them all.
+        await self.bus.publish(CONTROL_TOPIC, b"", {"cancel": target})
+        return {"cancel": target, "found_here": here}
+
+    # -- handling ---------------------------------------------------------------------
+
+    def _handler(self, agent: AgentBase) -> Any:
+        async def handle(env: Envelope) -> list[Envelope]:
+            if env.command == "CANCEL":
+                return self._reply(env, await self._cancel(env))
+            ctx = WorkerContext(self, agent, env)
+            self._running[env.id] = ctx
+            try:
+                with ctx.scope:
+                    body = await agent.handle(env, ctx)
+            except (UnknownCommand, SchemaError) as exc:
+                # the sender's mistake: tell it precisely, do not retry
+                ctx.log.warning("bad_command", error=str(exc))
+                fields = [{"path": p, "message": m} for p, m in getattr(exc, "errors", [])]
+                body = {
+                    "error": exc.code,
+                    "detail": str(exc),
+                    **({"fields": fields} if fields else {}),
+                }
+                return ctx.effects + self._reply(env, body, kind=MessageKind.ERROR)
+            finally:
+                self._running.pop(env.id, None)
+            if ctx.scope.cancelled_caught:
+                body = {"cancelled": True, "msg_id": env.id}
+            return ctx.effects + self._reply(env, body)
+
+        return handle
+
+    @staticmethod
+    def _reply(
+        env: Envelope, body: dict[str, Any] | None, *, kind: MessageKind = MessageKind.REPLY
+    ) -> list[Envelope]:
+        """Replies go where the sender asked (``reply_to``); without one there is none."""
+        if body is None or not env.reply_to:
+            return []
+        if kind is MessageKind.REPLY and "error" in body:
+            kind = MessageKind.ERROR
+        return [env.reply(body, kind=kind)]

@@ -1,0 +1,186 @@
+"""Workers drive Python agents on a bus: replies, handoffs, errors, presence, cancellation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from acp.agents import Agent, Context
+from acp.protocol import MessageKind, PipelineStatusCommand, WireCodec
+from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, RedisBus
+from acp.runtime.client import Client
+from acp.runtime.worker import PROGRESS_TOPIC, STATUS_TOPIC, WORKERS, Worker
+
+pytestmark = pytest.mark.anyio
+FAST = BusOptions(min_idle=2.0, reclaim_interval=0.1)
+MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
+codec = WireCodec()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_bus(request: pytest.FixtureRequest) -> MakeBus:
+    if request.param == "memory":
+        broker = MemoryBroker()
+        return lambda: MemoryBus(broker, FAST)
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisBus.from_url(url, FAST)
+
+
+def doctor() -> Agent:
+    agent = Agent("pipeline-doctor", tier="haiku", complexity="low")
+
+    @agent.command(PipelineStatusCommand)
+    async def diagnose(cmd: PipelineStatusCommand, ctx: Context) -> dict[str, Any]:
+        ctx.log.info("diagnosing", component=cmd.component_id)
+        await ctx.progress(0.5, "looked at the data flow")
+        await ctx.publish({"doctor_status": {"seen": cmd.component_id}})
+        score = cmd.data_flow.quality_score or 0.0
+        return {
+            "component_id": cmd.component_id,
+            "healthy": score >= 0.9,
+            "seen_by": ctx.envelope.recipient,
+        }
+
+    @agent.command("ESCALATE")
+    async def escalate(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        answer = await ctx.send(
+            "pipeline-doctor",
+            {"cmd": "PIPELINE_STATUS", "component_id": body["component_id"]},
+            wait=True,
+            timeout=5,
+        )
+        await ctx.send("audit-log", {"cmd": "NOTE", "text": "escalated"})
+        return {"second_opinion": answer}
+
+    @agent.command("SLOW")
+    async def slow(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        await anyio.sleep(30)
+        return {"finished": True}
+
+    return agent
+
+
+@asynccontextmanager
+async def running(make_bus: MakeBus, *agents: Agent) -> AsyncIterator[tuple[Worker, Client, Bus]]:
+    async with make_bus() as worker_bus, make_bus() as client_bus, anyio.create_task_group() as tg:
+        worker = Worker(worker_bus, agents or [doctor()], heartbeat=0.2, grace=1)
+        await tg.start(worker.run)
+        yield worker, Client(client_bus, sender="tester"), client_bus
+        worker.stop()
+
+
+PIPELINE = {
+    "cmd": "PIPELINE_STATUS",
+    "component_id": "orders_etl",
+    "data_flow": {"quality_score": 0.97},
+    "respond_format": "STRUCTURED_JSON",
+}
+
+
+async def test_a_python_agent_answers_through_the_worker(make_bus: MakeBus) -> None:
+    async with running(make_bus) as (_, client, _bus):
+        reply = await client.request("pipeline-doctor", PIPELINE, timeout=5)
+    assert reply.kind is MessageKind.REPLY
+    assert reply.body == {
+        "component_id": "orders_etl",
+        "healthy": True,
+        "seen_by": "pipeline-doctor",
+    }
+    assert reply.sender == "pipeline-doctor"
+
+
+async def test_bad_fields_and_unknown_commands_get_error_replies(make_bus: MakeBus) -> None:
+    async with running(make_bus) as (_, client, _bus):
+        bad = await client.request(
+            "pipeline-doctor", {"cmd": "PIPELINE_STATUS", "component_id": 7}, timeout=5
+        )
+        unknown = await client.request("pipeline-doctor", {"cmd": "REBOOT"}, timeout=5)
+    assert bad.kind is MessageKind.ERROR
+    assert bad.body["error"] == "schema"
+    assert bad.body["fields"][0]["path"] == "component_id"
+    assert unknown.body["error"] == "unknown_command"
+    assert "PIPELINE_STATUS" in unknown.body["detail"]
+
+
+async def test_handoffs_wait_for_replies_and_fire_and_forget_sends_are_committed(
+    make_bus: MakeBus,
+) -> None:
+    async with running(make_bus) as (_, client, bus):
+        reply = await client.request(
+            "pipeline-doctor", {"cmd": "ESCALATE", "component_id": "etl"}, timeout=10
+        )
+        assert reply.body["second_opinion"]["component_id"] == "etl"
+        (note,) = await bus.consume("audit-log", "reader", block=2)
+        env = codec.decode(note.frame)
+    assert env.body == {"cmd": "NOTE", "text": "escalated"}
+    assert env.sender == "pipeline-doctor"
+    assert env.traceparent == reply.traceparent
+
+
+async def test_status_and_progress_are_published(make_bus: MakeBus) -> None:
+    async with running(make_bus) as (_, client, bus):
+        seen: dict[str, list[Any]] = {STATUS_TOPIC: [], PROGRESS_TOPIC: []}
+
+        async def follow(topic: str) -> None:
+            async for event in bus.subscribe(topic):
+                seen[topic].append(codec.decode(event.frame).body)
+                return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow, STATUS_TOPIC)
+            tg.start_soon(follow, PROGRESS_TOPIC)
+            await anyio.sleep(0.1)
+            await client.request("pipeline-doctor", PIPELINE, timeout=5)
+    assert seen[STATUS_TOPIC] == [{"doctor_status": {"seen": "orders_etl"}}]
+    assert seen[PROGRESS_TOPIC][0]["progress"]["fraction"] == 0.5
+
+
+async def test_workers_announce_themselves_and_disappear_when_they_stop(make_bus: MakeBus) -> None:
+    async with make_bus() as observer:
+        async with running(make_bus) as (worker, _client, _bus):
+            members = await observer.members(WORKERS)
+            (info,) = [json.loads(v) for v in members.values()]
+            assert info["agent"] == "pipeline-doctor"
+            assert info["tier"] == "haiku"
+            assert info["capacity"] == worker.concurrency
+            assert info["worker"] == worker.worker_id
+        assert await observer.members(WORKERS) == {}
+
+
+async def test_cancel_stops_an_in_flight_message(make_bus: MakeBus) -> None:
+    async with running(make_bus) as (worker, client, _bus):
+        answers: list[Any] = []
+
+        async def ask_slowly() -> None:
+            answers.append(await client.request("pipeline-doctor", {"cmd": "SLOW"}, timeout=20))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask_slowly)
+                while not worker._running:
+                    await anyio.sleep(0.02)
+                (slow_id,) = worker._running
+                ack = await client.cancel("pipeline-doctor", slow_id)
+    assert ack.body == {"cancel": slow_id, "found_here": True}
+    assert answers[0].body == {"cancelled": True, "msg_id": slow_id}
+
+
+async def test_a_definition_file_catalogue_can_mix_python_agents(make_bus: MakeBus) -> None:
+    quiet = Agent("quiet-one")
+
+    @quiet.command("PING")
+    async def ping(body: dict[str, Any], ctx: Context) -> None:
+        return None  # no reply body: nothing is sent back
+
+    async with running(make_bus, doctor(), quiet) as (worker, client, bus):
+        sent = await client.send("quiet-one", {"cmd": "PING"}, reply=True)
+        with anyio.fail_after(5):
+            while worker.stats()["quiet-one"].handled < 1:
+                await anyio.sleep(0.02)
+        assert (await bus.stats(client.bus.inbox)).ready == 0
+        assert sent.recipient == "quiet-one"
