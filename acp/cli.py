@@ -15,15 +15,26 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from acp.agents import Catalogue, load_catalogue
+from acp.agents import AgentBase, AgentDefinition, Catalogue, load_catalogue, load_config
 from acp.agents.examples import collect_examples
 from acp.errors import ACPError, DefinitionError, ProtocolError, UnknownAgent
 from acp.logs import configure_logging
-from acp.protocol import Envelope, WireCodec, envelope_to_text, render_envelope
+from acp.protocol import (
+    Envelope,
+    MessageKind,
+    WireCodec,
+    body_from_text,
+    body_to_text,
+    envelope_to_text,
+    render_envelope,
+)
 from acp.protocol.check import check_bodies
 from acp.runtime.bus import DeadLetter, RedisBus
+from acp.runtime.client import Client
 from acp.runtime.connect import redis_url_for_cli
 from acp.runtime.settings import ENV_REDIS_URL
+from acp.runtime.targets import default_catalogue_paths, resolve_targets
+from acp.runtime.worker import Worker, serve_until_signalled
 
 app = typer.Typer(
     name="acp",
@@ -591,6 +602,127 @@ def dlq_purge(
     typer.echo(f"purged {deleted} dead letter{'' if deleted == 1 else 's'} from {dest}")
     if ids is not None and deleted < len(ids):
         raise _fail(f"{len(ids) - deleted} of the given entry ids are not dead letters in {dest}")
+
+
+# --- acp worker / acp send ----------------------------------------------------
+
+_AGENTS_OPTION = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--agents",
+        help="Definition files or folders (default: $ACP_AGENTS or ./agents).",
+        show_default=False,
+    ),
+]
+
+
+def _claude_factory(
+    config: Path | None, base_url: str | None, cache_ttl: str
+) -> Callable[[AgentDefinition], AgentBase]:
+    runtime_config = load_config(config)
+
+    def build(definition: AgentDefinition) -> AgentBase:
+        from acp.agents.claude import ClaudeAgent, claude_client
+
+        client = claude_client(base_url=base_url)  # MissingAPIKey names ANTHROPIC_API_KEY
+        return ClaudeAgent(definition, client=client, config=runtime_config, cache_ttl=cache_ttl)  # type: ignore[arg-type]
+
+    return build
+
+
+@app.command("worker")
+def worker_command(
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="Agent names from the definitions, or module:attr of Python agents.",
+            metavar="TARGET",
+        ),
+    ],
+    agents: _AGENTS_OPTION = None,
+    concurrency: Annotated[int, typer.Option(help="Messages in flight per agent.", min=1)] = 16,
+    redis: _RedisOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Stable worker id (default host-pid); a restart under it resumes its work."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Tier/complexity configuration (default runtime/acp.toml).")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(envvar="ANTHROPIC_BASE_URL", help="Anthropic API or a compatible gateway."),
+    ] = None,
+    cache_ttl: Annotated[str, typer.Option(help="System prompt cache lifetime: 5m or 1h.")] = "5m",
+) -> None:
+    """Run agents: Python handlers and Claude-backed definitions, until Ctrl-C / SIGTERM.
+
+    Example: acp worker data-engineer examples.pipeline_doctor:agent --redis redis://127.0.0.1:6379/0
+    """
+    try:
+        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        resolved = resolve_targets(
+            targets, catalogue=catalogue, claude=_claude_factory(config, base_url, cache_ttl)
+        )
+        url = redis_url_for_cli(redis)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+    async def run() -> None:
+        async with RedisBus.from_url(url) as bus:
+            worker = Worker(bus, resolved, concurrency=concurrency, worker_id=name)
+            typer.echo(
+                f"worker {worker.worker_id}: {', '.join(a.name for a in resolved)} on {bus.settings.redacted_url}",
+                err=True,
+            )
+            await serve_until_signalled(worker)
+
+    try:
+        anyio.run(run)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("send")
+def send_command(
+    agent: Annotated[str, typer.Argument(help="The agent to send to.")],
+    body: Annotated[
+        str, typer.Option("--json", help="The ACP body, as JSON text.", metavar="BODY")
+    ],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the reply and print it.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 60.0,
+    human: Annotated[bool, typer.Option("--human", help="Render the reply for a person.")] = False,
+    tier: Annotated[
+        str | None, typer.Option(help="Override the agent's tier for this message.")
+    ] = None,
+    redis: _RedisOption = None,
+) -> None:
+    """Send a command to an agent; with --wait, print its reply as JSON (or rendered).
+
+    Example: acp send data-engineer --json '{"cmd":"PIPELINE_STATUS","component_id":"etl"}' --wait
+    """
+    try:
+        payload = body_from_text(body)
+    except ProtocolError as exc:
+        raise _fail(f"--json: {exc}", 2) from None
+
+    async def run(bus: RedisBus) -> Envelope:
+        client = Client(bus, sender="cli")
+        if wait:
+            return await client.request(agent, payload, timeout=timeout, tier=tier)
+        return await client.send(agent, payload, tier=tier)
+
+    result = _with_bus(redis, run)
+    if not wait:
+        typer.echo(json.dumps({"sent": result.id, "to": agent}))
+    elif human:
+        typer.echo(render_envelope(result))
+    else:
+        typer.echo(body_to_text(result.body))
+    if wait and result.kind is MessageKind.ERROR:
+        raise typer.Exit(1)
 
 
 def main() -> None:

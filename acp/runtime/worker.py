@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,15 @@ from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
 from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
 
-__all__ = ["CONTROL_TOPIC", "PROGRESS_TOPIC", "STATUS_TOPIC", "WORKERS", "Worker", "WorkerContext"]
+__all__ = [
+    "CONTROL_TOPIC",
+    "PROGRESS_TOPIC",
+    "STATUS_TOPIC",
+    "WORKERS",
+    "Worker",
+    "WorkerContext",
+    "serve_until_signalled",
+]
 
 log = structlog.get_logger("acp.worker")
 
@@ -310,3 +319,16 @@ class Worker:
         if kind is MessageKind.REPLY and "error" in body:
             kind = MessageKind.ERROR
         return [env.reply(body, kind=kind)]
+
+
+async def serve_until_signalled(worker: Worker) -> None:
+    """Run ``worker`` until SIGINT or SIGTERM, then stop it gracefully: reading
+    stops, in-flight work finishes within the grace period, the rest stays
+    pending for another worker."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("stopping", signal=signal.Signals(signum).name)
+                worker.stop()
+                break

@@ -1,0 +1,5 @@
+"""``python -m acp``: the same as the ``acp`` command."""
+
+from acp.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""Turn what a user names (an agent in the catalogue, or ``module:attr``) into agents.
+
+A definition with an ``entrypoint`` is a Python agent; one without is backed by
+Claude. Claude-backed agents are built before anything connects, so a worker
+without an API key refuses to start and consumes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from acp.agents.definition import AgentDefinition
+from acp.agents.loader import Catalogue
+from acp.agents.sdk import AgentBase
+from acp.errors import ConfigError
+
+__all__ = ["import_agent", "resolve_targets"]
+
+ClaudeFactory = Callable[[AgentDefinition], AgentBase]
+
+
+def import_agent(spec: str, *, search: Sequence[Path] = ()) -> AgentBase:
+    """The agent at ``module:attr`` (an agent, or a callable returning one).
+
+    The current directory and ``search`` paths are importable, as with
+    ``python -m``, so a project's own modules can be named.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{spec!r} is not of the form module:attr")
+    for path in (Path.cwd(), *search):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    try:
+        target: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for agent {spec!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(target, AgentBase) and callable(target):
+        target = target()
+    if not isinstance(target, AgentBase):
+        raise ConfigError(f"{spec!r} is a {type(target).__name__}, not an agent (acp.agents.Agent)")
+    return target
+
+
+def resolve_targets(
+    targets: Sequence[str],
+    *,
+    catalogue: Catalogue,
+    claude: ClaudeFactory | None = None,
+) -> list[AgentBase]:
+    """Agents for ``targets``, in order; duplicates are refused.
+
+    ``claude`` builds Claude-backed agents; it is only called for definitions
+    without an entrypoint (and may raise ``MissingAPIKey``).
+    """
+    agents: list[AgentBase] = []
+    for target in targets:
+        if ":" in target:
+            agents.append(import_agent(target))
+            continue
+        definition = catalogue.get(target)  # UnknownAgent names the close matches
+        if definition.entrypoint:
+            # a project's catalogue sits beside its code: make that importable too
+            root = Path(definition.path).resolve().parent.parent if definition.path else Path.cwd()
+            agent = import_agent(definition.entrypoint, search=[root])
+            if agent.name != definition.name:
+                raise ConfigError(
+                    f"{definition.entrypoint} is agent {agent.name!r}, but definition {definition.name!r} names it"
+                )
+            agents.append(agent)
+        elif claude is None:
+            raise ConfigError(f"{target!r} is Claude-backed; no Claude client was configured")
+        else:
+            agents.append(claude(definition))
+    names = [a.name for a in agents]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"agents named more than once: {', '.join(duplicates)}")
+    return agents
+
+
+def default_catalogue_paths() -> list[Path]:
+    """``ACP_AGENTS`` (os.pathsep-separated) or ``./agents``."""
+    env = os.environ.get("ACP_AGENTS")
+    return [Path(p) for p in env.split(os.pathsep)] if env else [Path("agents")]
