@@ -238,3 +238,17 @@ def test_outgoing_carries_the_correlation_header() -> None:
     assert isinstance(item, Outgoing)
     assert item.headers == {"acp-corr": env.correlation_id}
     assert item.dest == "tester"
+
+
+async def test_a_paused_processor_takes_no_work_until_the_pause_ends(make_bus: MakeBus) -> None:
+    async with make_bus() as bus, anyio.create_task_group() as tg:
+        processor = Processor(bus, "worker", doubler, consumer="w1", block=0.1)
+        await tg.start(processor.run)
+        processor.pause(0.6)
+        await send(bus, command(1, reply_to="sink"))
+        await anyio.sleep(0.3)
+        assert processor.stats.handled == 0
+        stats = await bus.stats("worker")
+        assert stats.ready + stats.pending == 1  # waiting, or held with its lease
+        await wait_for(lambda: processor.stats.handled == 1)
+        processor.stop()

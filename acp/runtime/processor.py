@@ -103,11 +103,26 @@ class Processor:
         self._starting = 0
         self._handlers: anyio.abc.TaskGroup
         self._stopping = anyio.Event()
+        self._paused_until = 0.0
         self._log = log.bind(dest=dest, consumer=self.consumer)
 
     def stop(self) -> None:
         """Stop reading; in-flight work finishes within ``grace`` seconds."""
         self._stopping.set()
+
+    def pause(self, seconds: float) -> None:
+        """Stop taking new work for ``seconds`` (a spend limit, an outage upstream);
+        what is queued waits, nothing is lost."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        self._log.warning("paused", seconds=seconds)
+
+    @property
+    def paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    async def _wait_for_pause(self) -> None:
+        with anyio.move_on_after(min(self._paused_until - time.monotonic(), 1.0)):
+            await self._stopping.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as outer:
@@ -137,6 +152,9 @@ class Processor:
 
     async def _read_loop(self) -> None:
         while not self._stopping.is_set():
+            if self.paused:
+                await self._wait_for_pause()
+                continue
             free = self.concurrency - len(self._in_flight)
             if free <= 0:
                 # Entries awaiting their commit count too: memory stays bounded.
@@ -175,6 +193,11 @@ class Processor:
                     finally:
                         self._idle -= 1
                     self._wake = anyio.Event()
+                    continue
+                if self.paused:
+                    # a read already on the wire when the pause began: hold its
+                    # entries (their leases are renewed) until the pause ends
+                    await self._wait_for_pause()
                     continue
                 work = self._queue.popleft()
                 if self._queue:
