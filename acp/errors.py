@@ -20,8 +20,8 @@
     │   └── ServerNotFound          no server binary available
     └── AgentError                  raised by or about agent handlers
         ├── RetryableError          a handler asks for a retry with backoff
-        ├── SpendLimitReached       the model API refused on a spend limit (names the tier)
         ├── Rejected                dead-letter this message now, with a reason
+        │   └── SpendLimitReached   the model API refused on a spend limit (names the tier)
         ├── UnknownCommand          no handler for this command
         └── UnknownAgent            no definition by that name (also a ``KeyError``)
 
@@ -191,18 +191,17 @@ class Rejected(AgentError):
         self.reason = reason
 
 
-class SpendLimitReached(AgentError):
+class SpendLimitReached(Rejected):
     """The model API refused because a spend limit is reached: retrying cannot help
-    until someone raises the limit, so the runtime dead-letters the message with
-    ``reason`` and pauses ``tier`` instead of retrying."""
+    until someone raises the limit, so the message is dead-lettered (reason
+    ``spend_limit``) and ``tier`` should be paused rather than retried."""
 
     code = "spend_limit"
-    reason = "spend_limit"
 
     def __init__(
         self, message: str, *, tier: str, model: str | None = None, error_code: str | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__("spend_limit", message)
         self.tier = tier
         self.model = model
         self.error_code = error_code

@@ -1,0 +1,694 @@
+"""A Claude-backed agent: an agent definition plus the anthropic SDK gives ACP replies.
+
+::
+
+    client = claude_client()  # ANTHROPIC_API_KEY, max_retries=0
+    agent = ClaudeAgent(definition, client=client, config=load_config(),
+                        reply_models={"PIPELINE_STATUS": PipelineReport})
+
+The definition's body is the system prompt, cached with ``cache_control``; the
+ACP command goes in as compact JSON. ``STRUCTURED_JSON`` replies are checked
+before anything acts on them: one repair round trip, then one tier up (where the
+definition allows it), then an ``invalid_reply`` error body rather than an
+exception, because a bad answer is an answer the sender should see.
+
+The runtime owns retries, so the SDK client never retries (``max_retries=0``):
+429, 529, other 5xx and connection errors are retried here with backoff that
+honours ``retry-after``, and handed back to the bus as ``RetryableError`` when
+they persist; a spend limit raises ``SpendLimitReached`` (retrying cannot help);
+other 4xx become error reply bodies. Every reply body carries ``_acp`` with the
+model, tier, token usage and cost, so budgets can be enforced downstream.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import inspect
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, get_args
+
+import anthropic
+import anyio
+from anthropic.types import (
+    Message,
+    MessageParam,
+    MetadataParam,
+    OutputConfigParam,
+    TextBlock,
+    TextBlockParam,
+)
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from acp.agents.config import ComplexityClass, RuntimeConfig, TierSpec, Usage
+from acp.agents.definition import MODEL_ALIASES, AgentDefinition, tier_of
+from acp.agents.sdk import AgentBase, Context
+from acp.errors import ConfigError, MissingAPIKey, RetryableError, SpendLimitReached
+from acp.protocol.body import MessageKind
+from acp.protocol.envelope import Envelope
+from acp.protocol.text import body_to_text
+
+if TYPE_CHECKING:
+    import httpx2
+
+__all__ = [
+    "STRUCTURED_JSON",
+    "CacheTTL",
+    "ClaudeAgent",
+    "RateLimitCallback",
+    "RateLimitSnapshot",
+    "RateLimitWindow",
+    "TierTotals",
+    "claude_client",
+]
+
+CacheTTL = Literal["5m", "1h"]
+#: the ``respond_format`` that asks for a JSON object reply
+STRUCTURED_JSON = "STRUCTURED_JSON"
+#: the SDK's own default (10 min): the per-call timeout comes from the complexity class
+DEFAULT_CLIENT_TIMEOUT = 600.0
+
+_Effort = Literal["low", "medium", "high", "xhigh", "max"]
+_EFFORTS: frozenset[str] = frozenset(get_args(_Effort))
+#: bodies worth a paid model call; status updates and events to a Claude agent are not
+_MODEL_KINDS = frozenset({MessageKind.COMMAND, MessageKind.WORKFLOW})
+_LIMIT_KINDS = ("requests", "input_tokens", "output_tokens", "tokens")
+#: the SDK raises these for spend limits: retrying cannot help (``anthropic/_error_classes.py``)
+_SPEND_LIMIT_ERRORS: tuple[type[anthropic.APIStatusError], ...] = (
+    anthropic.EnforcedSpendLimitReachedError,
+    anthropic.ContractSpendLimitReachedError,
+    anthropic.PaymentRequiredError,  # includes LinkedOrganizationSpendLimitReachedError
+)
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+# -- rate limits ----------------------------------------------------------------------
+
+
+class RateLimitWindow(BaseModel):
+    """One ``anthropic-ratelimit-<kind>-*`` triple; absent headers stay ``None``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: datetime | None = None
+
+
+class RateLimitSnapshot(BaseModel):
+    """What one API response said about our limits: the coordinator's view of capacity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tier: str
+    model: str
+    status_code: int
+    observed_at: datetime
+    #: seconds the API asked us to wait (``retry-after-ms`` / ``retry-after``)
+    retry_after: float | None = None
+    requests: RateLimitWindow | None = None
+    input_tokens: RateLimitWindow | None = None
+    output_tokens: RateLimitWindow | None = None
+    tokens: RateLimitWindow | None = None
+
+    @classmethod
+    def from_headers(
+        cls,
+        headers: Mapping[str, str],
+        *,
+        tier: str,
+        model: str,
+        status_code: int,
+        observed_at: datetime | None = None,
+    ) -> RateLimitSnapshot | None:
+        """The snapshot in ``headers``, or None when they carry no limit information."""
+        windows: dict[str, RateLimitWindow] = {}
+        for kind in _LIMIT_KINDS:
+            window = _window(headers, f"anthropic-ratelimit-{kind.replace('_', '-')}-")
+            if window is not None:
+                windows[kind] = window
+        retry_after = _retry_after(headers)
+        if not windows and retry_after is None:
+            return None
+        return cls(
+            tier=tier,
+            model=model,
+            status_code=status_code,
+            observed_at=observed_at or datetime.now(UTC),
+            retry_after=retry_after,
+            **windows,
+        )
+
+
+#: called with (tier, snapshot) after every response that carries limit headers
+RateLimitCallback = Callable[[str, RateLimitSnapshot], Awaitable[None] | None]
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _time_header(headers: Mapping[str, str], name: str) -> datetime | None:
+    value = headers.get(name)
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)  # RFC 3339, "Z" accepted since 3.11
+    except ValueError:
+        return None
+
+
+def _window(headers: Mapping[str, str], prefix: str) -> RateLimitWindow | None:
+    window = RateLimitWindow(
+        limit=_int_header(headers, prefix + "limit"),
+        remaining=_int_header(headers, prefix + "remaining"),
+        reset=_time_header(headers, prefix + "reset"),
+    )
+    return None if window == RateLimitWindow() else window
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, read the way the SDK reads it (``_base_client.py``): the
+    non-standard ``retry-after-ms`` first, then ``retry-after`` as seconds or a date."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return max(float(headers[name]) / scale, 0.0)
+        except (KeyError, ValueError):
+            continue
+    value = headers.get("retry-after")
+    if value:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return None
+
+
+# -- the client -----------------------------------------------------------------------
+
+
+def claude_client(
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    *,
+    env: Mapping[str, str] | None = None,
+    http_client: httpx2.AsyncClient | None = None,
+) -> anthropic.AsyncAnthropic:
+    """An async client that never retries by itself: the runtime owns retries.
+
+    The key comes from ``api_key`` or ``ANTHROPIC_API_KEY``, the URL from
+    ``base_url`` or ``ANTHROPIC_BASE_URL``. Without a key this raises
+    ``MissingAPIKey`` at start-up instead of a 401 on the first message.
+    """
+    env = os.environ if env is None else env
+    key = api_key or env.get("ANTHROPIC_API_KEY")
+    if not key:
+        raise MissingAPIKey(
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_API_KEY is not set: export it (or pass api_key=) to run Claude-backed agents",
+        )
+    return anthropic.AsyncAnthropic(
+        api_key=key,
+        base_url=base_url or env.get("ANTHROPIC_BASE_URL") or None,
+        timeout=timeout,
+        max_retries=0,
+        http_client=http_client,
+    )
+
+
+# -- bookkeeping ----------------------------------------------------------------------
+
+
+class TierTotals(TypedDict):
+    """Running totals for one tier on one agent."""
+
+    usage: Usage
+    cost_usd: float
+    calls: int
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where one model call goes and how big it may be."""
+
+    tier: str
+    model: str
+    spec: TierSpec
+    complexity: ComplexityClass
+    structured: bool
+    reply_model: type[BaseModel] | None
+    #: the reply model's schema as the API accepts it (``anthropic.transform_schema``)
+    schema: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One answered model call."""
+
+    plan: _Plan
+    text: str
+    reported_model: str
+    stop_reason: str | None
+    usage: Usage
+    cost_usd: float
+
+
+@dataclass
+class _Ledger:
+    """Everything one ``handle`` spent, for the reply's ``_acp`` block."""
+
+    plan: _Plan | None = None
+    answers: list[_Answer] = field(default_factory=list)
+    retries: int = 0
+    started: float = 0.0
+
+    def meta(self, *, cache_ttl: str, elapsed: float) -> dict[str, Any]:
+        last = self.answers[-1] if self.answers else None
+        plan = last.plan if last else self.plan
+        usage = sum((a.usage for a in self.answers), Usage())
+        return {
+            "model": last.reported_model if last else (plan.model if plan else None),
+            "tier": plan.tier if plan else None,
+            "usage": usage.model_dump(),
+            "cost_usd": round(sum(a.cost_usd for a in self.answers), 9),
+            "attempts": len(self.answers),
+            "retries": self.retries,
+            "stop_reason": last.stop_reason if last else None,
+            "effort": plan.complexity.effort if plan else None,
+            "cache_ttl": cache_ttl,
+            "elapsed_s": round(elapsed, 3),
+        }
+
+
+class _Stop(Exception):
+    """Ends a ``handle`` early with an error reply body (no exception escapes)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error"))
+        self.body = body
+
+
+# -- the agent ------------------------------------------------------------------------
+
+
+class ClaudeAgent(AgentBase):
+    """An agent whose handler is a Claude model prompted by its definition."""
+
+    def __init__(
+        self,
+        definition: AgentDefinition,
+        *,
+        client: anthropic.AsyncAnthropic,
+        config: RuntimeConfig,
+        cache_ttl: CacheTTL = "5m",
+        reply_models: Mapping[str, type[BaseModel]] | None = None,
+        max_attempts: int = 4,
+        on_rate_limits: RateLimitCallback | None = None,
+        default_tier: str = "sonnet",
+        effort_tiers: Collection[str] = ("sonnet", "opus"),
+        max_retry_after: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """``default_tier`` is what ``model: inherit`` runs on; ``effort_tiers`` are the
+        tiers whose models accept ``output_config.effort`` (sending it to one that
+        does not is a 400). ``now`` is wall time (deadlines are epoch seconds);
+        ``clock`` times calls; ``sleep`` and ``rng`` are there for tests."""
+        if cache_ttl not in get_args(CacheTTL):
+            raise ConfigError(f"cache_ttl must be '5m' or '1h'; got {cache_ttl!r}")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1; got {max_attempts}")
+        self.definition = definition
+        self.name = definition.name
+        self.complexity = definition.computational_complexity
+        self.config = config
+        # one retry policy: a client built elsewhere may retry on its own
+        self.client = client if client.max_retries == 0 else client.with_options(max_retries=0)
+        self.cache_ttl: CacheTTL = cache_ttl
+        self.reply_models: dict[str, type[BaseModel]] = dict(reply_models or {})
+        self.max_attempts = max_attempts
+        self.on_rate_limits = on_rate_limits
+        self.default_tier = default_tier
+        self.effort_tiers = frozenset(effort_tiers)
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+        self._clock = clock
+        self._now = now
+        self._rng = rng
+        #: running usage and cost per tier, across every message this agent handled
+        self.totals: dict[str, TierTotals] = {}
+        #: the latest limits the API reported, per tier
+        self.rate_limits: dict[str, RateLimitSnapshot] = {}
+        # fail at start-up, not on the first message: tiers, complexity, schemas
+        self.tier, _ = self._resolve(None)
+        config.complexity_class(self.complexity)
+        self._schemas = {cmd: anthropic.transform_schema(m) for cmd, m in self.reply_models.items()}
+        self._system = self._system_blocks()
+
+    def __repr__(self) -> str:
+        return f"ClaudeAgent({self.name!r}, tier={self.tier!r}, model={self.definition.model!r})"
+
+    async def handle(self, env: Envelope, ctx: Context) -> dict[str, Any] | None:
+        if env.kind not in _MODEL_KINDS:
+            return None
+        ledger = _Ledger(started=self._clock())
+        try:
+            body = await self._answer(env, ctx, ledger)
+        except _Stop as stop:
+            body = stop.body
+        meta = ledger.meta(cache_ttl=self.cache_ttl, elapsed=self._clock() - ledger.started)
+        return {**body, "_acp": meta}
+
+    # -- the conversation ---------------------------------------------------------------
+
+    async def _answer(self, env: Envelope, ctx: Context, ledger: _Ledger) -> dict[str, Any]:
+        """Ask, check, repair once, escalate once; the reply body or an error body."""
+        plan = ledger.plan = self._plan(env)
+        first: list[MessageParam] = [{"role": "user", "content": body_to_text(env.body)}]
+        answer = await self._call(plan, first, env, ctx, ledger)
+        if not plan.structured:
+            _refuse_if_refused(answer)
+            return {"text": answer.text}
+        reply, problem = _check(answer)
+        if reply is not None:
+            return reply
+        ctx.log.warning("invalid_reply", tier=plan.tier, problem=problem, next="repair")
+        repair = [*first, *_repair_turns(answer.text, problem, plan.reply_model)]
+        answer = await self._call(plan, repair, env, ctx, ledger)
+        reply, problem = _check(answer)
+        if reply is not None:
+            return reply
+        higher = self._escalation(plan)
+        if higher is not None:
+            ctx.log.warning("invalid_reply", tier=plan.tier, problem=problem, next=higher.tier)
+            answer = await self._call(higher, first, env, ctx, ledger)
+            reply, problem = _check(answer)
+            if reply is not None:
+                return reply
+        return {"error": "invalid_reply", "detail": problem, "raw": answer.text}
+
+    # -- where a call goes ---------------------------------------------------------------
+
+    def _resolve(self, override: str | None) -> tuple[str, str]:
+        """(tier, model id): an explicit model id in the definition wins, then the
+        message's override (tier or model id), then the definition's tier."""
+        model = self.definition.model
+        if model not in MODEL_ALIASES:
+            return self._tier_of_model(model), model
+        wanted = override or (self.default_tier if model == "inherit" else model)
+        if wanted in self.config.tiers:
+            return wanted, self.config.tiers[wanted].model
+        if "claude" in wanted:
+            return self._tier_of_model(wanted), wanted
+        raise ConfigError(f"unknown tier {wanted!r}; configured: {', '.join(self.config.tiers)}")
+
+    def _tier_of_model(self, model: str) -> str:
+        """The tier whose prices apply to an explicit model id."""
+        for name, spec in self.config.tiers.items():
+            if spec.model == model:
+                return name
+        named = tier_of(model)
+        return named if named in self.config.tiers else self.default_tier
+
+    def _plan(self, env: Envelope) -> _Plan:
+        try:
+            tier, model = self._resolve(env.tier)
+        except ConfigError as exc:
+            raise _Stop({"error": "unknown_tier", "detail": str(exc)}) from None
+        command = env.command or ""
+        reply_model = self.reply_models.get(command)
+        structured = env.body.get("respond_format") == STRUCTURED_JSON or reply_model is not None
+        return _Plan(
+            tier=tier,
+            model=model,
+            spec=self.config.tier(tier),
+            complexity=self.config.complexity_class(self.complexity),
+            structured=structured,
+            reply_model=reply_model,
+            schema=self._schemas.get(command),
+        )
+
+    def _escalation(self, plan: _Plan) -> _Plan | None:
+        """The same call one tier up, if there is one and the definition allows it."""
+        order = self.config.tier_order()
+        if plan.tier not in order or plan.tier == order[-1]:
+            return None
+        higher = order[order.index(plan.tier) + 1]
+        allowed = self.definition.model == "inherit" or higher in self.definition.allowed_tiers
+        if not allowed:
+            return None
+        spec = self.config.tier(higher)
+        return replace(plan, tier=higher, model=spec.model, spec=spec)
+
+    # -- the request ---------------------------------------------------------------------
+
+    def _system_blocks(self) -> list[TextBlockParam]:
+        """The definition's body as one cached block (the API rejects empty text blocks)."""
+        if not self.definition.system_prompt.strip():
+            return []
+        return [
+            {
+                "type": "text",
+                "text": self.definition.system_prompt,
+                "cache_control": {"type": "ephemeral", "ttl": self.cache_ttl},
+            }
+        ]
+
+    def _output_config(self, plan: _Plan) -> OutputConfigParam | None:
+        config: OutputConfigParam = {}
+        effort = plan.complexity.effort
+        if plan.tier in self.effort_tiers and effort in _EFFORTS:
+            config["effort"] = cast(_Effort, effort)
+        if plan.schema is not None:
+            config["format"] = {"type": "json_schema", "schema": plan.schema}
+        return config or None
+
+    def _metadata(self, env: Envelope) -> MetadataParam:
+        """An opaque per-tenant id (what the API wants for abuse tracing), nothing readable."""
+        who = f"{env.tenant or '-'}:{self.name}".encode()
+        return {"user_id": hashlib.sha256(who).hexdigest()[:32]}
+
+    def _timeout(self, ctx: Context, plan: _Plan) -> float:
+        """The complexity class's timeout, cut short by the sender's deadline."""
+        timeout = plan.complexity.timeout_s
+        if ctx.deadline is not None:
+            timeout = min(timeout, ctx.deadline - self._now())
+        if timeout <= 0:
+            raise _Stop(
+                {"error": "deadline_exceeded", "detail": "no time left before the deadline"}
+            )
+        return timeout
+
+    # -- one call, with retries ------------------------------------------------------------
+
+    async def _call(
+        self,
+        plan: _Plan,
+        messages: list[MessageParam],
+        env: Envelope,
+        ctx: Context,
+        ledger: _Ledger,
+    ) -> _Answer:
+        """One answered call; transient failures are retried here, up to ``max_attempts``."""
+        output_config = self._output_config(plan)
+        for attempt in range(1, self.max_attempts + 1):
+            if ctx.cancelled:
+                raise _Stop({"error": "cancelled", "detail": "the sender cancelled this message"})
+            timeout = self._timeout(ctx, plan)
+            try:
+                raw = await self.client.messages.with_raw_response.create(
+                    model=plan.model,
+                    max_tokens=plan.complexity.max_tokens,
+                    system=self._system or anthropic.omit,
+                    messages=messages,
+                    metadata=self._metadata(env),
+                    output_config=output_config or anthropic.omit,
+                    timeout=timeout,
+                )
+                await self._observe(plan, raw.headers, raw.status_code, ctx)
+                message = await raw.parse()
+            except anthropic.APIStatusError as exc:
+                await self._observe(plan, exc.response.headers, exc.status_code, ctx)
+                retry_after = self._triage(plan, exc)
+                reason = f"{exc.status_code} {exc.type or type(exc).__name__}"
+            except anthropic.APIConnectionError as exc:
+                retry_after, reason = None, type(exc).__name__
+            else:
+                if not isinstance(message, Message):  # pragma: no cover - we never stream
+                    raise TypeError(f"expected a Message, got {type(message).__name__}")
+                return self._record(plan, message, ctx, ledger)
+            await self._back_off(attempt, retry_after, reason, ctx, ledger)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    def _triage(self, plan: _Plan, exc: anthropic.APIStatusError) -> float | None:
+        """The retry-after of a retryable failure; raises for everything else."""
+        if isinstance(exc, _SPEND_LIMIT_ERRORS) or "spend_limit" in (exc.error_code or ""):
+            raise SpendLimitReached(
+                f"{plan.model}: {exc.api_message or exc.message}",
+                tier=plan.tier,
+                model=plan.model,
+                error_code=exc.error_code,
+            ) from exc
+        retryable = exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
+        hint = exc.response.headers.get("x-should-retry")  # the SDK obeys it too
+        if hint in ("true", "false"):
+            retryable = hint == "true"
+        if not retryable:
+            body = {
+                "error": exc.type or "api_error",
+                "status": exc.status_code,
+                "detail": exc.api_message or exc.message,
+            }
+            if exc.request_id:
+                body["request_id"] = exc.request_id
+            raise _Stop(body)
+        return _retry_after(exc.response.headers)
+
+    async def _back_off(
+        self, attempt: int, retry_after: float | None, reason: str, ctx: Context, ledger: _Ledger
+    ) -> None:
+        """Sleep before the next attempt, or hand the message back to the bus.
+
+        A ``retry-after`` beyond ``max_retry_after`` is not slept through: the
+        bus redelivers later and the worker slot is free meanwhile."""
+        if retry_after is not None and retry_after > self.max_retry_after:
+            raise RetryableError(
+                f"{reason}: the API asks to wait {retry_after:.0f}s", retry_after=retry_after
+            )
+        delay = retry_after if retry_after is not None else self._backoff(attempt)
+        if attempt >= self.max_attempts:
+            raise RetryableError(f"{reason} after {attempt} attempts", retry_after=delay)
+        if ctx.deadline is not None and self._now() + delay >= ctx.deadline:
+            raise RetryableError(f"{reason}; no time for another attempt before the deadline")
+        ledger.retries += 1
+        ctx.log.warning("model_retry", reason=reason, attempt=attempt, delay_s=round(delay, 3))
+        await self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential from 1 s, capped at 30 s, with jitter so workers do not retry in step."""
+        ceiling = min(2.0 ** (attempt - 1), 30.0)
+        return ceiling * (0.5 + 0.5 * self._rng())
+
+    async def _observe(
+        self, plan: _Plan, headers: Mapping[str, str], status_code: int, ctx: Context
+    ) -> None:
+        """Pass the rate-limit headers on; a failing observer must not fail a paid call."""
+        snapshot = RateLimitSnapshot.from_headers(
+            headers, tier=plan.tier, model=plan.model, status_code=status_code
+        )
+        if snapshot is None:
+            return
+        self.rate_limits[plan.tier] = snapshot
+        if self.on_rate_limits is None:
+            return
+        try:
+            result = self.on_rate_limits(plan.tier, snapshot)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            ctx.log.warning("rate_limit_callback_failed", error=repr(exc))
+
+    def _record(self, plan: _Plan, message: Message, ctx: Context, ledger: _Ledger) -> _Answer:
+        """Turn a response into an answer: usage, cost, totals, model check."""
+        reported = message.usage
+        usage = Usage(
+            input_tokens=reported.input_tokens,
+            output_tokens=reported.output_tokens,
+            cache_creation_input_tokens=reported.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=reported.cache_read_input_tokens or 0,
+        )
+        answer = _Answer(
+            plan=plan,
+            text="".join(b.text for b in message.content if isinstance(b, TextBlock)),
+            reported_model=message.model,
+            stop_reason=message.stop_reason,
+            usage=usage,
+            cost_usd=plan.spec.cost(usage, cache_ttl=self.cache_ttl),
+        )
+        if not _same_model(plan.model, message.model):
+            ctx.log.warning(
+                "model_mismatch", requested=plan.model, reported=message.model, tier=plan.tier
+            )
+        self._add_to_totals(answer)
+        ledger.answers.append(answer)
+        return answer
+
+    def _add_to_totals(self, answer: _Answer) -> None:
+        tier = answer.plan.tier
+        totals = self.totals.setdefault(tier, {"usage": Usage(), "cost_usd": 0.0, "calls": 0})
+        totals["usage"] = totals["usage"] + answer.usage
+        totals["cost_usd"] += answer.cost_usd
+        totals["calls"] += 1
+
+
+# -- checking replies -------------------------------------------------------------------
+
+_FENCE = re.compile(r"^```(?:json)?\s*\n(?P<body>.*)\n```$", re.DOTALL)
+
+
+def _same_model(requested: str, reported: str) -> bool:
+    """An alias answered by its dated snapshot (``-20250929``, ``@20250929``) is the same."""
+    return re.fullmatch(re.escape(requested) + r"(?:[-@]\d{8})?", reported) is not None
+
+
+def _refuse_if_refused(answer: _Answer) -> None:
+    """A refusal is final: repairing or escalating would pay to be refused again."""
+    if answer.stop_reason == "refusal":
+        raise _Stop({"error": "refusal", "detail": answer.text or "the model declined to answer"})
+
+
+def _check(answer: _Answer) -> tuple[dict[str, Any] | None, str]:
+    """(the reply body, "") when the text is a valid reply, else (None, what is wrong)."""
+    _refuse_if_refused(answer)
+    text = answer.text.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group("body")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        cut = " (cut off at max_tokens)" if answer.stop_reason == "max_tokens" else ""
+        return None, f"not valid JSON{cut}: {exc}"
+    if not isinstance(value, dict):
+        return None, f"a JSON {type(value).__name__}, not an object"
+    model = answer.plan.reply_model
+    if model is not None:
+        try:
+            model.model_validate(value)
+        except ValidationError as exc:
+            return None, _describe(model, exc)
+    return value, ""
+
+
+def _describe(model: type[BaseModel], exc: ValidationError) -> str:
+    errors = exc.errors()
+    shown = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errors[:8])
+    more = f" (+{len(errors) - 8} more)" if len(errors) > 8 else ""
+    return f"does not match {model.__name__}: {shown}{more}"
+
+
+def _repair_turns(bad_text: str, problem: str, model: type[BaseModel] | None) -> list[MessageParam]:
+    """The model's bad reply and a request to fix it (an empty turn would be a 400)."""
+    schema = f" that matches the {model.__name__} schema" if model is not None else ""
+    return [
+        {"role": "assistant", "content": bad_text.strip() or "(no text)"},
+        {
+            "role": "user",
+            "content": f"That reply is invalid: {problem}. Reply again with only the corrected "
+            f"JSON object{schema}: no prose, no code fences.",
+        },
+    ]
