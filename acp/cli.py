@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -606,6 +607,12 @@ def dlq_purge(
 
 # --- acp worker / acp send ----------------------------------------------------
 
+
+class CacheTTL(StrEnum):
+    five_minutes = "5m"
+    one_hour = "1h"
+
+
 _AGENTS_OPTION = Annotated[
     list[Path] | None,
     typer.Option(
@@ -625,7 +632,7 @@ def _claude_factory(
         from acp.agents.claude import ClaudeAgent, claude_client
 
         client = claude_client(base_url=base_url)  # MissingAPIKey names ANTHROPIC_API_KEY
-        return ClaudeAgent(definition, client=client, config=runtime_config, cache_ttl=cache_ttl)  # type: ignore[arg-type]
+        return ClaudeAgent(definition, client=client, config=runtime_config, cache_ttl=cache_ttl)
 
     return build
 
@@ -655,7 +662,9 @@ def worker_command(
         str | None,
         typer.Option(envvar="ANTHROPIC_BASE_URL", help="Anthropic API or a compatible gateway."),
     ] = None,
-    cache_ttl: Annotated[str, typer.Option(help="System prompt cache lifetime: 5m or 1h.")] = "5m",
+    cache_ttl: Annotated[
+        CacheTTL, typer.Option(help="System prompt cache lifetime.")
+    ] = CacheTTL.five_minutes,
 ) -> None:
     """Run agents: Python handlers and Claude-backed definitions, until Ctrl-C / SIGTERM.
 

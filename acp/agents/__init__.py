@@ -5,6 +5,7 @@ the tier/complexity configuration. Depends on ``acp.protocol`` only; nothing
 here knows about a bus or Redis.
 """
 
+from acp.agents.claude import ClaudeAgent, RateLimitSnapshot, claude_client
 from acp.agents.config import (
     Budgets,
     ComplexityClass,
@@ -36,17 +37,20 @@ __all__ = [
     "AgentDefinition",
     "Budgets",
     "Catalogue",
+    "ClaudeAgent",
     "Complexity",
     "ComplexityClass",
     "Context",
     "DeclaredMessage",
     "Handler",
     "Price",
+    "RateLimitSnapshot",
     "Reply",
     "RuntimeConfig",
     "Tier",
     "TierSpec",
     "Usage",
+    "claude_client",
     "load_catalogue",
     "load_config",
     "load_definition",

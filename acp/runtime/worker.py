@@ -25,8 +25,9 @@ import structlog
 from anyio.abc import TaskStatus
 
 from acp import __version__
+from acp.agents.claude import ClaudeAgent, RateLimitSnapshot
 from acp.agents.sdk import AgentBase
-from acp.errors import SchemaError, UnknownCommand
+from acp.errors import SchemaError, SpendLimitReached, UnknownCommand
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
@@ -36,6 +37,7 @@ from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
 __all__ = [
     "CONTROL_TOPIC",
     "PROGRESS_TOPIC",
+    "RATE_LIMIT_TOPIC",
     "STATUS_TOPIC",
     "WORKERS",
     "Worker",
@@ -53,6 +55,8 @@ STATUS_TOPIC = "status"
 PROGRESS_TOPIC = "progress"
 #: topic workers listen on for cancellations
 CONTROL_TOPIC = "control"
+#: topic of the rate-limit headers Claude calls report, for the coordinator
+RATE_LIMIT_TOPIC = "ratelimits"
 
 
 def _trace_id(traceparent: str | None) -> str | None:
@@ -168,6 +172,7 @@ class Worker:
         heartbeat: float = 5.0,
         grace: float = 30.0,
         worker_id: str | None = None,
+        spend_limit_pause: float = 900.0,
     ) -> None:
         if not agents:
             raise ValueError("a worker needs at least one agent")
@@ -193,6 +198,11 @@ class Worker:
         }
         self._running: dict[str, WorkerContext] = {}
         self._stopping = anyio.Event()
+        self.spend_limit_pause = spend_limit_pause
+        for agent in self.agents:
+            # Claude-backed agents report rate-limit headers; the coordinator follows them.
+            if isinstance(agent, ClaudeAgent) and agent.on_rate_limits is None:
+                agent.on_rate_limits = self._publish_rate_limits
 
     def stop(self) -> None:
         """Stop reading; in-flight work finishes within the grace period."""
@@ -224,6 +234,17 @@ class Worker:
                     for agent in self.agents:
                         await self.bus.withdraw(WORKERS, f"{self.worker_id}/{agent.name}")
         log.info("worker_stopped", worker=self.worker_id)
+
+    def pause_tier(self, tier: str, seconds: float) -> None:
+        """Take no new work for agents of ``tier`` (a spend limit was hit)."""
+        for agent in self.agents:
+            if agent.tier == tier:
+                self.processors[agent.name].pause(seconds)
+
+    async def _publish_rate_limits(self, tier: str, snapshot: RateLimitSnapshot) -> None:
+        await self.bus.publish(
+            RATE_LIMIT_TOPIC, snapshot.model_dump_json().encode(), {"tier": tier}
+        )
 
     # -- presence ---------------------------------------------------------------------
 
@@ -291,6 +312,11 @@ class Worker:
             try:
                 with ctx.scope:
                     body = await agent.handle(env, ctx)
+            except SpendLimitReached as exc:
+                # dead-lettered with reason "spend_limit" (a Rejected); stop spending on that tier
+                ctx.log.error("spend_limit", tier=exc.tier)
+                self.pause_tier(exc.tier, self.spend_limit_pause)
+                raise
             except (UnknownCommand, SchemaError) as exc:
                 # the sender's mistake: tell it precisely, do not retry
                 ctx.log.warning("bad_command", error=str(exc))
