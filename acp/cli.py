@@ -16,7 +16,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from acp.agents import AgentBase, AgentDefinition, Catalogue, load_catalogue, load_config
+from acp.agents import (
+    AgentBase,
+    AgentDefinition,
+    Catalogue,
+    ClaudeAgent,
+    claude_client,
+    load_catalogue,
+    load_config,
+)
 from acp.agents.examples import collect_examples
 from acp.errors import ACPError, DefinitionError, ProtocolError, UnknownAgent
 from acp.logs import configure_logging
@@ -624,13 +632,11 @@ _AGENTS_OPTION = Annotated[
 
 
 def _claude_factory(
-    config: Path | None, base_url: str | None, cache_ttl: str
+    config: Path | None, base_url: str | None, cache_ttl: Literal["5m", "1h"]
 ) -> Callable[[AgentDefinition], AgentBase]:
     runtime_config = load_config(config)
 
     def build(definition: AgentDefinition) -> AgentBase:
-        from acp.agents.claude import ClaudeAgent, claude_client
-
         client = claude_client(base_url=base_url)  # MissingAPIKey names ANTHROPIC_API_KEY
         return ClaudeAgent(definition, client=client, config=runtime_config, cache_ttl=cache_ttl)
 
