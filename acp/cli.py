@@ -678,8 +678,9 @@ def worker_command(
     """
     try:
         catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        ttl: Literal["5m", "1h"] = "1h" if cache_ttl is CacheTTL.one_hour else "5m"
         resolved = resolve_targets(
-            targets, catalogue=catalogue, claude=_claude_factory(config, base_url, cache_ttl)
+            targets, catalogue=catalogue, claude=_claude_factory(config, base_url, ttl)
         )
         url = redis_url_for_cli(redis)
     except ACPError as exc:
