@@ -45,9 +45,11 @@ def start_worker(url: str, *targets: str, name: str = "w1") -> subprocess.Popen[
 
 
 def stop(proc: subprocess.Popen[str], timeout: float = 40) -> int:
-    """SIGTERM, then wait, reading (and closing) its pipes."""
+    """SIGTERM, then wait, reading (and closing) its pipes; its stderr is shown on failure."""
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=timeout)
+    _, err = proc.communicate(timeout=timeout)
+    if proc.returncode:
+        print(err)
     return proc.returncode
 
 
@@ -134,3 +136,44 @@ def test_a_claude_backed_agent_without_a_key_refuses_to_start(redis_url: str) ->
         assert not client.exists(Keys("data-engineer").stream), "it must not touch the queue"
     finally:
         client.close()
+
+
+def test_send_wait_through_a_claude_backed_worker_and_a_fake_api(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from fake_anthropic import FakeAnthropic
+
+    # a definition that is not in the repository, as a user would bring one
+    (tmp_path / "stream-auditor.md").write_text(
+        "---\nname: stream-auditor\ndescription: Audits streaming pipelines.\nmodel: sonnet\n"
+        "computational_complexity: medium\n---\n\nYou audit streaming pipelines and answer in JSON.\n"
+    )
+    with FakeAnthropic() as api:
+        env = {**env_for(redis_url), "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": api.url}
+        worker = subprocess.Popen(
+            [*ACP, "worker", "stream-auditor", "--agents", str(tmp_path), "--name", "claude-1"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            body = {
+                "cmd": "PIPELINE_STATUS",
+                "component_id": "clickstream",
+                "respond_format": "STRUCTURED_JSON",
+            }
+            done = subprocess.run(
+                [*ACP, "send", "stream-auditor", "--json", json.dumps(body), "--wait", "--timeout", "20"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            reply = json.loads(done.stdout)
+        finally:
+            assert stop(worker) == 0
+    assert reply["component_id"] == "clickstream"
+    assert reply["recommendations"] == ["add_partition_pruning", "scale_consumers"]
+    assert reply["_acp"]["model"] == "claude-sonnet-5-5"
+    assert reply["_acp"]["usage"]["output_tokens"] == 60
+    assert reply["_acp"]["cost_usd"] > 0
+    (call,) = api.requests
+    assert call["headers"]["x-api-key"] == "test-key"
+    assert call["body"]["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    assert json.loads(call["body"]["messages"][0]["content"]) == body

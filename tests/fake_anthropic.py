@@ -1,0 +1,94 @@
+"""A small Anthropic-compatible HTTP server on loopback, for end-to-end tests.
+
+It answers ``POST /v1/messages`` like the real API would (message JSON, usage
+with cache fields, rate-limit headers), replying with a JSON object built from
+the command it was sent, so a test can check the whole path. Requests are
+recorded for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeAnthropic:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                request = json.loads(self.rfile.read(length) or b"{}")
+                fake.requests.append(
+                    {"path": self.path, "body": request, "headers": dict(self.headers)}
+                )
+                if self.path.rstrip("/") != "/v1/messages":
+                    self._send(
+                        404,
+                        {
+                            "type": "error",
+                            "error": {"type": "not_found_error", "message": self.path},
+                        },
+                    )
+                    return
+                command = json.loads(request["messages"][0]["content"])
+                answer = {
+                    "component_id": command.get("component_id"),
+                    "diagnosis": f"{command.get('cmd')} looks degraded",
+                    "recommendations": ["add_partition_pruning", "scale_consumers"],
+                }
+                self._send(
+                    200,
+                    {
+                        "id": f"msg_fake_{len(fake.requests)}",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": request["model"],
+                        "content": [{"type": "text", "text": json.dumps(answer)}],
+                        "stop_reason": "end_turn",
+                        "stop_sequence": None,
+                        "usage": {
+                            "input_tokens": 120,
+                            "output_tokens": 60,
+                            "cache_creation_input_tokens": 0 if len(fake.requests) > 1 else 900,
+                            "cache_read_input_tokens": 900 if len(fake.requests) > 1 else 0,
+                        },
+                    },
+                    {
+                        "anthropic-ratelimit-requests-limit": "2000",
+                        "anthropic-ratelimit-requests-remaining": "1999",
+                        "anthropic-ratelimit-requests-reset": "2026-11-26T23:00:00Z",
+                    },
+                )
+
+            def _send(
+                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeAnthropic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
