@@ -27,7 +27,11 @@ class FakeAnthropic:
                 length = int(self.headers.get("content-length", "0"))
                 request = json.loads(self.rfile.read(length) or b"{}")
                 fake.requests.append(
-                    {"path": self.path, "body": request, "headers": dict(self.headers)}
+                    {
+                        "path": self.path,
+                        "body": request,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                    }
                 )
                 if self.path.rstrip("/") != "/v1/messages":
                     self._send(
