@@ -174,6 +174,8 @@ def test_send_wait_through_a_claude_backed_worker_and_a_fake_api(
     assert reply["_acp"]["usage"]["output_tokens"] == 60
     assert reply["_acp"]["cost_usd"] > 0
     (call,) = api.requests
-    assert call["headers"]["authorization"] == "Bearer test-key"  # anthropic 2.x sends the key as a bearer token
+    assert (
+        call["headers"]["authorization"] == "Bearer test-key"
+    )  # anthropic 2.x sends the key as a bearer token
     assert call["body"]["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
     assert json.loads(call["body"]["messages"][0]["content"]) == body

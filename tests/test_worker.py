@@ -184,3 +184,24 @@ async def test_a_definition_file_catalogue_can_mix_python_agents(make_bus: MakeB
                 await anyio.sleep(0.02)
         assert (await bus.stats(client.bus.inbox)).ready == 0
         assert sent.recipient == "quiet-one"
+
+
+async def test_a_spend_limit_dead_letters_the_message_and_pauses_the_tier(
+    make_bus: MakeBus,
+) -> None:
+    from acp.errors import SpendLimitReached
+
+    broke = Agent("broke-agent", tier="opus")
+
+    @broke.command("THINK")
+    async def think(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        raise SpendLimitReached("the organisation's spend limit is reached", tier="opus")
+
+    async with running(make_bus, broke) as (worker, client, bus):
+        await client.send("broke-agent", {"cmd": "THINK"})
+        with anyio.fail_after(5):
+            while not await bus.dead_letters("broke-agent"):
+                await anyio.sleep(0.02)
+        (letter,) = await bus.dead_letters("broke-agent")
+        assert letter.reason == "spend_limit"
+        assert worker.processors["broke-agent"].paused
