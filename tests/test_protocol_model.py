@@ -158,3 +158,17 @@ def test_status_renders_as_a_few_readable_lines() -> None:
     )
     assert "PIPELINE_STATUS for etl" in render_envelope(env)
     assert "m -> d" in render_envelope(env)
+
+
+def test_replies_render_with_their_envelope_kind() -> None:
+    from acp.protocol import MessageKind
+
+    cmd = Envelope.for_body({"cmd": "X"}, sender="a", recipient="b")
+    ok = render_envelope(cmd.reply({"healthy": True, "findings": []}))
+    assert "reply b -> a" in ok
+    assert "findings: none" in ok
+    failed = render_envelope(
+        cmd.reply({"error": "schema", "detail": "bad"}, kind=MessageKind.ERROR)
+    )
+    assert "error: schema" in failed
+    assert "detail: bad" in failed

@@ -42,6 +42,8 @@ def _value(key: str, value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
+        if not value:
+            return "none"
         shown = ", ".join(_value(key, v) for v in value[:_MAX_ITEMS])
         return shown + (f" (+{len(value) - _MAX_ITEMS} more)" if len(value) > _MAX_ITEMS else "")
     if isinstance(value, dict):
@@ -94,9 +96,11 @@ def _workflow_lines(body: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_body(body: dict[str, Any]) -> str:
-    """A few lines describing ``body``."""
-    kind = classify_body(body)
+def render_body(body: dict[str, Any], kind: MessageKind | None = None) -> str:
+    """A few lines describing ``body``; ``kind`` (the envelope's) titles bodies
+    that do not show their kind themselves, such as replies."""
+    shape = classify_body(body)
+    kind = shape if kind is None or shape is not MessageKind.EVENT else kind
     if kind is MessageKind.WORKFLOW:
         try:
             return "\n".join(_workflow_lines(body))
@@ -110,6 +114,9 @@ def render_body(body: dict[str, Any]) -> str:
     title = {MessageKind.STATUS: "status update", MessageKind.WORKFLOW: "workflow"}.get(
         kind, str(kind)
     )
+    if kind in (MessageKind.REPLY, MessageKind.ERROR) and isinstance(body.get("error"), str):
+        title = f"error: {body['error']}"
+        body = {k: v for k, v in body.items() if k != "error"}
     return "\n".join([title, *_lines(body, "  ")])
 
 
@@ -124,4 +131,8 @@ def render_envelope(env: Envelope) -> str:
     head = f"[{when}] {env.kind} {env.sender} -> {env.recipient}" + (
         f" ({', '.join(extra)})" if extra else ""
     )
-    return head + "\n" + "\n".join("  " + line for line in render_body(env.body).splitlines())
+    return (
+        head
+        + "\n"
+        + "\n".join("  " + line for line in render_body(env.body, env.kind).splitlines())
+    )

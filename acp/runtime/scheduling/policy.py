@@ -1,0 +1,1058 @@
+"""The coordinator's scheduling policy: a pure object driven by an injected clock.
+
+The daemon owns I/O (Redis, the bus, timers); this object owns every decision.
+It never sleeps, reads no wall clock and draws no random numbers, so the same
+calls at the same clock readings give the same decisions (tests use a fake
+clock; ``bench/scheduler.py`` a virtual one). The daemon's loop::
+
+    policy.submit(job)                      # work arrived (or was re-read after a restart)
+    decisions = policy.decide()             # after every submit/complete/observe, and at wake_at
+    for d in decisions.dispatch: send d.job to a worker with model=d.model, max_tokens=d.max_tokens
+    for r in decisions.dead_letter: dead-letter r.job with r.reason ("deadline")
+    for r in decisions.refused: answer r.job with an error naming r.reason ("budget", "too_large")
+    for e in decisions.events: log / publish e (deferrals, refusals, step-downs, limit changes)
+    sleep until decisions.wake_at (None: until the next submit or completion)
+    ...
+    policy.observe_limits(tier, **parse...)  # the reply's rate-limit headers, *before* complete()
+    policy.complete(job_id, usage=reply_usage, ok=valid, model=reply_model)
+    if not valid and (up := policy.escalate(job, from_tier=d.tier)): policy.submit(up)
+
+What it enforces, per tier (``RuntimeConfig.tiers``):
+
+* **Concurrency**: at most ``concurrency`` calls in flight.
+* **Rate limits**: three :class:`~acp.runtime.scheduling.buckets.TokenBucket`
+  (requests, input tokens, output tokens per minute). A dispatch takes 1
+  request, the input estimate and the full ``max_tokens`` of output (the API
+  reserves ``max_tokens`` at request start); completion gives back the unused
+  output (the API re-credits it at the end of the request) and settles the
+  input estimate against the reported input (refund or debt). Headers lower
+  the limits and levels, never raise them above the configuration. Because
+  every charge lands in our bucket no later than in the API's, the runtime
+  never provokes a 429 by itself.
+* **Ordering**: effective priority = ``priority + aging_per_s * waited +
+  urgency`` where urgency rises linearly from 0 to ``deadline_boost`` over the
+  last ``deadline_horizon_s`` before the deadline. Aging makes every job win
+  eventually; a tier whose best job does not fit its buckets waits for it
+  (no smaller job overtakes), so big jobs do not starve either.
+* **Deadlines**: a queued job whose deadline has passed is dead-lettered with
+  reason ``deadline``; in-flight work is the worker's to cancel.
+* **Budgets** (:mod:`~acp.runtime.scheduling.budgets`): the worst case (input
+  estimate + ``max_tokens`` of output) is reserved at dispatch in the global,
+  per-agent and per-tenant scopes and replaced by the actual cost on
+  completion. A job that does not fit waits while in-flight reservations may
+  still free enough, is deferred to the next budget day when they cannot
+  (event ``deferred``), and is refused when its worst case exceeds the whole
+  daily limit or its deadline comes before the reset (event ``refused``).
+* **Tiers**: :meth:`SchedulingPolicy.escalate` moves failed work one tier up
+  within the job's allowed tiers; under budget pressure (a scope below
+  ``pressure_fraction`` of its limit, or the requested tier does not fit) a job
+  whose allowed tiers include a cheaper one runs there (event ``step_down``).
+  Never otherwise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import heapq
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING, Any, Literal
+
+from acp.agents.config import RuntimeConfig, TierSpec, Usage
+from acp.errors import ConfigError
+from acp.runtime.scheduling.buckets import TokenBucket
+from acp.runtime.scheduling.budgets import BudgetLedger, BudgetScope
+
+if TYPE_CHECKING:
+    from acp.agents.claude import RateLimitSnapshot
+
+__all__ = [
+    "Decisions",
+    "Dispatch",
+    "Event",
+    "EventKind",
+    "Job",
+    "Rejection",
+    "RejectionReason",
+    "SchedulingPolicy",
+    "parse_limit_headers",
+]
+
+DAY_S = 86_400.0
+
+RejectionReason = Literal["deadline", "budget", "too_large"]
+EventKind = Literal["deferred", "refused", "dead_letter", "step_down", "limits", "paused"]
+_Verdict = Literal["go", "wait", "defer", "refuse"]
+_State = Literal["queued", "deferred", "gone"]
+
+
+# -- values the daemon sees ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One unit of model work, as the coordinator queues it.
+
+    ``tier`` is the requested tier name (a key of ``RuntimeConfig.tiers``);
+    ``allowed_tiers`` lists where the coordinator may move it (empty: only
+    ``tier``). ``submitted_at`` is on the policy's clock and drives aging, so
+    a re-submitted or escalated job keeps its age. ``input_tokens`` is the
+    prompt's size when the daemon knows it (``count_tokens``); otherwise the
+    policy's learned estimate is reserved. ``max_tokens`` overrides the
+    complexity class's.
+    """
+
+    id: str
+    agent: str
+    tier: str
+    complexity: str
+    submitted_at: float
+    priority: int = 5
+    deadline: float | None = None
+    tenant: str | None = None
+    allowed_tiers: tuple[str, ...] = ()
+    attempt: int = 1
+    input_tokens: int | None = None
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.priority <= 9:
+            raise ValueError(f"priority must be 0-9, got {self.priority}")
+        if self.attempt < 1:
+            raise ValueError(f"attempt counts from 1, got {self.attempt}")
+        if self.input_tokens is not None and self.input_tokens < 0:
+            raise ValueError("input_tokens must be >= 0")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dispatch:
+    """Run ``job`` now on ``tier`` with ``model`` and ``max_tokens``.
+
+    ``input_tokens`` and ``max_tokens`` are what the rate buckets were charged;
+    ``reserved_usd`` (worst case) is held against the budgets until
+    :meth:`SchedulingPolicy.complete`; ``output_tokens`` and ``expected_usd``
+    are the learned expectation, for display.
+    """
+
+    job: Job
+    tier: str
+    model: str
+    max_tokens: int
+    input_tokens: int
+    output_tokens: int
+    reserved_usd: float
+    expected_usd: float
+    stepped_down: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    """A job the policy will not run: ``reason`` is a stable code, ``detail`` says why."""
+
+    job: Job
+    reason: RejectionReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something worth a log line or a status message; ``until`` is set for deferrals/pauses."""
+
+    at: float
+    kind: EventKind
+    detail: str
+    job_id: str | None = None
+    agent: str | None = None
+    tier: str | None = None
+    reason: str | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decisions:
+    """What :meth:`SchedulingPolicy.decide` asks the daemon to do now.
+
+    ``wake_at`` is the earliest time a new decision could differ without any
+    other call (a bucket refilled enough, a deadline passes, the budget day
+    resets, a pause ends); None means only a submit or completion can.
+    """
+
+    at: float
+    dispatch: tuple[Dispatch, ...] = ()
+    dead_letter: tuple[Rejection, ...] = ()
+    refused: tuple[Rejection, ...] = ()
+    events: tuple[Event, ...] = ()
+    wake_at: float | None = None
+
+
+# -- internal state ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Estimate:
+    """EWMA of the tokens replies report for one (tier, complexity), with mean deviation."""
+
+    input_mean: float
+    input_dev: float
+    output_mean: float
+    samples: int = 0
+
+    def input_reserve(self, sigmas: float) -> int:
+        return math.ceil(self.input_mean + sigmas * self.input_dev)
+
+    def update(self, input_tokens: int, output_tokens: int, alpha: float) -> None:
+        self.input_dev += alpha * (abs(input_tokens - self.input_mean) - self.input_dev)
+        self.input_mean += alpha * (input_tokens - self.input_mean)
+        self.output_mean += alpha * (output_tokens - self.output_mean)
+        self.samples += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    tier: str
+    input_tokens: int
+    output_tokens: int
+    max_tokens: int
+    cost_usd: float
+    expected_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    verdict: _Verdict
+    reservation: _Reservation | None = None
+    stepped_down: bool = False
+    scope: str = ""
+    detail: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    job: Job
+    seq: int
+    #: ``priority - aging * submitted_at``: effective priority minus the common ``aging * now``
+    static: float
+    key: tuple[float, int]
+    #: everything a budget/tier plan depends on: equal classes get equal plans
+    cls: tuple[object, ...]
+    #: allowed tiers cheaper than the requested one, most expensive first
+    cheaper: tuple[str, ...]
+    state: _State = "queued"
+
+
+_KEY = attrgetter("key")
+
+
+@dataclass(slots=True)
+class _Queue:
+    """Queued entries of one requested tier: static order plus deadline-bearing ones."""
+
+    plain: list[_Entry] = field(default_factory=list)
+    timed: list[_Entry] = field(default_factory=list)
+    live: int = 0
+    stale: int = 0
+
+    def add(self, entry: _Entry) -> None:
+        if entry.job.deadline is None:
+            bisect.insort(self.plain, entry, key=_KEY)
+        else:
+            self.timed.append(entry)
+        self.live += 1
+
+    def drop(self) -> None:
+        self.live -= 1
+        self.stale += 1
+        if self.stale > 64 and self.stale > self.live:
+            self.plain = [e for e in self.plain if e.state == "queued"]
+            self.timed = [e for e in self.timed if e.state == "queued"]
+            self.stale = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Tier:
+    name: str
+    spec: TierSpec
+    requests: TokenBucket
+    input: TokenBucket
+    output: TokenBucket
+    in_flight: int = 0
+    paused_until: float = -math.inf
+
+    def refill(self, now: float) -> None:
+        self.requests.refill(now)
+        self.input.refill(now)
+        self.output.refill(now)
+
+    def fits(self, res: _Reservation) -> bool:
+        return (
+            self.requests.can_take(1)
+            and self.input.can_take(res.input_tokens)
+            and self.output.can_take(res.max_tokens)
+        )
+
+    def ready_at(self, res: _Reservation, now: float) -> float:
+        return max(
+            self.requests.ready_at(1, now),
+            self.input.ready_at(res.input_tokens, now),
+            self.output.ready_at(res.max_tokens, now),
+        )
+
+    def oversized(self, res: _Reservation) -> str | None:
+        if res.input_tokens > self.input.capacity:
+            return f"{res.input_tokens} input tokens > {self.name}'s {self.input.capacity:.0f}/min"
+        if res.max_tokens > self.output.capacity:
+            return f"max_tokens {res.max_tokens} > {self.name}'s {self.output.capacity:.0f} output tokens/min"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    job: Job
+    reservation: _Reservation
+    scopes: tuple[BudgetScope, ...]
+
+
+# -- the policy ---------------------------------------------------------------------------
+
+
+class SchedulingPolicy:
+    """Decide what runs where and when; see the module docstring for the rules.
+
+    :param config: tiers (limits, prices), complexity classes, budgets.
+    :param clock: seconds on any monotonic scale shared with ``Job.submitted_at``,
+        ``Job.deadline`` and ``day_start`` (``time.time`` in production).
+    :param aging_per_s: priority levels a waiting job gains per second (default:
+        one level a minute, so a priority-0 job beats fresh priority-9 work
+        after nine minutes).
+    :param day_start: a time at which a budget day starts; days are 24 h long.
+    :param pressure_fraction: below this share of a budget left, flexible jobs
+        step down to a cheaper allowed tier.
+    :param deadline_horizon_s: how long before its deadline a job starts to gain urgency.
+    :param deadline_boost: the urgency at the deadline, in priority levels.
+    :param input_sigmas: input reserved = learned mean + this many mean deviations.
+    :param estimate_alpha: EWMA weight of each reply's reported usage.
+    :param refund_output: give unused ``max_tokens`` back at completion (the API does).
+    :param cache_ttl: the prompt-cache TTL the workers use, for pricing cache writes.
+    """
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        clock: Callable[[], float],
+        aging_per_s: float = 1 / 60,
+        day_start: float = 0.0,
+        pressure_fraction: float = 0.1,
+        deadline_horizon_s: float = 600.0,
+        deadline_boost: float = 10.0,
+        input_sigmas: float = 2.0,
+        estimate_alpha: float = 0.1,
+        refund_output: bool = True,
+        cache_ttl: Literal["5m", "1h"] = "5m",
+    ) -> None:
+        if aging_per_s < 0 or deadline_horizon_s <= 0 or not 0 < estimate_alpha <= 1:
+            raise ValueError("aging_per_s >= 0, deadline_horizon_s > 0, 0 < estimate_alpha <= 1")
+        self._config = config
+        self._clock = clock
+        self._aging = aging_per_s
+        self._day_start = day_start
+        self._pressure = pressure_fraction
+        self._horizon = deadline_horizon_s
+        self._boost = deadline_boost
+        self._sigmas = input_sigmas
+        self._alpha = estimate_alpha
+        self._refund_output = refund_output
+        self._cache_ttl = cache_ttl
+        self._order = config.tier_order()
+        self._rank = {name: i for i, name in enumerate(self._order)}
+        self._by_model = {spec.model: name for name, spec in config.tiers.items()}
+        self._now = clock()
+        self._day = self._day_of(self._now)
+        self._tiers = {
+            name: _Tier(
+                name,
+                spec,
+                TokenBucket(spec.requests_per_minute, now=self._now),
+                TokenBucket(spec.input_tokens_per_minute, now=self._now),
+                TokenBucket(spec.output_tokens_per_minute, now=self._now),
+            )
+            for name, spec in config.tiers.items()
+        }
+        self._estimates = {
+            (tier, name): _Estimate(
+                input_mean=float(cc.expected_input_tokens),
+                input_dev=0.25 * cc.expected_input_tokens,
+                output_mean=float(cc.expected_output_tokens),
+            )
+            for tier in config.tiers
+            for name, cc in config.complexity.items()
+        }
+        self._ledger = BudgetLedger(config.budgets)
+        self._queues = {name: _Queue() for name in config.tiers}
+        self._entries: dict[str, _Entry] = {}
+        self._deferred: dict[str, _Entry] = {}
+        self._deadlines: list[tuple[float, int, _Entry]] = []
+        self._in_flight: dict[str, _Flight] = {}
+        self._events: list[Event] = []
+        self._seq = 0
+        self._flexible = 0  # queued jobs with a cheaper allowed tier
+        self._max_input_override = 0
+        self._max_tokens_override = 0
+        self._totals: Counter[str] = Counter()
+
+    # -- time ----------------------------------------------------------------------------
+
+    def _day_of(self, now: float) -> int:
+        return math.floor((now - self._day_start) / DAY_S)
+
+    def _tick(self) -> float:
+        """Read the clock (never backwards) and start a new budget day when one began."""
+        now = max(self._clock(), self._now)
+        self._now = now
+        day = self._day_of(now)
+        if day != self._day:
+            self._day = day
+            self._ledger.new_day()
+            for entry in list(self._deferred.values()):
+                self._reactivate(entry)
+        return now
+
+    @property
+    def budget_resets_at(self) -> float:
+        """When the current budget day ends."""
+        return self._day_start + (self._day + 1) * DAY_S
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def submit(self, job: Job) -> bool:
+        """Queue ``job``; False (and nothing changes) if its id is already queued or running.
+
+        Raises :class:`~acp.errors.ConfigError` for a tier or complexity the
+        configuration does not know.
+        """
+        self._tick()
+        if job.id in self._entries or job.id in self._in_flight:
+            return False
+        self._config.tier(job.tier)
+        self._config.complexity_class(job.complexity)
+        for tier in job.allowed_tiers:
+            self._config.tier(tier)
+        allowed = {*job.allowed_tiers, job.tier}
+        cheaper = tuple(t for t in reversed(self._order[: self._rank[job.tier]]) if t in allowed)
+        self._seq += 1
+        static = job.priority - self._aging * job.submitted_at
+        cls = (
+            job.tier,
+            job.complexity,
+            cheaper,
+            job.agent,
+            job.tenant,
+            job.input_tokens,
+            job.max_tokens,
+        )
+        self._enqueue(_Entry(job, self._seq, static, (-static, self._seq), cls, cheaper))
+        self._max_input_override = max(self._max_input_override, job.input_tokens or 0)
+        self._max_tokens_override = max(self._max_tokens_override, job.max_tokens or 0)
+        self._totals["submitted"] += 1
+        return True
+
+    def _enqueue(self, entry: _Entry) -> None:
+        self._queues[entry.job.tier].add(entry)
+        self._entries[entry.job.id] = entry
+        if entry.cheaper:
+            self._flexible += 1
+        if entry.job.deadline is not None:
+            heapq.heappush(self._deadlines, (entry.job.deadline, entry.seq, entry))
+
+    def _unqueue(self, entry: _Entry, state: _State) -> None:
+        """Take a queued entry out of its queue, into ``state`` (deferred or gone)."""
+        self._queues[entry.job.tier].drop()
+        if entry.cheaper:
+            self._flexible -= 1
+        entry.state = state
+        if state == "gone":
+            del self._entries[entry.job.id]
+        else:
+            self._deferred[entry.job.id] = entry
+
+    def _reactivate(self, entry: _Entry) -> None:
+        del self._deferred[entry.job.id]
+        entry.state = "gone"  # the queue lists may still hold this object: a fresh one goes in
+        self._enqueue(replace(entry, state="queued"))
+
+    def cancel(self, job_id: str) -> bool:
+        """Forget a queued or deferred job; False if it is unknown or already dispatched."""
+        self._tick()
+        entry = self._entries.get(job_id)
+        if entry is None:
+            return False
+        if entry.state == "queued":
+            self._unqueue(entry, "gone")
+        else:
+            del self._deferred[job_id]
+            del self._entries[job_id]
+            entry.state = "gone"
+        return True
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def _urgency(self, deadline: float, now: float) -> float:
+        slack = deadline - now
+        if slack >= self._horizon:
+            return 0.0
+        return self._boost * (1.0 - max(slack, 0.0) / self._horizon)
+
+    def _ordered(self, now: float, skip: set[str]) -> Iterator[tuple[tuple[float, int], _Entry]]:
+        """Queued entries, best effective priority first (ties: submission order)."""
+        streams: list[Iterable[tuple[tuple[float, int], _Entry]]] = []
+        for tier, queue in self._queues.items():
+            if not queue.live or tier in skip:
+                continue
+            streams.append((e.key, e) for e in queue.plain if e.state == "queued")
+            if queue.timed:
+                timed = [
+                    ((-(e.static + self._urgency(e.job.deadline, now)), e.seq), e)
+                    for e in queue.timed
+                    if e.state == "queued" and e.job.deadline is not None
+                ]
+                timed.sort(key=itemgetter(0))
+                streams.append(timed)
+        return heapq.merge(*streams, key=itemgetter(0))
+
+    def _reserve(self, job: Job, tier: str) -> _Reservation:
+        spec = self._config.tiers[tier]
+        cc = self._config.complexity[job.complexity]
+        est = self._estimates[(tier, job.complexity)]
+        max_tokens = job.max_tokens or cc.max_tokens
+        if job.input_tokens is None:
+            reserve_in, expect_in = est.input_reserve(self._sigmas), est.input_mean
+        else:
+            reserve_in, expect_in = job.input_tokens, float(job.input_tokens)
+        expect_out = min(max_tokens, round(est.output_mean))
+        price = spec.price
+        write = price.cache_write_1h if self._cache_ttl == "1h" else price.cache_write_5m
+        # worst case: every input token a cache write, every max_tokens token generated
+        worst = (reserve_in * max(price.input, write) + max_tokens * price.output) / 1e6
+        expected = (expect_in * price.input + expect_out * price.output) / 1e6
+        return _Reservation(tier, reserve_in, expect_out, max_tokens, worst, expected)
+
+    def _max_reservation_usd(self) -> float:
+        """An upper bound on any queued job's reservation at any tier right now."""
+        most = 0.0
+        for (tier, complexity), est in self._estimates.items():
+            price = self._config.tiers[tier].price
+            cc = self._config.complexity[complexity]
+            reserve_in = max(est.input_reserve(self._sigmas), self._max_input_override)
+            out = max(cc.max_tokens, self._max_tokens_override)
+            in_price = max(price.input, price.cache_write_5m, price.cache_write_1h)
+            most = max(most, (reserve_in * in_price + out * price.output) / 1e6)
+        return most
+
+    def _plan(self, entry: _Entry) -> _Plan:
+        """Where ``entry`` would run given the budgets (rate limits are checked after)."""
+        job = entry.job
+        scopes = self._ledger.scopes_for(job.agent, job.tenant)
+        requested = self._reserve(job, job.tier)
+        if not scopes:
+            return _Plan("go", requested)
+        fits = all(s.fits(requested.cost_usd) for s in scopes)
+        pressured = any(s.pressured(self._pressure) for s in scopes)
+        if fits and not (pressured and entry.cheaper):
+            return _Plan("go", requested)
+        for tier in entry.cheaper:
+            res = self._reserve(job, tier)
+            if all(s.fits(res.cost_usd) for s in scopes):
+                return _Plan("go", res, stepped_down=True)
+        if fits:
+            return _Plan("go", requested)
+        floor = self._reserve(job, entry.cheaper[-1]) if entry.cheaper else requested
+        for s in scopes:
+            if floor.cost_usd > s.limit:
+                return _Plan(
+                    "refuse",
+                    scope=s.name,
+                    detail=f"worst-case cost ${floor.cost_usd:.4f} on {floor.tier} exceeds "
+                    f"the whole {s.name} daily budget of ${s.limit:.2f}",
+                )
+        for s in scopes:
+            if not s.fits_when_settled(floor.cost_usd):
+                return _Plan(
+                    "defer",
+                    scope=s.name,
+                    detail=f"{s.name} budget: ${s.limit - s.spent:.4f} left today, worst-case "
+                    f"cost ${floor.cost_usd:.4f} on {floor.tier}",
+                )
+        return _Plan("wait")  # in-flight work may settle below its reservation
+
+    def decide(self) -> Decisions:
+        """Everything to do now: dispatches, dead letters, refusals, events, next wake-up."""
+        now = self._tick()
+        events, self._events = self._events, []
+        dead: list[Rejection] = []
+        refused: list[Rejection] = []
+        dispatches: list[Dispatch] = []
+        self._sweep_deadlines(now, dead, events)
+
+        blocked: set[str] = set()
+        for name, tier in self._tiers.items():
+            tier.refill(now)
+            if tier.in_flight >= tier.spec.concurrency or now < tier.paused_until:
+                blocked.add(name)
+        ready: dict[str, float] = {}
+        # with budget to spare no job can move tier or be held back, so blocked tiers'
+        # queues need no look; otherwise every job is visited (deferrals, step-downs)
+        tight = self._ledger.tight(self._max_reservation_usd(), self._pressure)
+        if len(blocked) < len(self._tiers) or tight:
+            plans: dict[tuple[object, ...], _Plan] = {}
+            for _, entry in self._ordered(now, set() if tight else set(blocked)):
+                if entry.state != "queued":
+                    continue
+                plan = plans.get(entry.cls)
+                if plan is None:
+                    plan = plans[entry.cls] = self._plan(entry)
+                if plan.verdict == "wait":
+                    continue
+                if plan.verdict != "go":
+                    self._hold_back(entry, plan, now, refused, events)
+                    continue
+                res = plan.reservation
+                assert res is not None
+                tier = self._tiers[res.tier]
+                if res.tier in blocked:
+                    continue
+                too_large = tier.oversized(res)
+                if too_large is not None:
+                    self._refuse(entry, "too_large", too_large, now, refused, events)
+                    continue
+                if not tier.fits(res):
+                    # the best job of this tier waits for its tokens: nothing smaller overtakes
+                    blocked.add(res.tier)
+                    ready[res.tier] = tier.ready_at(res, now)
+                else:
+                    dispatches.append(self._dispatch(entry, plan, res, tier, now, events))
+                    plans.clear()  # budgets moved
+                    if tier.in_flight >= tier.spec.concurrency:
+                        blocked.add(res.tier)
+                if len(blocked) == len(self._tiers) and not tight:
+                    break
+        return Decisions(
+            at=now,
+            dispatch=tuple(dispatches),
+            dead_letter=tuple(dead),
+            refused=tuple(refused),
+            events=tuple(events),
+            wake_at=self._wake_at(now, ready),
+        )
+
+    def _dispatch(
+        self,
+        entry: _Entry,
+        plan: _Plan,
+        res: _Reservation,
+        tier: _Tier,
+        now: float,
+        events: list[Event],
+    ) -> Dispatch:
+        job = entry.job
+        tier.requests.take(1)
+        tier.input.take(res.input_tokens)
+        tier.output.take(res.max_tokens)
+        tier.in_flight += 1
+        scopes = self._ledger.scopes_for(job.agent, job.tenant)
+        for scope in scopes:
+            scope.reserve(res.cost_usd)
+        self._unqueue(entry, "gone")
+        self._in_flight[job.id] = _Flight(job, res, scopes)
+        self._totals["dispatched"] += 1
+        if plan.stepped_down:
+            self._totals["stepped_down"] += 1
+            pressed = ", ".join(
+                f"{s.name} ${s.remaining:.2f} left of ${s.limit:.2f}" for s in scopes
+            )
+            events.append(
+                Event(
+                    at=now,
+                    kind="step_down",
+                    job_id=job.id,
+                    agent=job.agent,
+                    tier=res.tier,
+                    reason="budget",
+                    detail=f"budget pressure: {job.tier} -> {res.tier} ({pressed})",
+                )
+            )
+        return Dispatch(
+            job=job,
+            tier=res.tier,
+            model=tier.spec.model,
+            max_tokens=res.max_tokens,
+            input_tokens=res.input_tokens,
+            output_tokens=res.output_tokens,
+            reserved_usd=res.cost_usd,
+            expected_usd=res.expected_usd,
+            stepped_down=plan.stepped_down,
+            at=now,
+        )
+
+    def _hold_back(
+        self,
+        entry: _Entry,
+        plan: _Plan,
+        now: float,
+        refused: list[Rejection],
+        events: list[Event],
+    ) -> None:
+        job = entry.job
+        reset = self.budget_resets_at
+        if plan.verdict == "refuse":
+            self._refuse(entry, "budget", plan.detail, now, refused, events)
+        elif job.deadline is not None and job.deadline < reset:
+            detail = f"{plan.detail}; the budget resets after the deadline"
+            self._refuse(entry, "budget", detail, now, refused, events)
+        else:
+            self._unqueue(entry, "deferred")
+            self._totals["deferred"] += 1
+            events.append(
+                Event(
+                    at=now,
+                    kind="deferred",
+                    job_id=job.id,
+                    agent=job.agent,
+                    tier=job.tier,
+                    reason="budget",
+                    detail=f"{plan.detail}; deferred to the budget reset",
+                    until=reset,
+                )
+            )
+
+    def _refuse(
+        self,
+        entry: _Entry,
+        reason: RejectionReason,
+        detail: str,
+        now: float,
+        refused: list[Rejection],
+        events: list[Event],
+    ) -> None:
+        self._unqueue(entry, "gone")
+        self._totals["refused"] += 1
+        refused.append(Rejection(job=entry.job, reason=reason, detail=detail))
+        events.append(
+            Event(
+                at=now,
+                kind="refused",
+                job_id=entry.job.id,
+                agent=entry.job.agent,
+                tier=entry.job.tier,
+                reason=reason,
+                detail=detail,
+            )
+        )
+
+    def _sweep_deadlines(self, now: float, dead: list[Rejection], events: list[Event]) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, _, entry = heapq.heappop(self._deadlines)
+            if entry.state == "gone":
+                continue
+            if entry.state == "queued":
+                self._unqueue(entry, "gone")
+            else:
+                del self._deferred[entry.job.id]
+                del self._entries[entry.job.id]
+                entry.state = "gone"
+            late = now - deadline
+            detail = f"deadline passed {late:.1f}s ago before the job could be dispatched"
+            self._totals["dead_lettered"] += 1
+            dead.append(Rejection(job=entry.job, reason="deadline", detail=detail))
+            events.append(
+                Event(
+                    at=now,
+                    kind="dead_letter",
+                    job_id=entry.job.id,
+                    agent=entry.job.agent,
+                    tier=entry.job.tier,
+                    reason="deadline",
+                    detail=detail,
+                )
+            )
+
+    def _wake_at(self, now: float, ready: Mapping[str, float]) -> float | None:
+        times = list(ready.values())
+        while self._deadlines and self._deadlines[0][2].state == "gone":
+            heapq.heappop(self._deadlines)
+        if self._deadlines:
+            times.append(self._deadlines[0][0])
+        if self._deferred:
+            times.append(self.budget_resets_at)
+        if any(q.live for q in self._queues.values()):
+            times.extend(t.paused_until for t in self._tiers.values() if t.paused_until > now)
+        return min(times) if times else None
+
+    # -- completing ----------------------------------------------------------------------
+
+    def complete(
+        self, job_id: str, *, usage: Usage | None, ok: bool, model: str | None = None
+    ) -> float:
+        """Settle a dispatched job; returns the USD charged to its budgets.
+
+        Frees its concurrency slot. With ``usage``: the input bucket gets back
+        (or owes) reserved minus reported input tokens (cache reads and writes
+        included: counting them is the conservative side), the output bucket
+        gets back ``max_tokens`` minus the reported output, the budgets swap
+        the reservation for the actual cost (priced by ``model``'s tier when it
+        names one, else the dispatched tier), and the (tier, complexity)
+        estimates move towards the report. ``usage=None`` means unknown: the
+        buckets keep everything and the whole reservation is charged, since it
+        bounds what the call could have cost; pass ``Usage()`` for a call known
+        to have cost nothing. ``ok`` only feeds the counters: re-queueing is
+        the daemon's call (see :meth:`escalate`). KeyError for an unknown id.
+        """
+        now = self._tick()
+        flight = self._in_flight.pop(job_id, None)
+        if flight is None:
+            raise KeyError(f"job {job_id!r} is not in flight")
+        res = flight.reservation
+        tier = self._tiers[res.tier]
+        tier.refill(now)
+        tier.in_flight -= 1
+        if usage is None:
+            actual = res.cost_usd
+        else:
+            used_in = (
+                usage.input_tokens
+                + usage.cache_creation_input_tokens
+                + usage.cache_read_input_tokens
+            )
+            tier.input.give(res.input_tokens - used_in)
+            if self._refund_output:
+                tier.output.give(res.max_tokens - usage.output_tokens)
+            priced = self._by_model.get(model or "", res.tier)
+            actual = self._config.tiers[priced].cost(usage, cache_ttl=self._cache_ttl)
+            self._estimates[(res.tier, flight.job.complexity)].update(
+                used_in, usage.output_tokens, self._alpha
+            )
+        for scope in flight.scopes:
+            scope.settle(res.cost_usd, actual)
+        self._totals["completed" if ok else "failed"] += 1
+        self._totals["cost_usd_micros"] += round(actual * 1e6)
+        return actual
+
+    def escalate(self, job: Job, *, from_tier: str | None = None) -> Job | None:
+        """The same job one tier up from ``from_tier`` (default ``job.tier``), or None.
+
+        Only tiers in ``job.allowed_tiers`` count (empty: none). The new job
+        keeps its id, age and deadline, counts one more attempt, and may no
+        longer step down below the new tier (it just failed there).
+        """
+        start = from_tier or job.tier
+        self._config.tier(start)
+        allowed = set(job.allowed_tiers)
+        above = [t for t in self._order[self._rank[start] + 1 :] if t in allowed]
+        if not above:
+            return None
+        up = above[0]
+        keep = tuple(t for t in job.allowed_tiers if self._rank.get(t, -1) >= self._rank[up])
+        return replace(job, tier=up, allowed_tiers=keep, attempt=job.attempt + 1)
+
+    def restore_spend(
+        self, usd: float, *, agent: str | None = None, tenant: str | None = None
+    ) -> None:
+        """Count spend the policy did not see today (a restart, work run elsewhere).
+
+        Charged to the global budget and, when given, to the agent's and tenant's.
+        """
+        self._tick()
+        for scope in self._ledger.scopes_for(agent, tenant):
+            scope.spent += usd
+
+    # -- rate-limit feedback -------------------------------------------------------------
+
+    def observe_limits(
+        self,
+        tier: str,
+        *,
+        requests_limit: float | None = None,
+        requests_remaining: float | None = None,
+        requests_reset_s: float | None = None,
+        input_tokens_limit: float | None = None,
+        input_tokens_remaining: float | None = None,
+        input_tokens_reset_s: float | None = None,
+        output_tokens_limit: float | None = None,
+        output_tokens_remaining: float | None = None,
+        output_tokens_reset_s: float | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """Adopt what a response's ``anthropic-ratelimit-*`` headers said about ``tier``.
+
+        A reported limit below the configured one becomes the bucket's
+        capacity and refill rate (never above the configuration: operators may
+        keep headroom for others). A reported remaining lowers the level when it
+        is below ours (never raises it: the report is older than our latest
+        charges). A reset time (seconds until the bucket is full) stands in for
+        a missing remaining. ``retry_after_s`` pauses the tier. Call it before
+        :meth:`complete` for the same reply, so the refund lands after the clamp.
+        """
+        now = self._tick()
+        name = tier
+        state = self._tiers.get(name)
+        if state is None:
+            raise ConfigError(f"unknown tier {tier!r}; configured: {', '.join(self._tiers)}")
+        state.refill(now)
+        spec = state.spec
+        rows = (
+            ("requests", state.requests, spec.requests_per_minute, requests_limit,
+             requests_remaining, requests_reset_s),
+            ("input tokens", state.input, spec.input_tokens_per_minute, input_tokens_limit,
+             input_tokens_remaining, input_tokens_reset_s),
+            ("output tokens", state.output, spec.output_tokens_per_minute, output_tokens_limit,
+             output_tokens_remaining, output_tokens_reset_s),
+        )  # fmt: skip
+        for label, bucket, configured, limit, remaining, reset_s in rows:
+            if limit is not None:
+                adopted = min(float(configured), float(limit))
+                if adopted != bucket.capacity:
+                    before = bucket.capacity
+                    bucket.set_limit(adopted)
+                    self._events.append(
+                        Event(
+                            at=now,
+                            kind="limits",
+                            tier=name,
+                            reason=label.replace(" ", "_"),
+                            detail=f"{name} {label} per minute {before:.0f} -> {adopted:.0f} "
+                            f"(API reports {limit:.0f}, configured {configured})",
+                        )
+                    )
+            if remaining is None and reset_s is not None:
+                remaining = bucket.capacity - bucket.rate * max(reset_s, 0.0)
+            if remaining is not None:
+                bucket.clamp(remaining)
+        if retry_after_s is not None and retry_after_s > 0:
+            state.paused_until = max(state.paused_until, now + retry_after_s)
+            self._events.append(
+                Event(
+                    at=now,
+                    kind="paused",
+                    tier=name,
+                    reason="retry_after",
+                    detail=f"{name} paused {retry_after_s:.1f}s: the API asked us to retry later",
+                    until=state.paused_until,
+                )
+            )
+
+    def observe_snapshot(self, snapshot: RateLimitSnapshot) -> None:
+        """:meth:`observe_limits` from the snapshot a Claude worker publishes."""
+        kwargs: dict[str, float] = {}
+        for kind in ("requests", "input_tokens", "output_tokens"):
+            window = getattr(snapshot, kind)
+            if window is None:
+                continue
+            if window.limit is not None:
+                kwargs[f"{kind}_limit"] = window.limit
+            if window.remaining is not None:
+                kwargs[f"{kind}_remaining"] = window.remaining
+            if window.reset is not None:
+                kwargs[f"{kind}_reset_s"] = (window.reset - snapshot.observed_at).total_seconds()
+        if snapshot.retry_after is not None:
+            kwargs["retry_after_s"] = snapshot.retry_after
+        self.observe_limits(snapshot.tier, **kwargs)
+
+    # -- status --------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Queue depths, in-flight work, bucket levels, budgets and estimates, for ``acp status``."""
+        now = self._tick()
+        queued = [e for e in self._entries.values() if e.state == "queued"]
+        tiers: dict[str, Any] = {}
+        for name, tier in self._tiers.items():
+            tier.refill(now)
+            tiers[name] = {
+                "model": tier.spec.model,
+                "concurrency": tier.spec.concurrency,
+                "in_flight": tier.in_flight,
+                "paused_until": tier.paused_until if tier.paused_until > now else None,
+                **{
+                    label: {"level": round(b.level, 1), "limit_per_min": b.capacity}
+                    for label, b in (
+                        ("requests", tier.requests),
+                        ("input_tokens", tier.input),
+                        ("output_tokens", tier.output),
+                    )
+                },
+            }
+        totals = dict(self._totals)
+        spent_micros = totals.pop("cost_usd_micros", 0)
+        return {
+            "at": now,
+            "queued": {
+                "total": len(queued),
+                "by_tier": dict(Counter(e.job.tier for e in queued)),
+                "by_agent": dict(Counter(e.job.agent for e in queued)),
+                "deferred": len(self._deferred),
+            },
+            "in_flight": {
+                "total": len(self._in_flight),
+                "by_tier": dict(Counter(f.reservation.tier for f in self._in_flight.values())),
+            },
+            "tiers": tiers,
+            "budgets": {**self._ledger.snapshot(), "resets_at": self.budget_resets_at},
+            "estimates": {
+                f"{tier}/{complexity}": {
+                    "input_tokens": round(est.input_mean),
+                    "input_reserved": est.input_reserve(self._sigmas),
+                    "output_tokens": round(est.output_mean),
+                    "samples": est.samples,
+                }
+                for (tier, complexity), est in self._estimates.items()
+            },
+            "totals": {**totals, "cost_usd": spent_micros / 1e6},
+        }
+
+
+# -- headers -------------------------------------------------------------------------------
+
+
+def _rfc3339(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def parse_limit_headers(headers: Mapping[str, str]) -> dict[str, float]:
+    """Keyword arguments for :meth:`SchedulingPolicy.observe_limits` from response headers.
+
+    Reads ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,
+    remaining,reset}`` and ``retry-after``; resets (RFC 3339) become seconds
+    relative to the response's ``date`` header and are skipped without one.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    sent = lower.get("date")
+    try:
+        date = parsedate_to_datetime(sent) if sent else None
+    except (TypeError, ValueError):
+        date = None
+    out: dict[str, float] = {}
+    for kind in ("requests", "input_tokens", "output_tokens"):
+        prefix = f"anthropic-ratelimit-{kind.replace('_', '-')}-"
+        for part in ("limit", "remaining"):
+            value = lower.get(prefix + part)
+            if value is not None:
+                with contextlib.suppress(ValueError):
+                    out[f"{kind}_{part}"] = float(value)
+        reset = _rfc3339(lower.get(prefix + "reset", ""))
+        if reset is not None and date is not None:
+            out[f"{kind}_reset_s"] = (reset - date).total_seconds()
+    retry = lower.get("retry-after")
+    if retry is not None:
+        with contextlib.suppress(ValueError):
+            out["retry_after_s"] = float(retry)
+    return out
