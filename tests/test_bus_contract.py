@@ -380,3 +380,14 @@ async def test_presence_expires_without_heartbeats(make_bus: MakeBus) -> None:
         assert set(await bus.members("workers")) == {"w2"}
         await bus.withdraw("workers", "w2")
         assert await bus.members("workers") == {}
+
+
+async def test_a_restarted_consumer_drains_all_its_leftovers_batch_by_batch(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send_many([out("agent-a", f"m{i}") for i in range(7)])
+        assert len(await bus.consume("agent-a", "w", count=10, block=0.5)) == 7
+    async with make_bus() as restarted:
+        seen = []
+        for _ in range(3):
+            seen += await restarted.consume("agent-a", "w", count=3, block=0.05)
+        assert sorted(d.msg_id for d in seen) == sorted(f"m{i}" for i in range(7))

@@ -164,6 +164,7 @@ class Bus(abc.ABC):
         self._waiters: dict[str, MemoryObjectSendStream[Delivery]] = {}
         self._next_reclaim: dict[tuple[str, str], float] = {}
         self._drained: set[tuple[str, str]] = set()
+        self._drain_after: dict[tuple[str, str], str] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._listening = False
 
@@ -209,9 +210,17 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def _read(
-        self, dest: str, consumer: str, *, count: int, block: float, own: bool
+        self,
+        dest: str,
+        consumer: str,
+        *,
+        count: int,
+        block: float,
+        own: bool,
+        after: str | None = None,
     ) -> list[Delivery]:
-        """New entries (or, with ``own``, this consumer's pending ones), waiting up to ``block``."""
+        """New entries, waiting up to ``block``; with ``own``, this consumer's pending
+        entries after entry id ``after``, oldest first."""
 
     @abc.abstractmethod
     async def _reclaim(
@@ -322,8 +331,14 @@ class Bus(abc.ABC):
         key = (dest, consumer)
         batch: list[Delivery] = []
         if key not in self._drained:
-            self._drained.add(key)
-            batch = await self._read(dest, consumer, count=count, block=0, own=True)
+            # all of this consumer's leftovers first, a batch at a time, in id order
+            batch = await self._read(
+                dest, consumer, count=count, block=0, own=True, after=self._drain_after.get(key)
+            )
+            if batch:
+                self._drain_after[key] = batch[-1].entry_id
+            if len(batch) < count:
+                self._drained.add(key)
         now = time.monotonic()
         if not batch and now >= self._next_reclaim.get(key, 0.0):
             self._next_reclaim[key] = now + self.options.reclaim_interval

@@ -147,12 +147,27 @@ class MemoryBus(Bus):
         return Delivery(dest, entry_id, e.msg_id, e.frame, e.headers, e.attempts + times, e.history)
 
     async def _read(
-        self, dest: str, consumer: str, *, count: int, block: float, own: bool
+        self,
+        dest: str,
+        consumer: str,
+        *,
+        count: int,
+        block: float,
+        own: bool,
+        after: str | None = None,
     ) -> list[Delivery]:
         q = self.broker.queue(dest)
         q.consumers.add(consumer)
         if own:
-            mine = [eid for eid, p in q.pending.items() if p.consumer == consumer][:count]
+            floor = _id_key(after) if after else (-1, -1)
+            mine = sorted(
+                (
+                    eid
+                    for eid, p in q.pending.items()
+                    if p.consumer == consumer and _id_key(eid) > floor
+                ),
+                key=_id_key,
+            )[:count]
             return [self._deliver(dest, eid, consumer, q.pending[eid].times + 1) for eid in mine]
         if not q.ready and block > 0:
             with anyio.move_on_after(block):

@@ -263,11 +263,21 @@ class RedisBus(Bus):
         return client
 
     async def _read(
-        self, dest: str, consumer: str, *, count: int, block: float, own: bool
+        self,
+        dest: str,
+        consumer: str,
+        *,
+        count: int,
+        block: float,
+        own: bool,
+        after: str | None = None,
     ) -> list[Delivery]:
         keys = await self._retrying(lambda: self._ensure_group(dest))
         if own:
-            return await self._claim(keys, consumer, min_idle=0.0, count=count, only=consumer)
+            start = f"({after}" if after else "-"
+            return await self._claim(
+                keys, consumer, min_idle=0.0, count=count, only=consumer, start=start
+            )
         if self._trash.get(dest):
             await self._drop_trash(dest)
         client = await self._blocking_client(dest, consumer, block) if block > 0 else self.redis
@@ -283,14 +293,14 @@ class RedisBus(Bus):
         return [_delivery(dest, entry_id, fields, 1) for entry_id, fields in entries if fields]
 
     async def _claim(
-        self, keys: Keys, consumer: str, *, min_idle: float, count: int, only: str
+        self, keys: Keys, consumer: str, *, min_idle: float, count: int, only: str, start: str = "-"
     ) -> list[Delivery]:
         rows: Any = await self._retrying(
             partial(
                 self._eval,
                 "RECLAIM",
                 [keys.stream],
-                [GROUP, consumer, int(min_idle * 1000), count, only],
+                [GROUP, consumer, int(min_idle * 1000), count, only, start],
             )
         )
         return [

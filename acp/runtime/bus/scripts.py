@@ -46,14 +46,15 @@ return added
 """
 )
 
-# KEYS: stream. ARGV: group, consumer, min_idle_ms, count, only_consumer ('' = any).
+# KEYS: stream. ARGV: group, consumer, min_idle_ms, count, only_consumer ('' = any),
+# start id ('-', or '(' id for entries after it).
 # Returns {entry_id, fields, times_delivered} for each entry claimed.
 RECLAIM = """
 local p
 if ARGV[5] ~= '' then
-  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4], ARGV[5])
+  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[6], '+', ARGV[4], ARGV[5])
 else
-  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
+  p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[6], '+', ARGV[4])
 end
 if #p == 0 then return {} end
 local ids, counts = {}, {}
