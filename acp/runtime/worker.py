@@ -35,6 +35,7 @@ from acp.runtime.bus.base import Bus
 from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
 
 __all__ = [
+    "COMPLETIONS_TOPIC",
     "CONTROL_TOPIC",
     "PROGRESS_TOPIC",
     "RATE_LIMIT_TOPIC",
@@ -57,6 +58,8 @@ PROGRESS_TOPIC = "progress"
 CONTROL_TOPIC = "control"
 #: topic of the rate-limit headers Claude calls report, for the coordinator
 RATE_LIMIT_TOPIC = "ratelimits"
+#: topic of finished messages (usage, cost, outcome), for the coordinator
+COMPLETIONS_TOPIC = "completions"
 
 
 def _trace_id(traceparent: str | None) -> str | None:
@@ -241,6 +244,29 @@ class Worker:
             if agent.tier == tier:
                 self.processors[agent.name].pause(seconds)
 
+    async def _completed(
+        self, agent: AgentBase, env: Envelope, body: dict[str, Any] | None
+    ) -> None:
+        """Tell the coordinator this message no longer holds capacity, and what it cost."""
+        meta = body.get("_acp") if isinstance(body, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        record = {
+            "completed": {
+                "msg_id": env.id,
+                "agent": agent.name,
+                "tier": meta.get("tier", env.tier or agent.tier),
+                "model": meta.get("model"),
+                "ok": body is not None and "error" not in body,
+                "usage": meta.get("usage"),
+                "cost_usd": meta.get("cost_usd", 0.0),
+                "tenant": env.tenant,
+            }
+        }
+        event = Envelope.for_body(
+            record, sender=agent.name, recipient="coordinator", correlation_id=env.id
+        )
+        await self.bus.publish(COMPLETIONS_TOPIC, self.codec.encode(event), {"agent": agent.name})
+
     async def _publish_rate_limits(self, tier: str, snapshot: RateLimitSnapshot) -> None:
         await self.bus.publish(
             RATE_LIMIT_TOPIC, snapshot.model_dump_json().encode(), {"tier": tier}
@@ -309,6 +335,7 @@ class Worker:
                 return self._reply(env, await self._cancel(env))
             ctx = WorkerContext(self, agent, env)
             self._running[env.id] = ctx
+            body: dict[str, Any] | None = None
             try:
                 with ctx.scope:
                     body = await agent.handle(env, ctx)
@@ -329,6 +356,8 @@ class Worker:
                 return ctx.effects + self._reply(env, body, kind=MessageKind.ERROR)
             finally:
                 self._running.pop(env.id, None)
+                with anyio.CancelScope(shield=True):
+                    await self._completed(agent, env, body)
             if ctx.scope.cancelled_caught:
                 body = {"cancelled": True, "msg_id": env.id}
             return ctx.effects + self._reply(env, body)
