@@ -382,7 +382,9 @@ async def test_presence_expires_without_heartbeats(make_bus: MakeBus) -> None:
         assert await bus.members("workers") == {}
 
 
-async def test_a_restarted_consumer_drains_all_its_leftovers_batch_by_batch(make_bus: MakeBus) -> None:
+async def test_a_restarted_consumer_drains_all_its_leftovers_batch_by_batch(
+    make_bus: MakeBus,
+) -> None:
     async with make_bus() as bus:
         await bus.send_many([out("agent-a", f"m{i}") for i in range(7)])
         assert len(await bus.consume("agent-a", "w", count=10, block=0.5)) == 7
@@ -391,3 +393,19 @@ async def test_a_restarted_consumer_drains_all_its_leftovers_batch_by_batch(make
         for _ in range(3):
             seen += await restarted.consume("agent-a", "w", count=3, block=0.05)
         assert sorted(d.msg_id for d in seen) == sorted(f"m{i}" for i in range(7))
+
+
+async def test_a_lease_has_one_holder_and_a_growing_fencing_token(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        first = await bus.lease("leader", "a", ttl=0.3)
+        assert first is not None
+        assert await bus.lease("leader", "b", ttl=0.3) is None
+        assert await bus.lease("leader", "a", ttl=0.3) == first  # renewal keeps the token
+        await anyio.sleep(0.4)
+        second = await bus.lease("leader", "b", ttl=5)
+        assert second is not None
+        assert second > first
+        await bus.release("leader", "a")  # not the holder: nothing happens
+        assert await bus.lease("leader", "a", ttl=5) is None
+        await bus.release("leader", "b")
+        assert await bus.lease("leader", "a", ttl=5) == second + 1

@@ -19,6 +19,7 @@ __all__ = [
     "Keys",
     "check_name",
     "inbox_name",
+    "lease_keys",
     "presence_hash",
     "topic_stream",
 ]
@@ -78,6 +79,12 @@ def presence_hash(group: str) -> str:
     """Live members of a group (workers, coordinators), each with an expiry."""
     check_name(group, "presence group")
     return f"{PREFIX}:{{presence:{group}}}"
+
+
+def lease_keys(name: str) -> tuple[str, str]:
+    """A lease and its fencing-token counter (one slot)."""
+    check_name(name, "lease")
+    return f"{PREFIX}:{{lease:{name}}}", f"{PREFIX}:{{lease:{name}}}:token"
 
 
 def topic_stream(topic: str) -> str:

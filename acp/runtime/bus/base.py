@@ -291,6 +291,14 @@ class Bus(abc.ABC):
         """Live members and what they announced; expired ones are dropped."""
 
     @abc.abstractmethod
+    async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
+        """Acquire or renew lease ``name`` for ``ttl`` seconds: its fencing token
+        (larger for every new holder), or None while someone else holds it."""
+
+    @abc.abstractmethod
+    async def release(self, name: str, holder: str) -> None: ...
+
+    @abc.abstractmethod
     async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]: ...
 
     @abc.abstractmethod

@@ -76,6 +76,9 @@ class MemoryBroker:
         self.queues: dict[str, _Queue] = {}
         self.topics: dict[str, _Topic] = {}
         self.presence: dict[str, dict[str, tuple[float, bytes]]] = {}
+        #: lease name -> (holder, token, expires at); tokens only grow
+        self.leases: dict[str, tuple[str, int, float]] = {}
+        self.lease_tokens: dict[str, int] = {}
         self._seq = itertools.count()
         self._last_ms = 0
 
@@ -365,6 +368,28 @@ class MemoryBus(Bus):
             del live[name]
         await anyio.lowlevel.checkpoint()
         return {m: info for m, (_, info) in live.items()}
+
+    async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
+        self._check_open()
+        now = time.time()
+        current = self.broker.leases.get(name)
+        await anyio.lowlevel.checkpoint()
+        if current is None or current[2] <= now:
+            token = self.broker.lease_tokens.get(name, 0) + 1
+            self.broker.lease_tokens[name] = token
+            self.broker.leases[name] = (holder, token, now + ttl)
+            return token
+        if current[0] == holder:
+            self.broker.leases[name] = (holder, current[1], now + ttl)
+            return current[1]
+        return None
+
+    async def release(self, name: str, holder: str) -> None:
+        self._check_open()
+        current = self.broker.leases.get(name)
+        if current is not None and current[0] == holder:
+            del self.broker.leases[name]
+        await anyio.lowlevel.checkpoint()
 
     # -- administration -------------------------------------------------------------------
 

@@ -37,7 +37,15 @@ from acp.runtime.bus.base import (
     Outgoing,
     QueueStats,
 )
-from acp.runtime.keys import DESTINATIONS, GROUP, INBOX_PREFIX, Keys, presence_hash, topic_stream
+from acp.runtime.keys import (
+    DESTINATIONS,
+    GROUP,
+    INBOX_PREFIX,
+    Keys,
+    lease_keys,
+    presence_hash,
+    topic_stream,
+)
 from acp.runtime.settings import RedisSettings
 
 __all__ = ["Durability", "RedisBus"]
@@ -48,7 +56,7 @@ Durability = Literal["fast", "safe"]
 _SEP = b"\x1e"
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
-    "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS"
+    "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS", "LEASE", "UNLEASE"
 )  # fmt: skip
 
 
@@ -503,6 +511,17 @@ class RedisBus(Bus):
         self._check_open()
         flat: Any = await self._retrying(partial(self._eval, "MEMBERS", [presence_hash(group)], []))
         return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+    async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
+        self._check_open()
+        token: Any = await self._retrying(
+            partial(self._eval, "LEASE", list(lease_keys(name)), [holder, int(ttl * 1000)])
+        )
+        return int(token) if token else None
+
+    async def release(self, name: str, holder: str) -> None:
+        self._check_open()
+        await self._retrying(partial(self._eval, "UNLEASE", [lease_keys(name)[0]], [holder]))
 
     # -- administration -------------------------------------------------------------------
 

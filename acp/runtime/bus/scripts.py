@@ -233,3 +233,30 @@ end
 return out
 """
 )
+
+# KEYS: lease key, token counter (same hash tag). ARGV: holder, ttl_ms.
+# Acquire when free, renew when held by ``holder``; returns the fencing token
+# (it grows with every new holder), or false when someone else holds it.
+LEASE = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+  return token
+end
+local cut = string.find(current, '|', 1, true)
+if string.sub(current, 1, cut - 1) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(string.sub(current, cut + 1))
+end
+return false
+"""
+
+# KEYS: lease key. ARGV: holder. Gives the lease up if ``holder`` has it.
+UNLEASE = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, string.find(current, '|', 1, true) - 1) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
