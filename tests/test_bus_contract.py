@@ -409,3 +409,11 @@ async def test_a_lease_has_one_holder_and_a_growing_fencing_token(make_bus: Make
         assert await bus.lease("leader", "a", ttl=5) is None
         await bus.release("leader", "b")
         assert await bus.lease("leader", "a", ttl=5) == second + 1
+
+
+async def test_counters_add_up(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.add_to_counters("spend.2026-11-26", {"total": 0.25, "agent:a": 0.25}, ttl=3600)
+        await bus.add_to_counters("spend.2026-11-26", {"total": 0.5})
+        assert await bus.counters("spend.2026-11-26") == {"total": 0.75, "agent:a": 0.25}
+        assert await bus.counters("nothing-yet") == {}

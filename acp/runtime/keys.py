@@ -18,6 +18,7 @@ __all__ = [
     "INBOX_PREFIX",
     "Keys",
     "check_name",
+    "counters_hash",
     "inbox_name",
     "lease_keys",
     "presence_hash",
@@ -85,6 +86,11 @@ def lease_keys(name: str) -> tuple[str, str]:
     """A lease and its fencing-token counter (one slot)."""
     check_name(name, "lease")
     return f"{PREFIX}:{{lease:{name}}}", f"{PREFIX}:{{lease:{name}}}:token"
+
+
+def counters_hash(name: str) -> str:
+    check_name(name, "counters")
+    return f"{PREFIX}:{{counters:{name}}}"
 
 
 def topic_stream(topic: str) -> str:

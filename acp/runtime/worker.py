@@ -282,6 +282,8 @@ class Worker:
                 "agent": agent.name,
                 "tier": agent.tier,
                 "complexity": agent.complexity,
+                # only Claude calls use model capacity; the coordinator schedules those
+                "kind": "claude" if isinstance(agent, ClaudeAgent) else "python",
                 "capacity": self.concurrency,
                 "in_flight": stats.in_flight,
                 "handled": stats.handled,

@@ -299,6 +299,15 @@ class Bus(abc.ABC):
     async def release(self, name: str, holder: str) -> None: ...
 
     @abc.abstractmethod
+    async def add_to_counters(
+        self, name: str, amounts: Mapping[str, float], *, ttl: float | None = None
+    ) -> None:
+        """Add to named float counters (spend per day, ...); ``ttl`` expires the set."""
+
+    @abc.abstractmethod
+    async def counters(self, name: str) -> dict[str, float]: ...
+
+    @abc.abstractmethod
     async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]: ...
 
     @abc.abstractmethod

@@ -79,6 +79,7 @@ class MemoryBroker:
         #: lease name -> (holder, token, expires at); tokens only grow
         self.leases: dict[str, tuple[str, int, float]] = {}
         self.lease_tokens: dict[str, int] = {}
+        self.counters: dict[str, dict[str, float]] = {}
         self._seq = itertools.count()
         self._last_ms = 0
 
@@ -368,6 +369,20 @@ class MemoryBus(Bus):
             del live[name]
         await anyio.lowlevel.checkpoint()
         return {m: info for m, (_, info) in live.items()}
+
+    async def add_to_counters(
+        self, name: str, amounts: Mapping[str, float], *, ttl: float | None = None
+    ) -> None:
+        self._check_open()
+        counters = self.broker.counters.setdefault(name, {})
+        for field_name, amount in amounts.items():
+            counters[field_name] = counters.get(field_name, 0.0) + amount
+        await anyio.lowlevel.checkpoint()
+
+    async def counters(self, name: str) -> dict[str, float]:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        return dict(self.broker.counters.get(name, {}))
 
     async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
         self._check_open()

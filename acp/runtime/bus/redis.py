@@ -42,6 +42,7 @@ from acp.runtime.keys import (
     GROUP,
     INBOX_PREFIX,
     Keys,
+    counters_hash,
     lease_keys,
     presence_hash,
     topic_stream,
@@ -511,6 +512,27 @@ class RedisBus(Bus):
         self._check_open()
         flat: Any = await self._retrying(partial(self._eval, "MEMBERS", [presence_hash(group)], []))
         return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+    async def add_to_counters(
+        self, name: str, amounts: Mapping[str, float], *, ttl: float | None = None
+    ) -> None:
+        self._check_open()
+        key = counters_hash(name)
+
+        async def add() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for field_name, amount in amounts.items():
+                    pipe.hincrbyfloat(key, field_name, amount)
+                if ttl:
+                    pipe.expire(key, int(ttl))
+                await pipe.execute()
+
+        await self._retrying(add)
+
+    async def counters(self, name: str) -> dict[str, float]:
+        self._check_open()
+        raw: Any = await self._retrying(lambda: self.redis.hgetall(counters_hash(name)))
+        return {k.decode(): float(v) for k, v in raw.items()}
 
     async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
         self._check_open()
