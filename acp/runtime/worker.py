@@ -260,6 +260,8 @@ class Worker:
                 "usage": meta.get("usage"),
                 "cost_usd": meta.get("cost_usd", 0.0),
                 "tenant": env.tenant,
+                "created_at": env.created_at,
+                "finished_at": time.time(),
             }
         }
         event = Envelope.for_body(

@@ -1,0 +1,424 @@
+"""The coordinator daemon: schedules agent work by tier and complexity, inside limits
+and budgets, and loses nothing when anything crashes.
+
+Work for agents is sent to the coordinator's intake (``Client(bus, via_coordinator=True)``,
+``acp send``). Each message stays a *pending entry* of the intake stream, held and
+renewed by the coordinator, until the scheduling policy decides; dispatching is an
+atomic commit that forwards it to the agent's queue. So queued work is durable
+in Redis, a restart re-reads it (keeping its age), and nothing is dispatched twice.
+
+Two coordinators may run: the one holding the ``coordinator`` lease leads. A new
+leader takes over every pending intake entry at once, which fences out a stale
+leader (its commits no longer own the entries) and makes failover take seconds.
+
+Only Claude-backed agents use model capacity, so only their work goes through
+the policy; work for Python agents is forwarded at once. Work for an agent with
+no live worker is parked, visible in the status, until one announces itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from acp.agents.claude import RateLimitSnapshot
+from acp.agents.config import RuntimeConfig, Usage
+from acp.agents.definition import AgentDefinition
+from acp.errors import Rejected
+from acp.protocol.body import MessageKind
+from acp.protocol.codec import WireCodec
+from acp.protocol.envelope import Envelope
+from acp.runtime.bus.base import Bus
+from acp.runtime.processor import Processor, to_outgoing
+from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
+from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC, WORKERS
+
+__all__ = ["INTAKE", "LEADER_LEASE", "PLATFORM_TOPIC", "Coordinator"]
+
+log = structlog.get_logger("acp.coordinator")
+
+#: the destination work for agents is sent to
+INTAKE = "coordinator"
+#: the lease the leading coordinator holds
+LEADER_LEASE = "coordinator"
+#: the topic platform health updates are published on
+PLATFORM_TOPIC = "platform"
+#: the topic the coordinator's decisions (deferrals, refusals, ...) are published on
+EVENTS_TOPIC = "coordinator.events"
+
+
+@dataclass
+class _Waiter:
+    env: Envelope
+    agent: str
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: tuple[str, Dispatch | Rejection | None] | None = None
+
+    def resolve(self, kind: str, item: Dispatch | Rejection | None = None) -> None:
+        self.outcome = (kind, item)
+        self.done.set()
+
+
+@dataclass
+class _Live:
+    """What the workers of one agent announced."""
+
+    kind: str
+    tier: str
+    complexity: str
+    workers: int
+
+
+class Coordinator:
+    """``await Coordinator(bus, config).run()``: lead when elected, stand by otherwise."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: RuntimeConfig,
+        *,
+        definitions: Mapping[str, AgentDefinition] | None = None,
+        coordinator_id: str | None = None,
+        lease_ttl: float = 5.0,
+        status_interval: float = 10.0,
+        registry_interval: float = 1.0,
+        max_waiting: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        codec: WireCodec | None = None,
+    ) -> None:
+        self.bus = bus
+        self.config = config
+        self.definitions = dict(definitions or {})
+        self.id = coordinator_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.lease_ttl = lease_ttl
+        self.status_interval = status_interval
+        self.registry_interval = registry_interval
+        self.max_waiting = max_waiting
+        self.clock = clock
+        self.codec = codec or WireCodec()
+        self.leading = False
+        self.token: int | None = None
+        self.policy = SchedulingPolicy(config, clock=clock)
+        self._waiters: dict[str, _Waiter] = {}
+        self._parked: dict[str, _Waiter] = {}
+        self._live: dict[str, _Live] = {}
+        self._wake = anyio.Event()
+        self._stopping = anyio.Event()
+        self._latencies: deque[float] = deque(maxlen=1000)
+        self._outcomes: dict[str, int] = {"ok": 0, "failed": 0}
+        self._log = log.bind(coordinator=self.id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- leadership ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while not self._stopping.is_set():
+            token = await self.bus.lease(LEADER_LEASE, self.id, ttl=self.lease_ttl)
+            if token is None:
+                with anyio.move_on_after(self.lease_ttl / 3):
+                    await self._stopping.wait()
+                continue
+            await self._lead(token)
+        await self.bus.release(LEADER_LEASE, self.id)
+
+    async def _lead(self, token: int) -> None:
+        self.token, self.leading = token, True
+        consumer = f"coordinator-{token}"
+        self._log.info("leading", token=token)
+        try:
+            await self._take_over(consumer)
+            self.policy = SchedulingPolicy(self.config, clock=self.clock)
+            await self._restore_spend()
+            processor = Processor(
+                self.bus, INTAKE, self._admit, codec=self.codec, consumer=consumer,
+                concurrency=self.max_waiting, accept=lambda env: True, grace=0.5,
+            )  # fmt: skip
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_lease, token, tg.cancel_scope, processor)
+                tg.start_soon(self._follow_registry)
+                tg.start_soon(self._follow_completions)
+                tg.start_soon(self._follow_rate_limits)
+                tg.start_soon(self._decide_forever)
+                tg.start_soon(self._publish_status_forever)
+                await processor.run()
+                tg.cancel_scope.cancel()
+        finally:
+            self.leading = False
+            for waiter in [*self._waiters.values(), *self._parked.values()]:
+                waiter.resolve("abandoned")  # the entries stay pending: the next leader has them
+            self._parked.clear()
+            self._log.info("stepped_down", token=token)
+
+    async def _take_over(self, consumer: str) -> None:
+        """Claim every pending intake entry for this leader: a stale leader can no longer
+        commit them, and nothing waits for ``min_idle`` to pass."""
+        while True:
+            claimed = await self.bus._reclaim(INTAKE, consumer, min_idle=0.0, count=500)
+            if len(claimed) < 500:
+                return
+
+    async def _keep_lease(self, token: int, scope: anyio.CancelScope, processor: Processor) -> None:
+        while True:
+            with anyio.move_on_after(self.lease_ttl / 3):
+                await self._stopping.wait()
+            if self._stopping.is_set():
+                processor.stop()
+                return
+            renewed = await self.bus.lease(LEADER_LEASE, self.id, ttl=self.lease_ttl)
+            if renewed != token:
+                self._log.error("lease_lost", token=token)
+                scope.cancel()
+                return
+
+    # -- admission ----------------------------------------------------------------------
+
+    def _route(self, env: Envelope) -> str:
+        """The agent that should do the work: ``ASSIGN`` goes to the one named in ``to``."""
+        if env.command == "ASSIGN" and isinstance(env.body.get("to"), str) and env.body["to"]:
+            return str(env.body["to"])
+        return env.recipient
+
+    async def _admit(self, env: Envelope) -> list[Envelope]:
+        agent = self._route(env)
+        waiter = _Waiter(env, agent)
+        self._waiters[env.id] = waiter
+        try:
+            self._place(waiter)
+            await waiter.done.wait()
+        finally:
+            self._waiters.pop(env.id, None)
+            self._parked.pop(env.id, None)
+        assert waiter.outcome is not None
+        kind, item = waiter.outcome
+        if kind == "forward":
+            return [env.evolve(recipient=agent)]
+        if kind == "dispatch":
+            assert isinstance(item, Dispatch)
+            return [env.evolve(recipient=agent, tier=item.tier)]
+        if kind in ("dead", "refused"):
+            # Tell the requester now; the dead letter keeps the work for an operator
+            # to replay (after raising a budget, say).
+            assert isinstance(item, Rejection)
+            if env.reply_to:
+                error = env.reply(
+                    {"error": item.reason, "detail": item.detail}, kind=MessageKind.ERROR
+                )
+                await self.bus.send(to_outgoing(error, self.codec.encode(error)))
+            raise Rejected(item.reason, item.detail)
+        raise anyio.get_cancelled_exc_class()()  # abandoned: this leader stepped down
+
+    def _place(self, waiter: _Waiter) -> None:
+        live = self._live.get(waiter.agent)
+        if live is None:
+            self._parked[waiter.env.id] = waiter
+            return
+        if live.kind != "claude":
+            waiter.resolve("forward")
+            return
+        self.policy.submit(self._job(waiter.env, waiter.agent, live))
+        self._wake.set()
+
+    def _job(self, env: Envelope, agent: str, live: _Live) -> Job:
+        definition = self.definitions.get(agent)
+        tier = env.tier if env.tier in self.config.tiers else live.tier
+        if tier not in self.config.tiers:
+            tier = "sonnet" if "sonnet" in self.config.tiers else next(iter(self.config.tiers))
+        allowed: tuple[str, ...] = ()
+        if definition is not None:
+            if definition.model == "inherit":
+                allowed = tuple(self.config.tier_order())
+            elif definition.allowed_tiers:
+                allowed = tuple(t for t in definition.allowed_tiers if t in self.config.tiers)
+        complexity = live.complexity if live.complexity in self.config.complexity else "medium"
+        return Job(
+            id=env.id,
+            agent=agent,
+            tier=tier,
+            complexity=complexity,
+            submitted_at=min(env.created_at, self.clock()),
+            priority=env.priority,
+            deadline=env.deadline,
+            tenant=env.tenant,
+            allowed_tiers=allowed,
+            attempt=env.attempt,
+        )
+
+    # -- deciding -----------------------------------------------------------------------
+
+    async def _decide_forever(self) -> None:
+        while True:
+            decisions = self.policy.decide()
+            for d in decisions.dispatch:
+                self._resolve(d.job.id, "dispatch", d)
+            for r in decisions.dead_letter:
+                self._resolve(r.job.id, "dead", r)
+            for r in decisions.refused:
+                self._resolve(r.job.id, "refused", r)
+            for event in decisions.events:
+                record = {k: v for k, v in asdict(event).items() if v is not None}
+                self._log.info("decision", **record)
+                await self.bus.publish(
+                    EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode()
+                )
+            wait = 1.0 if decisions.wake_at is None else max(decisions.wake_at - self.clock(), 0.0)
+            with anyio.move_on_after(min(wait, 1.0)):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    def _resolve(self, job_id: str, kind: str, item: Dispatch | Rejection) -> None:
+        waiter = self._waiters.get(job_id)
+        if waiter is not None:
+            waiter.resolve(kind, item)
+
+    # -- what the workers say ------------------------------------------------------------
+
+    async def _follow_registry(self) -> None:
+        while True:
+            live: dict[str, _Live] = {}
+            for raw in (await self.bus.members(WORKERS)).values():
+                info = json.loads(raw)
+                agent = str(info.get("agent"))
+                known = live.get(agent)
+                live[agent] = _Live(
+                    kind=str(info.get("kind", "python")),
+                    tier=str(info.get("tier", "sonnet")),
+                    complexity=str(info.get("complexity", "medium")),
+                    workers=(known.workers if known else 0) + 1,
+                )
+            self._live = live
+            for waiter in [w for w in self._parked.values() if w.agent in live]:
+                del self._parked[waiter.env.id]
+                self._place(waiter)
+            await anyio.sleep(self.registry_interval)
+
+    async def _follow_completions(self) -> None:
+        async for event in self.bus.subscribe(COMPLETIONS_TOPIC):
+            try:
+                record = self.codec.decode(event.frame).body["completed"]
+            except Exception:  # a foreign or broken event must not stop the coordinator
+                self._log.warning("bad_completion_event", event_id=event.event_id)
+                continue
+            ok = bool(record.get("ok"))
+            self._outcomes["ok" if ok else "failed"] += 1
+            if isinstance(record.get("created_at"), float) and isinstance(
+                record.get("finished_at"), float
+            ):
+                self._latencies.append(record["finished_at"] - record["created_at"])
+            usage = Usage(**record["usage"]) if isinstance(record.get("usage"), dict) else None
+            try:
+                charged = self.policy.complete(
+                    record["msg_id"], usage=usage, ok=ok, model=record.get("model")
+                )
+            except KeyError:
+                continue  # not work this leader dispatched (a Python agent, or before a failover)
+            self._wake.set()
+            await self._record_spend(charged, record)
+
+    async def _follow_rate_limits(self) -> None:
+        async for event in self.bus.subscribe(RATE_LIMIT_TOPIC):
+            try:
+                snapshot = RateLimitSnapshot.model_validate_json(event.frame)
+            except ValueError:
+                continue
+            if snapshot.tier in self.config.tiers:
+                self.policy.observe_snapshot(snapshot)
+                self._wake.set()
+
+    # -- budgets across restarts -----------------------------------------------------------
+
+    def _spend_key(self) -> str:
+        return "spend." + datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+
+    async def _record_spend(self, usd: float, record: Mapping[str, Any]) -> None:
+        """Per (agent, tenant), so a new leader can restore every budget scope exactly."""
+        amounts = {
+            "total": usd,
+            f"tier:{record.get('tier')}": usd,
+            f"spend:{record.get('agent') or ''}|{record.get('tenant') or ''}": usd,
+        }
+        await self.bus.add_to_counters(self._spend_key(), amounts, ttl=3 * 86_400)
+
+    async def _restore_spend(self) -> None:
+        """Today's spend before this leader started counts against today's budgets."""
+        for name, usd in (await self.bus.counters(self._spend_key())).items():
+            if name.startswith("spend:"):
+                agent, _, tenant = name[len("spend:") :].partition("|")
+                self.policy.restore_spend(usd, agent=agent or None, tenant=tenant or None)
+
+    # -- status ---------------------------------------------------------------------------
+
+    async def platform_status(self) -> dict[str, Any]:
+        """The platform's health, shaped like a ``data_platform`` status update."""
+        snapshot = self.policy.snapshot()
+        queues: dict[str, Any] = {}
+        for dest in await self.bus.destinations():
+            if dest.startswith("inbox."):
+                continue
+            stats = await self.bus.stats(dest)
+            queues[dest] = {
+                "depth": stats.ready + stats.pending,
+                "lag_s": stats.lag_s,
+                "dead": stats.dead,
+            }
+        spent = await self.bus.counters(self._spend_key())
+        done = self._outcomes["ok"] + self._outcomes["failed"]
+        lat = sorted(self._latencies)
+        budget = self.config.budgets.daily_usd
+        return {
+            "data_platform": {
+                "agents": {
+                    "running": len(self._live),
+                    "workers": sum(live.workers for live in self._live.values()),
+                    "waiting_for_a_worker": len(self._parked),
+                    "failed": self._outcomes["failed"],
+                    "success_rate": round(self._outcomes["ok"] / done, 3) if done else None,
+                },
+                "queues": queues,
+                "scheduling": {
+                    "queued": snapshot["queued"],
+                    "tiers": {
+                        name: {
+                            "in_flight": t["in_flight"],
+                            "concurrency": t["concurrency"],
+                            "requests_left": t["requests"]["level"],
+                        }
+                        for name, t in snapshot["tiers"].items()
+                    },
+                },
+                "latency": {
+                    "p50_s": round(statistics.median(lat), 3) if lat else None,
+                    "p95_s": round(lat[int(len(lat) * 0.95) - 1], 3) if len(lat) >= 20 else None,
+                },
+                "cost_today": {
+                    "by_tier": {
+                        k[5:]: round(v, 4) for k, v in spent.items() if k.startswith("tier:")
+                    },
+                    "total_usd": round(spent.get("total", 0.0), 4),
+                    "budget_usd": budget,
+                },
+                "coordinator": {"id": self.id, "leading": self.leading, "token": self.token},
+            },
+            "hash": f"acp_platform_{int(self.clock())}",
+        }
+
+    async def _publish_status_forever(self) -> None:
+        while True:
+            status = await self.platform_status()
+            env = Envelope.for_body(status, sender=INTAKE, recipient="status")
+            await self.bus.publish(PLATFORM_TOPIC, self.codec.encode(env))
+            await anyio.sleep(self.status_interval)
