@@ -10,12 +10,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
-from acp.runtime.bus.base import Bus
+from acp.runtime.bus.base import Bus, Outgoing
+from acp.runtime.keys import COORDINATORS, INTAKE
 from acp.runtime.processor import to_outgoing
 
 __all__ = ["Client", "new_traceparent"]
@@ -27,12 +28,31 @@ def new_traceparent() -> str:
 
 
 class Client:
-    """``await Client(bus).request("data-engineer", {"cmd": ...})`` -> the reply envelope."""
+    """``await Client(bus).request("data-engineer", {"cmd": ...})`` -> the reply envelope.
 
-    def __init__(self, bus: Bus, *, codec: WireCodec | None = None, sender: str = "client") -> None:
+    ``via``: ``"auto"`` (default) sends through the coordinator when one is
+    alive, else straight to the agent; ``"coordinator"`` or ``"direct"`` force it.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        codec: WireCodec | None = None,
+        sender: str = "client",
+        via: Literal["auto", "coordinator", "direct"] = "auto",
+    ) -> None:
         self.bus = bus
         self.codec = codec or WireCodec()
         self.sender = sender
+        self.via = via
+        self._intake: bool | None = None if via == "auto" else via == "coordinator"
+
+    async def _outgoing(self, env: Envelope) -> Outgoing:
+        if self._intake is None:
+            self._intake = bool(await self.bus.members(COORDINATORS))
+        item = to_outgoing(env, self.codec.encode(env))
+        return Outgoing(INTAKE, item.msg_id, item.frame, item.headers) if self._intake else item
 
     def command(
         self,
@@ -61,7 +81,7 @@ class Client:
     async def send(self, agent: str, body: Mapping[str, Any], **fields: Any) -> Envelope:
         """Queue a command without waiting; returns what was sent (its id tracks it)."""
         env = self.command(agent, body, **fields)
-        await self.bus.send(to_outgoing(env, self.codec.encode(env)))
+        await self.bus.send(await self._outgoing(env))
         return env
 
     async def request(
@@ -74,7 +94,7 @@ class Client:
     ) -> Envelope:
         """Send a command and wait for its reply (raises ``RequestTimeout``)."""
         env = self.command(agent, body, reply=True, **fields)
-        reply = await self.bus.request(to_outgoing(env, self.codec.encode(env)), timeout=timeout)
+        reply = await self.bus.request(await self._outgoing(env), timeout=timeout)
         return self.codec.decode(reply.frame)
 
     async def cancel(self, agent: str, msg_id: str, *, timeout: float = 10.0) -> Envelope:  # noqa: ASYNC109

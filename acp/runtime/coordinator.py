@@ -41,16 +41,23 @@ from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
+from acp.runtime.keys import COORDINATORS, INTAKE
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC, WORKERS
 
-__all__ = ["INTAKE", "LEADER_LEASE", "PLATFORM_TOPIC", "Coordinator"]
+__all__ = [
+    "COORDINATORS",
+    "EVENTS_TOPIC",
+    "INTAKE",
+    "LEADER_LEASE",
+    "PLATFORM_TOPIC",
+    "Coordinator",
+]
 
 log = structlog.get_logger("acp.coordinator")
 
-#: the destination work for agents is sent to
-INTAKE = "coordinator"
+
 #: the lease the leading coordinator holds
 LEADER_LEASE = "coordinator"
 #: the topic platform health updates are published on
@@ -126,7 +133,27 @@ class Coordinator:
     # -- leadership ---------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._announce_forever)
+            task_status.started()
+            try:
+                await self._contend()
+            finally:
+                tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self.bus.withdraw(COORDINATORS, self.id)
+                    await self.bus.release(LEADER_LEASE, self.id)
+
+    async def _announce_forever(self) -> None:
+        """Clients route through a coordinator when one is alive (see ``Client``)."""
+        while True:
+            info = {"id": self.id, "leading": self.leading, "token": self.token}
+            await self.bus.announce(
+                COORDINATORS, self.id, json.dumps(info).encode(), ttl=self.lease_ttl * 2
+            )
+            await anyio.sleep(self.lease_ttl / 3)
+
+    async def _contend(self) -> None:
         while not self._stopping.is_set():
             token = await self.bus.lease(LEADER_LEASE, self.id, ttl=self.lease_ttl)
             if token is None:
@@ -134,7 +161,6 @@ class Coordinator:
                     await self._stopping.wait()
                 continue
             await self._lead(token)
-        await self.bus.release(LEADER_LEASE, self.id)
 
     async def _lead(self, token: int) -> None:
         self.token, self.leading = token, True

@@ -13,9 +13,11 @@ import re
 from acp.errors import ConfigError
 
 __all__ = [
+    "COORDINATORS",
     "DESTINATIONS",
     "GROUP",
     "INBOX_PREFIX",
+    "INTAKE",
     "Keys",
     "check_name",
     "counters_hash",
@@ -66,6 +68,11 @@ class Keys:
         #: dead letters (stream)
         self.dead = f"{tag}:dead"
 
+
+#: the destination work for agents is sent to when a coordinator runs
+INTAKE = "coordinator"
+#: presence group of live coordinators
+COORDINATORS = "coordinators"
 
 #: destinations that are a client's reply inbox start with this
 INBOX_PREFIX = "inbox."

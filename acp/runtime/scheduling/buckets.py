@@ -11,9 +11,9 @@ from __future__ import annotations
 
 __all__ = ["TokenBucket"]
 
-#: float guard: take only when the level exceeds the need by this much, so a few
-#: ulps of rounding between our bucket and the API's can never turn into a 429
-EPSILON = 1e-6
+#: seconds added to every computed ready time, so rounding in the refill arithmetic
+#: can never leave the level a few ulps short of the need when the daemon wakes up
+MARGIN_S = 1e-6
 
 
 class TokenBucket:
@@ -38,13 +38,9 @@ class TokenBucket:
             self.level = min(self.capacity, self.level + self.rate * (now - self.updated_at))
             self.updated_at = now
 
-    def _target(self, amount: float) -> float:
-        # a need equal to the capacity is reachable exactly (the level is capped there)
-        return min(amount + EPSILON, self.capacity)
-
     def can_take(self, amount: float) -> bool:
         """True when ``amount`` fits now (call :meth:`refill` first)."""
-        return self.level >= self._target(amount)
+        return self.level >= amount
 
     def take(self, amount: float) -> None:
         self.level -= amount
@@ -55,8 +51,8 @@ class TokenBucket:
 
     def ready_at(self, amount: float, now: float) -> float:
         """Earliest time at which ``amount`` will fit, assuming nothing else is taken."""
-        deficit = self._target(amount) + EPSILON - self.level
-        return now if deficit <= 0 else now + deficit / self.rate
+        deficit = amount - self.level
+        return now if deficit <= 0 else now + deficit / self.rate + MARGIN_S
 
     def set_limit(self, per_minute: float) -> None:
         """Adopt a new per-minute limit; the level never exceeds the new capacity."""
