@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class FakeAnthropic:
-    def __init__(self) -> None:
+    """``delay`` makes each call take that long; ``max_in_flight`` is the most calls
+    seen at once (how a concurrency cap looks from the API's side)."""
+
+    def __init__(self, *, delay: float = 0.0, output_tokens: int = 60) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.delay = delay
+        self.output_tokens = output_tokens
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +51,14 @@ class FakeAnthropic:
                         },
                     )
                     return
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    time.sleep(fake.delay)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
                 command = json.loads(request["messages"][0]["content"])
                 answer = {
                     "component_id": command.get("component_id"),
@@ -60,7 +77,7 @@ class FakeAnthropic:
                         "stop_sequence": None,
                         "usage": {
                             "input_tokens": 120,
-                            "output_tokens": 60,
+                            "output_tokens": fake.output_tokens,
                             "cache_creation_input_tokens": 0 if len(fake.requests) > 1 else 900,
                             "cache_read_input_tokens": 900 if len(fake.requests) > 1 else 0,
                         },

@@ -236,7 +236,7 @@ class RedisWorkflowStore:
 
     async def load(self, workflow_id: str) -> StoredWorkflow | None:
         key = workflow_key(workflow_id)
-        raw: dict[bytes, bytes] = await self._retrying(lambda: self.redis.hgetall(key))
+        raw: Any = await self._retrying(lambda: self.redis.hgetall(key))
         if b"record" not in raw:
             return None
         wf = StoredWorkflow(workflow_id, json.loads(raw[b"record"]))
@@ -265,7 +265,7 @@ class RedisWorkflowStore:
         return await self._retrying(run)
 
     async def locate(self, step_id: str) -> tuple[str, str] | None:
-        raw: bytes | None = await self._retrying(lambda: self.redis.hget(STEPS_KEY, step_id))
+        raw: Any = await self._retrying(lambda: self.redis.hget(STEPS_KEY, step_id))
         if raw is None:
             return None
         workflow_id, _, path = raw.decode().partition(" ")
@@ -298,7 +298,7 @@ class RedisWorkflowStore:
         return await self._retrying(run)
 
     async def active(self) -> list[str]:
-        members: set[bytes] = await self._retrying(lambda: self.redis.smembers(ACTIVE_KEY))
+        members: Any = await self._retrying(lambda: self.redis.smembers(ACTIVE_KEY))
         return sorted(m.decode() for m in members)
 
     async def deactivate(self, workflow_id: str) -> None:

@@ -180,14 +180,15 @@ class Bus(abc.ABC):
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._open = False
         try:
             if self._tg is not None:
-                # Close the bus's own background tasks without handing them the
-                # caller's exception: it must propagate unwrapped, not in a group.
+                # Close the bus's own background tasks (while the bus is still open, so
+                # they end by cancellation, not errors) without handing them the caller's
+                # exception: it must propagate unwrapped, not in a group.
                 self._tg.cancel_scope.cancel()
                 await self._tg.__aexit__(None, None, None)
         finally:
+            self._open = False
             self._tg = None
             with anyio.CancelScope(shield=True):
                 await self._disconnect()

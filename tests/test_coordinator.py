@@ -1,0 +1,238 @@
+"""The coordinator on real buses: routing, caps seen from the API, parked work,
+budgets, restarts and failover."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from fake_anthropic import FakeAnthropic
+
+from acp.agents import AgentDefinition, ClaudeAgent, RuntimeConfig, claude_client, load_config
+from acp.protocol import MessageKind
+from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, RedisBus
+from acp.runtime.client import Client
+from acp.runtime.coordinator import EVENTS_TOPIC, INTAKE, Coordinator
+from acp.runtime.worker import Worker
+from examples.pipeline_doctor import agent as doctor_agent
+
+pytestmark = pytest.mark.anyio
+OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1)
+MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
+AUDITOR = AgentDefinition(
+    name="stream-auditor", description="Audits streams.", model="sonnet", computational_complexity="medium",
+    system_prompt="You audit streaming pipelines and answer in JSON.",
+)  # fmt: skip
+PIPELINE = {"cmd": "PIPELINE_STATUS", "component_id": "etl", "data_flow": {"quality_score": 0.5}}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_bus(request: pytest.FixtureRequest) -> MakeBus:
+    if request.param == "memory":
+        broker = MemoryBroker()
+        return lambda: MemoryBus(broker, OPTIONS)
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisBus.from_url(url, OPTIONS)
+
+
+def config(**overrides: Any) -> RuntimeConfig:
+    env = {f"ACP_{k.upper()}": str(v) for k, v in overrides.items()}
+    return load_config(env=env)
+
+
+def auditor(api: FakeAnthropic, cfg: RuntimeConfig) -> ClaudeAgent:
+    return ClaudeAgent(AUDITOR, client=claude_client(api_key="test", base_url=api.url), config=cfg)
+
+
+@asynccontextmanager
+async def coordinator(
+    make_bus: MakeBus, cfg: RuntimeConfig, **kw: Any
+) -> AsyncIterator[Coordinator]:
+    async with make_bus() as bus, anyio.create_task_group() as tg:
+        coord = Coordinator(
+            bus,
+            cfg,
+            definitions={"stream-auditor": AUDITOR},
+            lease_ttl=1.0,
+            status_interval=0.5,
+            registry_interval=0.1,
+            **kw,
+        )
+        await tg.start(coord.run)
+        with anyio.fail_after(5):
+            while not coord.leading:
+                await anyio.sleep(0.02)
+        yield coord
+        coord.stop()
+        tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def worker(make_bus: MakeBus, *agents: Any) -> AsyncIterator[Worker]:
+    async with make_bus() as bus, anyio.create_task_group() as tg:
+        w = Worker(bus, list(agents), heartbeat=0.2, grace=1)
+        await tg.start(w.run)
+        yield w
+        w.stop()
+
+
+async def test_python_agent_work_goes_through_the_coordinator(make_bus: MakeBus) -> None:
+    async with (
+        coordinator(make_bus, config()) as coord,
+        worker(make_bus, doctor_agent),
+        make_bus() as bus,
+    ):
+        client = Client(bus)
+        reply = await client.request("pipeline-doctor", PIPELINE, timeout=10)
+        assert client._intake is True
+        assert reply.body["healthy"] is False
+        stats = await coord.bus.stats(INTAKE)
+        assert (stats.ready, stats.pending) == (0, 0)
+
+
+async def test_assign_is_routed_to_the_agent_named_in_to(make_bus: MakeBus) -> None:
+    async with coordinator(make_bus, config()), worker(make_bus, doctor_agent), make_bus() as bus:
+        body = {"cmd": "ASSIGN", "to": "pipeline-doctor", "component_id": "etl"}
+        reply = await Client(bus).request("project-orchestrator", body, timeout=10)
+    assert reply.sender == "pipeline-doctor"
+    assert reply.body["error"] == "unknown_command"  # the doctor got it (and does not do ASSIGN)
+
+
+async def test_a_tier_concurrency_cap_is_never_exceeded_as_seen_by_the_api(
+    make_bus: MakeBus,
+) -> None:
+    cfg = config(tier_sonnet_concurrency=2)
+    with FakeAnthropic(delay=0.3) as api:
+        async with (
+            coordinator(make_bus, cfg),
+            worker(make_bus, auditor(api, cfg)),
+            make_bus() as bus,
+        ):
+            client = Client(bus)
+            replies: list[Any] = []
+
+            async def ask(i: int) -> None:
+                body = {
+                    "cmd": "AUDIT",
+                    "component_id": f"c{i}",
+                    "respond_format": "STRUCTURED_JSON",
+                }
+                replies.append(await client.request("stream-auditor", body, timeout=30))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(8):
+                    tg.start_soon(ask, i)
+    assert len(replies) == 8
+    assert all(r.kind is MessageKind.REPLY for r in replies)
+    assert api.max_in_flight == 2
+    assert len(api.requests) == 8
+
+
+async def test_work_for_an_agent_without_a_worker_waits_and_is_not_lost(make_bus: MakeBus) -> None:
+    async with coordinator(make_bus, config()) as coord, make_bus() as bus:
+        client = Client(bus)
+        sent = await client.send("pipeline-doctor", PIPELINE, reply=True)
+        with anyio.fail_after(5):
+            while (await coord.platform_status())["data_platform"]["agents"][
+                "waiting_for_a_worker"
+            ] != 1:
+                await anyio.sleep(0.05)
+        async with worker(make_bus, doctor_agent):
+            with anyio.fail_after(10):
+                while not (await bus.stats(bus.inbox)).ready:
+                    await anyio.sleep(0.05)
+        (reply,) = await bus.consume(bus.inbox, "t", block=1)
+        assert client.codec.decode(reply.frame).correlation_id == sent.id
+
+
+async def test_work_over_budget_is_refused_with_an_event_and_never_reaches_the_api(
+    make_bus: MakeBus,
+) -> None:
+    cfg = config(budget_daily_usd=0.01)  # below one medium sonnet call's worst case
+    with FakeAnthropic() as api:
+        async with (
+            coordinator(make_bus, cfg) as coord,
+            worker(make_bus, auditor(api, cfg)),
+            make_bus() as bus,
+        ):
+            events: list[Any] = []
+
+            async def follow() -> None:
+                async for event in bus.subscribe(EVENTS_TOPIC):
+                    events.append(json.loads(event.frame)["coordinator_event"])
+                    return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await anyio.sleep(0.1)
+                reply = await Client(bus).request("stream-auditor", {"cmd": "AUDIT"}, timeout=10)
+            (letter,) = await coord.bus.dead_letters(INTAKE)
+    assert reply.kind is MessageKind.ERROR
+    assert reply.body["error"] in ("budget", "too_large")
+    assert events[0]["kind"] == "refused"
+    assert letter.reason == reply.body["error"]
+    assert api.requests == []
+
+
+async def test_a_restarted_coordinator_finishes_the_work_the_last_one_held(
+    make_bus: MakeBus,
+) -> None:
+    async with make_bus() as bus:
+        client = Client(bus, via="coordinator")
+        async with coordinator(make_bus, config()):
+            sent = [await client.send("pipeline-doctor", PIPELINE, reply=True) for _ in range(3)]
+            await anyio.sleep(0.3)  # held, waiting for a worker
+        async with coordinator(make_bus, config()), worker(make_bus, doctor_agent) as w:
+            with anyio.fail_after(10):
+                while w.stats()["pipeline-doctor"].handled < 3:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.3)
+            assert w.stats()["pipeline-doctor"].handled == 3
+        replies = await bus.consume(bus.inbox, "t", count=10, block=1)
+        assert sorted(client.codec.decode(r.frame).correlation_id or "" for r in replies) == sorted(
+            e.id for e in sent
+        )
+
+
+async def test_the_standby_takes_over_when_the_leader_stops(make_bus: MakeBus) -> None:
+    async with (
+        make_bus() as bus_a,
+        make_bus() as bus_b,
+        worker(make_bus, doctor_agent),
+        make_bus() as bus,
+    ):
+        leader = Coordinator(
+            bus_a, config(), coordinator_id="a", lease_ttl=1.0, registry_interval=0.1
+        )
+        standby = Coordinator(
+            bus_b, config(), coordinator_id="b", lease_ttl=1.0, registry_interval=0.1
+        )
+        async with anyio.create_task_group() as tg:
+            leader_life = anyio.CancelScope()
+
+            async def leader_runs() -> None:
+                with leader_life:
+                    await leader.run()
+
+            tg.start_soon(leader_runs)
+            with anyio.fail_after(5):
+                while not leader.leading:
+                    await anyio.sleep(0.05)
+            tg.start_soon(standby.run)
+            await anyio.sleep(0.3)
+            assert not standby.leading
+            leader_life.cancel()  # a SIGKILLed leader is tested with processes in test_cli_coordinator
+            with anyio.fail_after(5):
+                while not standby.leading:
+                    await anyio.sleep(0.05)
+            reply = await Client(bus, via="coordinator").request(
+                "pipeline-doctor", PIPELINE, timeout=10
+            )
+            assert reply.sender == "pipeline-doctor"
+            assert standby.token is not None
+            standby.stop()
+            tg.cancel_scope.cancel()
