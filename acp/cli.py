@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -41,7 +43,9 @@ from acp.protocol.check import check_bodies
 from acp.runtime.bus import DeadLetter, RedisBus
 from acp.runtime.client import Client
 from acp.runtime.connect import redis_url_for_cli
+from acp.runtime.coordinator import Coordinator
 from acp.runtime.settings import ENV_REDIS_URL
+from acp.runtime.status import read_status
 from acp.runtime.targets import default_catalogue_paths, resolve_targets
 from acp.runtime.worker import Worker, serve_until_signalled
 
@@ -739,6 +743,128 @@ def send_command(
         typer.echo(body_to_text(result.body))
     if wait and result.kind is MessageKind.ERROR:
         raise typer.Exit(1)
+
+
+# --- acp coordinator / acp status ---------------------------------------------
+
+
+@app.command("coordinator")
+def coordinator_command(
+    redis: _RedisOption = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Tiers, complexity and budgets (default runtime/acp.toml).")
+    ] = None,
+    agents: _AGENTS_OPTION = None,
+    name: Annotated[str | None, typer.Option(help="Coordinator id (default host-pid).")] = None,
+    lease_ttl: Annotated[
+        float, typer.Option(help="Leader lease seconds: a standby takes over within this.")
+    ] = 5.0,
+    status_interval: Annotated[
+        float, typer.Option(help="Seconds between platform status updates.")
+    ] = 10.0,
+) -> None:
+    """Schedule agent work by tier and complexity, inside rate limits and budgets.
+
+    Run two for high availability: one leads, the other takes over within the
+    lease time. Stop with Ctrl-C / SIGTERM.
+
+    Example: acp coordinator --redis redis://127.0.0.1:6379/0 --config runtime/acp.toml
+    """
+    try:
+        runtime_config = load_config(config)
+        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        url = redis_url_for_cli(redis)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+    async def run() -> None:
+        async with RedisBus.from_url(url) as bus:
+            coordinator = Coordinator(
+                bus, runtime_config, definitions=catalogue.definitions, coordinator_id=name,
+                lease_ttl=lease_ttl, status_interval=status_interval,
+            )  # fmt: skip
+            typer.echo(f"coordinator {coordinator.id} on {bus.settings.redacted_url}", err=True)
+            await serve_until_signalled(coordinator)
+
+    try:
+        anyio.run(run)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _status_view(status: dict[str, Any]) -> Group:
+    workers = Table(title="workers", title_justify="left")
+    for column in ("agent", "kind", "tier", "worker", "in flight", "handled", "capacity"):
+        workers.add_column(column)
+    for w in status["workers"]:
+        workers.add_row(
+            w.get("agent", "?"), w.get("kind", "?"), w.get("tier", "?"), w.get("worker", "?"),
+            str(w.get("in_flight", 0)), str(w.get("handled", 0)), str(w.get("capacity", "?")),
+        )  # fmt: skip
+    queues = Table(title="queues", title_justify="left")
+    for column in ("destination", "ready", "in flight", "delayed", "dead", "lag s"):
+        queues.add_column(column)
+    for dest, q in status["queues"].items():
+        dead = f"[red]{q['dead']}[/red]" if q["dead"] else "0"
+        queues.add_row(
+            dest, str(q["ready"]), str(q["in_flight"]), str(q["delayed"]), dead, f"{q['lag_s']:.1f}"
+        )
+    parts: list[Any] = [workers, queues]
+    platform = status.get("platform")
+    if platform:
+        tiers = Table(title="tiers", title_justify="left")
+        for column in ("tier", "in flight", "cap", "requests left"):
+            tiers.add_column(column)
+        for tier, t in platform["scheduling"]["tiers"].items():
+            tiers.add_row(tier, str(t["in_flight"]), str(t["concurrency"]), str(t["requests_left"]))
+        cost = platform["cost_today"]
+        budget = f" of {cost['budget_usd']:.2f}" if cost.get("budget_usd") else ""
+        agents_ = platform["agents"]
+        parts += [
+            tiers,
+            Text(
+                f"cost today ${cost['total_usd']:.4f}{budget} · waiting for a worker: "
+                f"{agents_['waiting_for_a_worker']} · success rate: {agents_['success_rate']}"
+            ),
+        ]
+    else:
+        parts.append(
+            Text("no coordinator status yet (is `acp coordinator` running?)", style="yellow")
+        )
+    return Group(*parts)
+
+
+@app.command("status")
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+    redis: _RedisOption = None,
+) -> None:
+    """Workers, queues, dead letters, tiers and cost today against budget.
+
+    Example: acp status --watch --redis redis://127.0.0.1:6379/0
+    """
+    if as_json:
+        typer.echo(json.dumps(_with_bus(redis, read_status), default=str))
+        return
+    if not watch:
+        Console().print(_status_view(_with_bus(redis, read_status)))
+        return
+    try:
+        url = redis_url_for_cli(redis)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+    async def follow() -> None:
+        async with RedisBus.from_url(url, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT) as bus:
+            with Live(_status_view(await read_status(bus)), refresh_per_second=4) as live:
+                while True:
+                    await anyio.sleep(interval)
+                    live.update(_status_view(await read_status(bus)))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(follow)
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ from acp.runtime.bus.base import Bus
 from acp.runtime.keys import COORDINATORS, INTAKE
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
+from acp.runtime.status import PLATFORM_TOPIC
 from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC, WORKERS
 
 __all__ = [
@@ -60,8 +61,6 @@ log = structlog.get_logger("acp.coordinator")
 
 #: the lease the leading coordinator holds
 LEADER_LEASE = "coordinator"
-#: the topic platform health updates are published on
-PLATFORM_TOPIC = "platform"
 #: the topic the coordinator's decisions (deferrals, refusals, ...) are published on
 EVENTS_TOPIC = "coordinator.events"
 

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -41,6 +41,7 @@ __all__ = [
     "RATE_LIMIT_TOPIC",
     "STATUS_TOPIC",
     "WORKERS",
+    "Service",
     "Worker",
     "WorkerContext",
     "serve_until_signalled",
@@ -380,14 +381,24 @@ class Worker:
         return [env.reply(body, kind=kind)]
 
 
-async def serve_until_signalled(worker: Worker) -> None:
-    """Run ``worker`` until SIGINT or SIGTERM, then stop it gracefully: reading
-    stops, in-flight work finishes within the grace period, the rest stays
-    pending for another worker."""
+class Service(Protocol):
+    """Anything the CLI runs until a signal: a worker, a coordinator."""
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+async def serve_until_signalled(*services: Service) -> None:
+    """Run ``services`` until SIGINT or SIGTERM, then stop them gracefully: workers
+    stop reading, finish in-flight work within their grace period and leave the
+    rest pending for another worker."""
     async with anyio.create_task_group() as tg:
-        await tg.start(worker.run)
+        for service in services:
+            await tg.start(service.run)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("stopping", signal=signal.Signals(signum).name)
-                worker.stop()
+                for service in services:
+                    service.stop()
                 break

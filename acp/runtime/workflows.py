@@ -235,16 +235,13 @@ class _Workflow:
         return self.policy == "stop" and self.failed
 
     def deadline(self, path: str) -> float | None:
+        """When a sent step counts as timed out: its timeout, capped by the workflow's deadline."""
         sent = self.sent.get(path)
-        limits = [
-            x
-            for x in (
-                None if sent is None or self.step_timeout is None else sent + self.step_timeout,
-                self.env.deadline,
-            )
-            if x is not None
-        ]
-        return min(limits) if limits else None
+        limits = [self.env.deadline]
+        if sent is not None and self.step_timeout is not None:
+            limits.append(sent + self.step_timeout)
+        found = [x for x in limits if x is not None]
+        return min(found) if found else None
 
     def cost(self) -> float:
         return round(sum(float(r.get("cost_usd") or 0.0) for r in self.results.values()), 6)

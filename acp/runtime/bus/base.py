@@ -277,6 +277,10 @@ class Bus(abc.ABC):
         """Append an event to a topic (capped at ``topic_maxlen``); returns its id."""
 
     @abc.abstractmethod
+    async def latest(self, topic: str) -> Event | None:
+        """The newest event of a topic, if any (what a status command shows)."""
+
+    @abc.abstractmethod
     def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         """Events after ``after`` ("$": only new ones; "0": from the start), forever."""
 

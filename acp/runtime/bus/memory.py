@@ -335,6 +335,12 @@ class MemoryBus(Bus):
         await anyio.lowlevel.checkpoint()
         return event.event_id
 
+    async def latest(self, topic: str) -> Event | None:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        t = self.broker.topics.get(topic)
+        return t.events[-1] if t and t.events else None
+
     async def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         self._check_open()
         check_name(topic, "topic")

@@ -469,6 +469,15 @@ class RedisBus(Bus):
         )
         return str(event_id.decode())
 
+    async def latest(self, topic: str) -> Event | None:
+        self._check_open()
+        rows: Any = await self._retrying(lambda: self.redis.xrevrange(topic_stream(topic), count=1))
+        if not rows:
+            return None
+        entry_id, fields = rows[0]
+        headers = {k[2:].decode(): v.decode() for k, v in fields.items() if k.startswith(b"h.")}
+        return Event(topic, entry_id.decode(), fields.get(b"f", b""), headers)
+
     async def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         self._check_open()
         stream = topic_stream(topic)

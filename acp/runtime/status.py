@@ -1,0 +1,45 @@
+"""What ``acp status`` shows: live workers, queues, dead letters, and the
+coordinator's latest platform update (scheduling, latency, cost against budget)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from acp.protocol.codec import WireCodec
+from acp.runtime.bus.base import Bus
+from acp.runtime.keys import COORDINATORS, INBOX_PREFIX
+from acp.runtime.worker import WORKERS
+
+__all__ = ["PLATFORM_TOPIC", "read_status"]
+
+#: the topic the coordinator publishes platform health on
+PLATFORM_TOPIC = "platform"
+
+
+async def read_status(bus: Bus) -> dict[str, Any]:
+    workers = [json.loads(v) for v in (await bus.members(WORKERS)).values()]
+    coordinators = [json.loads(v) for v in (await bus.members(COORDINATORS)).values()]
+    queues: dict[str, Any] = {}
+    for dest in await bus.destinations():
+        if dest.startswith(INBOX_PREFIX):
+            continue
+        stats = await bus.stats(dest)
+        queues[dest] = {
+            "ready": stats.ready,
+            "in_flight": stats.pending,
+            "delayed": stats.delayed,
+            "dead": stats.dead,
+            "lag_s": stats.lag_s,
+            "consumers": stats.consumers,
+        }
+    platform = None
+    event = await bus.latest(PLATFORM_TOPIC)
+    if event is not None:
+        platform = WireCodec(verify=False).decode(event.frame).body.get("data_platform")
+    return {
+        "workers": sorted(workers, key=lambda w: (w.get("agent", ""), w.get("worker", ""))),
+        "coordinators": coordinators,
+        "queues": queues,
+        "platform": platform,
+    }
