@@ -75,6 +75,10 @@ class Context(Protocol):
     async def progress(self, fraction: float, note: str = "") -> None:
         """Report how far the work is (0.0-1.0) to anyone following the message."""
 
+    async def platform(self) -> dict[str, Any]:
+        """The runtime's own state, as ``acp status --json`` shows it: live workers,
+        queues (ready, in flight, delayed, dead, lag) and the coordinator's update."""
+
 
 class AgentBase(abc.ABC):
     """What a runtime needs from an agent, whatever implements it."""

@@ -122,6 +122,8 @@ class Coordinator:
         self._live: dict[str, _Live] = {}
         self._wake = anyio.Event()
         self._stopping = anyio.Event()
+        #: set once this coordinator has led (tests and ``acp up`` wait for it)
+        self.has_led = anyio.Event()
         self._latencies: deque[float] = deque(maxlen=1000)
         self._outcomes: dict[str, int] = {"ok": 0, "failed": 0}
         self._log = log.bind(coordinator=self.id)
@@ -163,6 +165,7 @@ class Coordinator:
 
     async def _lead(self, token: int) -> None:
         self.token, self.leading = token, True
+        self.has_led.set()
         consumer = f"coordinator-{token}"
         self._log.info("leading", token=token)
         try:

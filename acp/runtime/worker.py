@@ -149,6 +149,11 @@ class WorkerContext:
             STATUS_TOPIC, self.worker.codec.encode(status), {"agent": self.agent.name}
         )
 
+    async def platform(self) -> dict[str, Any]:
+        from acp.runtime.status import read_status  # status reads worker presence: import late
+
+        return await read_status(self.worker.bus)
+
     async def progress(self, fraction: float, note: str = "") -> None:
         body = {
             "progress": {
