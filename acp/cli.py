@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -44,7 +46,9 @@ from acp.runtime.bus import DeadLetter, RedisBus
 from acp.runtime.client import Client
 from acp.runtime.connect import redis_url_for_cli
 from acp.runtime.coordinator import Coordinator
+from acp.runtime.demo import run_demo
 from acp.runtime.settings import ENV_REDIS_URL
+from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import read_status
 from acp.runtime.targets import default_catalogue_paths, resolve_targets
 from acp.runtime.worker import Worker, serve_until_signalled
@@ -865,6 +869,113 @@ def status_command(
 
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(follow)
+
+
+# --- acp demo / acp up ----------------------------------------------------------
+
+
+@app.command("demo")
+def demo_command(
+    agents: _AGENTS_OPTION = None,
+    messages: Annotated[int, typer.Option(help="Commands of traffic to send.", min=1)] = 300,
+    config: Annotated[Path | None, typer.Option(help="Tiers, complexity and budgets.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with the summary as JSON.")] = False,
+) -> None:
+    """A complete run on one screen: a private server, the coordinator, workers,
+    real traffic, dead letters, and the pipeline monitor asking the data engineer.
+    No key needed; with ANTHROPIC_API_KEY the data engineer answers through Claude.
+
+    Example: acp demo
+    """
+    console = Console(highlight=False, soft_wrap=True)
+    if "ACP_LOG_LEVEL" not in os.environ:
+        configure_logging(
+            "error"
+        )  # the demo narrates; its expected warnings (dead letters) would clutter it
+    try:
+        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        summary = anyio.run(
+            lambda: run_demo(catalogue, load_config(config), say=console.print, messages=messages)
+        )
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    claude = "answered through Claude" if summary["claude"] else "waiting for a Claude worker"
+    console.print(
+        f"\nSummary: {summary['handled']} messages handled, {summary['round_trips_per_s']:,.0f} round trips/s "
+        f"(p50 {summary['latency_p50_ms']} ms, p95 {summary['latency_p95_ms']} ms), "
+        f"{summary['dead_letters']} dead letters, cost ${summary['cost_usd']:.4f}; data engineer {claude}."
+    )
+
+
+@app.command("up")
+def up_command(
+    agents: _AGENTS_OPTION = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            envvar=ENV_REDIS_URL,
+            metavar="URL",
+            help="Use this server instead of a private one.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Keep the private server's data here (default: temporary).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Tiers, complexity and budgets.")] = None,
+) -> None:
+    """Run everything: a private Redis-protocol server (unless --redis), the
+    coordinator and workers for every agent in the catalogue, with live status.
+    Ctrl-C stops it all cleanly.
+
+    Example: acp up --agents agents/
+    """
+    console = Console()
+    try:
+        runtime_config = load_config(config)
+        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        plan = plan_agents(catalogue, runtime_config)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+    stack = Stack(plan, runtime_config, catalogue.definitions, redis_url=redis, data_dir=data_dir)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(stack.run)
+            assert stack.settings is not None
+            console.print(f"Redis at [bold]{stack.settings.redacted_url}[/bold]; agents running: "
+                          f"{', '.join(a.name for a in plan.agents) or 'none'}")  # fmt: skip
+            if plan.waiting_for_key:
+                console.print(
+                    f"waiting for ANTHROPIC_API_KEY (their work is queued): {', '.join(plan.waiting_for_key)}"
+                )
+            console.print(
+                f"send work:  ACP_REDIS_URL={stack.settings.redacted_url} acp send AGENT --json '{{\"cmd\": ...}}' --wait"
+            )
+            async with RedisBus.from_url(stack.settings.url) as bus:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, Live(
+                    _status_view(await read_status(bus)), console=console, refresh_per_second=2
+                ) as live:  # fmt: skip
+
+                    async def refresh() -> None:
+                        while True:
+                            await anyio.sleep(1.0)
+                            live.update(_status_view(await read_status(bus)))
+
+                    tg.start_soon(refresh)
+                    async for _ in signals:
+                        break
+            console.print("stopping: in-flight work finishes, the rest stays queued")
+            stack.stop()
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(run)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio
+
 from acp.agents import Agent, Context
 
 agent = Agent(
@@ -17,29 +19,25 @@ agent = Agent(
     complexity="low",
     description="Measures the runtime's streams.",
 )
-_last: dict[str, tuple[float, int]] = {}
 
 
-def _throughput(name: str, handled: int, now: float) -> float:
-    """Messages per second since the previous measurement of this agent."""
-    before = _last.get(name)
-    _last[name] = (now, handled)
-    if before is None or now <= before[0]:
-        return 0.0
-    return max(handled - before[1], 0) / (now - before[0])
+def _handled(platform: dict[str, Any]) -> int:
+    return sum(int(w.get("handled", 0)) for w in platform["workers"])
 
 
 @agent.command("MEASURE")
 async def measure(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    # two samples, a window apart: throughput is a rate, not a count
+    window = float(body.get("window_s", 2.0))
+    first, started = await ctx.platform(), time.monotonic()
+    await anyio.sleep(window)
     platform = await ctx.platform()
-    now = time.time()
-    queues = {q: v for q, v in platform["queues"].items() if not q.startswith("coordinator")}
-    handled = {w["agent"]: w.get("handled", 0) for w in platform["workers"]}
+    rate = max(_handled(platform) - _handled(first), 0) / (time.monotonic() - started)
+    queues = {q: v for q, v in platform["queues"].items() if q != "coordinator"}
     depth = sum(q["ready"] + q["in_flight"] for q in queues.values())
     dead = sum(q["dead"] for q in queues.values())
     lag = max((q["lag_s"] for q in queues.values()), default=0.0)
-    rate = sum(_throughput(a, n, now) for a, n in handled.items())
-    quality = 1.0 - dead / max(sum(handled.values()) + dead, 1)
+    quality = 1.0 - dead / max(_handled(platform) + dead, 1)
     status = {
         "cmd": "PIPELINE_STATUS",
         "component_id": body.get("component_id", "acp_runtime"),
@@ -64,4 +62,9 @@ async def measure(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
         answer = await ctx.send(target, status, wait=True, timeout=float(body.get("timeout", 120)))
         return {"measured": status, "sent_to": target, "answer": answer}
     await ctx.send(target, status)  # a handoff, committed with this message: it waits for a worker
-    return {"measured": status, "sent_to": target, "answer": None, "waiting": f"no {target} worker is running"}
+    return {
+        "measured": status,
+        "sent_to": target,
+        "answer": None,
+        "waiting": f"no {target} worker is running",
+    }

@@ -38,9 +38,10 @@ log = structlog.get_logger("acp.processor")
 Handler = Callable[[Envelope], Awaitable[Sequence[Envelope]]]
 
 
-def to_outgoing(env: Envelope, frame: bytes) -> Outgoing:
+def to_outgoing(env: Envelope, frame: bytes, dest: str | None = None) -> Outgoing:
+    """The bus item for ``env``: to its recipient unless ``dest`` says otherwise."""
     headers = {H_CORRELATION: env.correlation_id} if env.correlation_id else {}
-    return Outgoing(env.recipient, env.id, frame, headers)
+    return Outgoing(dest or env.recipient, env.id, frame, headers)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Processor:
         block: float = 1.0,
         grace: float = 30.0,
         accept: Callable[[Envelope], bool] | None = None,
+        route: Callable[[Envelope], str] | None = None,
     ) -> None:
         self.bus = bus
         self.dest = dest
@@ -91,6 +93,9 @@ class Processor:
         self.block = block
         self.grace = grace
         self.accept = accept or (lambda env: env.recipient == dest)
+        #: where an effect goes (default: its recipient); a worker routes commands
+        #: through the coordinator when one runs
+        self.route = route or (lambda env: env.recipient)
         self.stats = ProcessorStats()
         self._in_flight: dict[str, _Work] = {}
         self._done: list[tuple[Delivery, list[Outgoing]]] = []
@@ -262,7 +267,7 @@ class Processor:
             log_.exception("handler_failed")
             await self._reject(delivery, "handler_error", f"{type(exc).__name__}: {exc}")
             return None
-        return [to_outgoing(r, self.codec.encode(r)) for r in results]
+        return [to_outgoing(r, self.codec.encode(r), self.route(r)) for r in results]
 
     async def _reject(self, delivery: Delivery, reason: str, error: str) -> None:
         self._log.warning("dead_letter", msg_id=delivery.msg_id, reason=reason, error=error)

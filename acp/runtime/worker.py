@@ -32,6 +32,7 @@ from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
+from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE
 from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
 
 __all__ = [
@@ -202,10 +203,12 @@ class Worker:
                 consumer=self.worker_id,
                 concurrency=concurrency,
                 grace=grace,
+                route=self.route,
             )
             for agent in self.agents
         }
         self._running: dict[str, WorkerContext] = {}
+        self._via_coordinator = False
         self._stopping = anyio.Event()
         self.spend_limit_pause = spend_limit_pause
         for agent in self.agents:
@@ -243,6 +246,17 @@ class Worker:
                     for agent in self.agents:
                         await self.bus.withdraw(WORKERS, f"{self.worker_id}/{agent.name}")
         log.info("worker_stopped", worker=self.worker_id)
+
+    def route(self, env: Envelope) -> str:
+        """Commands for agents go through the coordinator while one is alive (it
+        schedules them); replies and events go straight to their recipient."""
+        if (
+            self._via_coordinator
+            and env.kind is MessageKind.COMMAND
+            and not env.recipient.startswith(INBOX_PREFIX)
+        ):
+            return INTAKE
+        return env.recipient
 
     def pause_tier(self, tier: str, seconds: float) -> None:
         """Take no new work for agents of ``tier`` (a spend limit was hit)."""
@@ -283,6 +297,7 @@ class Worker:
     # -- presence ---------------------------------------------------------------------
 
     async def _announce(self) -> None:
+        self._via_coordinator = bool(await self.bus.members(COORDINATORS))
         for agent in self.agents:
             stats = self.processors[agent.name].stats
             info = {
