@@ -147,6 +147,7 @@ def test_requests_bucket_paces_dispatches() -> None:
     assert first.wake_at == pytest.approx(clock() + 30, abs=1e-3)
     clock.advance(29.9)
     assert ids(policy.decide()) == []
+    assert first.wake_at is not None
     clock.now = first.wake_at
     assert ids(policy.decide()) == [jobs[2].id]
 
@@ -726,3 +727,44 @@ def test_scheduler_benchmark_meets_its_goals() -> None:
     assert policy["p95_wait_s"] <= 0.5 * fifo["p95_wait_s"]
     assert fifo["rate_limit_errors"] > 0  # the baseline does hit the limits
     assert all(result["goals"].values())
+
+
+def test_snapshots_published_by_claude_workers_are_observed() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from acp.agents.claude import RateLimitSnapshot, RateLimitWindow
+
+    seen = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
+    snapshot = RateLimitSnapshot(
+        tier="sonnet",
+        model="claude-sonnet-5-5",
+        status_code=429,
+        observed_at=seen,
+        retry_after=5.0,
+        output_tokens=RateLimitWindow(
+            limit=6000, remaining=None, reset=seen + timedelta(seconds=30)
+        ),
+    )
+    clock = Clock()
+    policy = SchedulingPolicy(make_config(), clock=clock)
+    policy.observe_snapshot(snapshot)
+    tiers = policy.snapshot()["tiers"]["sonnet"]
+    assert tiers["output_tokens"] == {"level": 3000, "limit_per_min": 6000}
+    assert tiers["paused_until"] == pytest.approx(clock() + 5)
+
+
+def test_deferred_work_with_a_later_deadline_resumes_and_still_expires() -> None:
+    clock = Clock(now=DAY_S - 100)
+    policy = SchedulingPolicy(make_config(Budgets(daily_usd=0.02)), clock=clock)
+    policy.restore_spend(0.015)
+    kept = job(clock, deadline=DAY_S + 50)
+    other = job(clock, deadline=DAY_S + 60)
+    policy.submit(kept)
+    policy.submit(other)
+    decisions = policy.decide()
+    assert [e.kind for e in decisions.events] == ["deferred", "deferred"]
+    clock.now = DAY_S  # a new budget day: both queued again, one fits
+    assert len(policy.decide().dispatch) == 1
+    clock.now = DAY_S + 61
+    [late] = policy.decide().dead_letter
+    assert late.reason == "deadline"

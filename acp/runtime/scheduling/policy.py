@@ -13,7 +13,7 @@ clock; ``bench/scheduler.py`` a virtual one). The daemon's loop::
     for e in decisions.events: log / publish e (deferrals, refusals, step-downs, limit changes)
     sleep until decisions.wake_at (None: until the next submit or completion)
     ...
-    policy.observe_limits(tier, **parse...)  # the reply's rate-limit headers, *before* complete()
+    policy.observe_limits(tier, **parse_limit_headers(headers))  # *before* complete()
     policy.complete(job_id, usage=reply_usage, ok=valid, model=reply_model)
     if not valid and (up := policy.escalate(job, from_tier=d.tier)): policy.submit(up)
 
@@ -26,9 +26,12 @@ What it enforces, per tier (``RuntimeConfig.tiers``):
   reserves ``max_tokens`` at request start); completion gives back the unused
   output (the API re-credits it at the end of the request) and settles the
   input estimate against the reported input (refund or debt). Headers lower
-  the limits and levels, never raise them above the configuration. Because
-  every charge lands in our bucket no later than in the API's, the runtime
-  never provokes a 429 by itself.
+  the limits and levels, never raise them above the configuration. Every
+  charge lands in our bucket no later than in the API's and every refund no
+  earlier, so the runtime never provokes a 429 by itself. That is exact when
+  ``Job.input_tokens`` is given; otherwise the input reserved is the learned
+  mean plus ``input_sigmas`` deviations, and each reply's headers pull our
+  levels down to the API's if an underestimate left ours higher.
 * **Ordering**: effective priority = ``priority + aging_per_s * waited +
   urgency`` where urgency rises linearly from 0 to ``deadline_boost`` over the
   last ``deadline_horizon_s`` before the deadline. Aging makes every job win
@@ -36,10 +39,12 @@ What it enforces, per tier (``RuntimeConfig.tiers``):
   (no smaller job overtakes), so big jobs do not starve either.
 * **Deadlines**: a queued job whose deadline has passed is dead-lettered with
   reason ``deadline``; in-flight work is the worker's to cancel.
-* **Budgets** (:mod:`~acp.runtime.scheduling.budgets`): the worst case (input
-  estimate + ``max_tokens`` of output) is reserved at dispatch in the global,
-  per-agent and per-tenant scopes and replaced by the actual cost on
-  completion. A job that does not fit waits while in-flight reservations may
+* **Budgets** (:mod:`~acp.runtime.scheduling.budgets`): the worst case (the
+  input reserved, priced as cache writes, + ``max_tokens`` of output) is
+  reserved at dispatch in the global, per-agent and per-tenant scopes and
+  replaced by the actual cost on completion, so ``spent + reserved`` never
+  passes a limit (as far as the input reserved covers the prompt: exactly so
+  with ``Job.input_tokens``). A job that does not fit waits while in-flight reservations may
   still free enough, is deferred to the next budget day when they cannot
   (event ``deferred``), and is refused when its worst case exceeds the whole
   daily limit or its deadline comes before the reset (event ``refused``).
@@ -359,8 +364,16 @@ class SchedulingPolicy:
         refund_output: bool = True,
         cache_ttl: Literal["5m", "1h"] = "5m",
     ) -> None:
-        if aging_per_s < 0 or deadline_horizon_s <= 0 or not 0 < estimate_alpha <= 1:
-            raise ValueError("aging_per_s >= 0, deadline_horizon_s > 0, 0 < estimate_alpha <= 1")
+        if (
+            aging_per_s < 0
+            or deadline_horizon_s <= 0
+            or not 0 < estimate_alpha <= 1
+            or not 0 <= pressure_fraction <= 1
+        ):
+            raise ValueError(
+                "need aging_per_s >= 0, deadline_horizon_s > 0, 0 < estimate_alpha <= 1 "
+                "and 0 <= pressure_fraction <= 1"
+            )
         self._config = config
         self._clock = clock
         self._aging = aging_per_s
@@ -404,7 +417,7 @@ class SchedulingPolicy:
         self._in_flight: dict[str, _Flight] = {}
         self._events: list[Event] = []
         self._seq = 0
-        self._flexible = 0  # queued jobs with a cheaper allowed tier
+        self._heap_seq = 0  # a deferred job re-queued gets a second deadline entry
         self._max_input_override = 0
         self._max_tokens_override = 0
         self._totals: Counter[str] = Counter()
@@ -468,16 +481,13 @@ class SchedulingPolicy:
     def _enqueue(self, entry: _Entry) -> None:
         self._queues[entry.job.tier].add(entry)
         self._entries[entry.job.id] = entry
-        if entry.cheaper:
-            self._flexible += 1
         if entry.job.deadline is not None:
-            heapq.heappush(self._deadlines, (entry.job.deadline, entry.seq, entry))
+            self._heap_seq += 1
+            heapq.heappush(self._deadlines, (entry.job.deadline, self._heap_seq, entry))
 
     def _unqueue(self, entry: _Entry, state: _State) -> None:
         """Take a queued entry out of its queue, into ``state`` (deferred or gone)."""
         self._queues[entry.job.tier].drop()
-        if entry.cheaper:
-            self._flexible -= 1
         entry.state = state
         if state == "gone":
             del self._entries[entry.job.id]
