@@ -3,11 +3,13 @@ once, through a coordinator restart, with a report of outcome, cost and time."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -36,6 +38,7 @@ from acp.runtime.workflows import (
 pytestmark = pytest.mark.anyio
 FAST = BusOptions(min_idle=2.0, reclaim_interval=0.1)
 REPORTS = "tester.reports"
+EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
 codec = WireCodec()
 
 AUDIO = {
@@ -129,7 +132,8 @@ class Recorder:
         agent = Agent(name)
 
         @agent.command()
-        async def step(body: dict[str, Any], ctx: Context) -> dict[str, Any] | None:
+        async def step(_: Any, ctx: Context) -> dict[str, Any] | None:
+            body = ctx.envelope.body  # typed commands arrive as models: read the raw body
             path = body["step"]
             self.calls[ctx.envelope.id] += 1
             self.bodies[path], self.envs[path] = body, ctx.envelope
@@ -378,6 +382,25 @@ async def test_a_task_naming_its_command_reaches_the_typed_handler(backend: Back
     assert step["output"] == {"component_id": "orders_etl", "healthy": True}
 
 
+async def test_the_release_example_runs(backend: Backend) -> None:
+    body = json.loads((EXAMPLES / "release.json").read_text())
+    rec = Recorder()
+    async with running(backend, rec.agents(body)) as h:
+        reply = await h.client.request(WORKFLOW_INTAKE, body, timeout=20)
+    assert reply.body["status"] == "succeeded"
+    assert [s["step"] for s in reply.body["steps"]] == [
+        "1.triage.1",
+        "2.readiness.1",
+        "2.readiness.2.1",
+        "2.readiness.2.2",
+        "3.go_no_go.1",
+    ]
+    measure = rec.bodies["2.readiness.2.1"]
+    assert (measure["cmd"], measure["window_s"]) == ("MEASURE", 5)
+    assert list(rec.bodies["2.readiness.2.2"]["inputs"]) == ["1.triage.1", "2.readiness.2.1"]
+    assert rec.envs["1.triage.1"].deadline is not None
+
+
 # -- failure policy -------------------------------------------------------------------
 
 
@@ -438,6 +461,10 @@ async def test_a_bad_workflow_is_answered_with_an_error(backend: Backend) -> Non
         bad_policy = await h.client.request(
             WORKFLOW_INTAKE, {**THREE, "failure_policy": "retry"}, timeout=10
         )
+        bad_agent = await h.client.request(
+            WORKFLOW_INTAKE, {"workflow": "x", "p": {"agent": "no such {agent}"}}, timeout=10
+        )
+    assert bad_agent.body["fields"][0]["path"] == "1.p.1.agent"
     assert no_plan.kind is MessageKind.ERROR
     assert no_plan.body["error"] == "schema"
     assert bad_policy.body["fields"] == [
@@ -588,10 +615,10 @@ async def test_progress_and_events_follow_the_workflow(backend: Backend) -> None
             rec.gate.set()
             (reply,) = await reports(h.bus)
         done = await h.runner.progress(env.id)
+        assert await h.runner.progress("0" * 32) is None
     assert done is not None
     assert done["status"] == "succeeded"
     assert done["steps_done"] == done["steps_total"] == 4
-    assert await h.runner.progress("0" * 32) is None
     assert [e["event"] for e in events] == ["started", "step", "step", "step", "step", "finished"]
     assert {e["workflow_id"] for e in events} == {env.id}
     assert events[-1]["status"] == "succeeded"

@@ -27,6 +27,12 @@ recorded as ``timed_out``.
 
 The report (each step's outcome, cost and time) is the reply to the workflow
 message's ``reply_to``; progress events go to the ``workflows`` topic.
+
+A restarted runner first records the replies that queued up while it was down,
+then re-sends what is still unanswered. The bus remembers sent ids for its
+``dedup_ttl``: a runner down longer than that could hand an agent a step it
+still holds in its queue a second time, so size ``dedup_ttl`` for the outages
+you plan to survive.
 """
 
 from __future__ import annotations
@@ -41,12 +47,13 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from acp.errors import BusError, Rejected, RetryableError, SchemaError
+from acp.errors import BusError, ConfigError, Rejected, RetryableError, SchemaError
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.protocol.workflow import Phase, Step, WorkflowSpec, parse_workflow
 from acp.runtime.bus.base import Bus, Outgoing
+from acp.runtime.keys import check_name
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.workflow_store import (
     MemoryWorkflowStore,
@@ -300,6 +307,14 @@ def _step_timeout(body: Mapping[str, Any], default: float | None) -> float | Non
     return float(value)
 
 
+def _valid_name(agent: str) -> bool:
+    try:
+        check_name(agent, "agent")
+    except ConfigError:
+        return False
+    return True
+
+
 def _outcome(env: Envelope) -> tuple[bool, dict[str, Any], float]:
     """(ok, output without the runtime's ``_acp`` block, cost) of a step reply."""
     body = env.body
@@ -323,8 +338,9 @@ class WorkflowRunner:
     """Start workflows, turn step replies into the next steps, report when done.
 
     ``await tg.start(runner.run)`` consumes step replies (``WORKFLOW_REPLIES``) and
-    workflow messages (``WORKFLOW_INTAKE``), resuming unfinished workflows first;
-    :meth:`start` starts one directly.
+    workflow messages (``WORKFLOW_INTAKE``) and resumes unfinished workflows;
+    :meth:`start` starts one directly. ``send_step`` is how steps leave (default:
+    straight to the agent; :func:`send_via` routes them through a scheduler).
     """
 
     def __init__(
@@ -341,6 +357,7 @@ class WorkflowRunner:
         consumer: str | None = None,
         sweep_interval: float = 1.0,
         timeout_grace: float = 2.0,
+        settle_timeout: float = 10.0,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -355,15 +372,15 @@ class WorkflowRunner:
         #: a reply queued before the deadline gets this long to be read before
         #: the step is called timed out (it may be behind a restart's backlog)
         self.timeout_grace = timeout_grace
+        self.settle_timeout = settle_timeout
         self._locks: dict[str, anyio.Lock] = {}
         self._processors: list[Processor] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Resume unfinished workflows, then serve replies and workflow messages until
-        :meth:`stop` or cancellation."""
-        resumed = await self.resume()
+        """Serve step replies and workflow messages until :meth:`stop` or cancellation;
+        unfinished workflows are resumed once the replies that waited are recorded."""
         self._processors = [
             Processor(
                 self.bus, self.replies, self.on_reply, codec=self.codec, consumer=self.consumer
@@ -380,13 +397,34 @@ class WorkflowRunner:
                 )
             )
         async with anyio.create_task_group() as background:
-            background.start_soon(self._sweep_forever)
             async with anyio.create_task_group() as tg:
                 for processor in self._processors:
                     await tg.start(processor.run)
-                log.info("workflows_started", resumed=resumed, replies=self.replies)
+                background.start_soon(self._resume_then_sweep)
+                log.info("workflows_serving", replies=self.replies, intake=self.intake)
                 task_status.started()
             background.cancel_scope.cancel()
+
+    async def _resume_then_sweep(self) -> None:
+        await self._settle()
+        resumed = await self.resume()
+        log.info("workflows_resumed", count=resumed)
+        while True:
+            await anyio.sleep(self.sweep_interval)
+            try:
+                await self.expire_steps()
+            except BusError as exc:
+                log.warning("sweep_failed", error=str(exc))
+
+    async def _settle(self) -> None:
+        """Wait (a little) until the replies that queued up while no runner was alive
+        are recorded: then resuming re-sends only steps that were really never answered."""
+        with anyio.move_on_after(self.settle_timeout):
+            while True:
+                stats = await self.bus.stats(self.replies)
+                if stats.ready == 0 and stats.pending == 0:
+                    return
+                await anyio.sleep(0.05)
 
     def stop(self) -> None:
         """Stop reading; handlers in flight finish (what does not stays pending)."""
@@ -414,6 +452,10 @@ class WorkflowRunner:
         same id again does nothing new. Raises ``SchemaError`` for a body with no
         plan or a bad ``failure_policy`` / ``step_timeout``."""
         spec = parse_workflow(env.body)
+        bad = [leaf for leaf in _leaves(spec) if not _valid_name(leaf.step.agent)]
+        if bad:
+            errors = [(f"{leaf.path}.agent", "not a valid agent name") for leaf in bad]
+            raise SchemaError("workflow", errors)
         record = {
             "envelope": env.model_dump(mode="json"),
             "failure_policy": _policy(env.body),
@@ -603,14 +645,6 @@ class WorkflowRunner:
         }
 
     # -- timeouts ----------------------------------------------------------------------
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await anyio.sleep(self.sweep_interval)
-            try:
-                await self.expire_steps()
-            except BusError as exc:
-                log.warning("sweep_failed", error=str(exc))
 
     async def expire_steps(self) -> int:
         """Record ``timed_out`` for steps past their deadline (plus grace) and move
