@@ -228,6 +228,9 @@ class FakeContext:
     async def progress(self, fraction: float, note: str = "") -> None:
         raise AssertionError("not used")
 
+    async def platform(self) -> dict[str, Any]:
+        return {"workers": [], "queues": {}, "coordinators": [], "platform": None}
+
 
 class FakeSleep:
     def __init__(self) -> None:

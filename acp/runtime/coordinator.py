@@ -41,11 +41,14 @@ from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
+from acp.runtime.bus.redis import RedisBus
 from acp.runtime.keys import COORDINATORS, INTAKE
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import PLATFORM_TOPIC
 from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC, WORKERS
+from acp.runtime.workflow_store import MemoryWorkflowStore, RedisWorkflowStore, WorkflowStore
+from acp.runtime.workflows import WORKFLOW_INTAKE, WorkflowRunner, send_via
 
 __all__ = [
     "COORDINATORS",
@@ -103,6 +106,7 @@ class Coordinator:
         max_waiting: int = 10_000,
         clock: Callable[[], float] = time.time,
         codec: WireCodec | None = None,
+        workflow_store: WorkflowStore | None = None,
     ) -> None:
         self.bus = bus
         self.config = config
@@ -117,6 +121,10 @@ class Coordinator:
         self.leading = False
         self.token: int | None = None
         self.policy = SchedulingPolicy(config, clock=clock)
+        self.workflows: WorkflowRunner | None = None
+        #: workflow state: in Redis on a RedisBus; pass one store to in-memory coordinators
+        #: that should share it
+        self.workflow_store = workflow_store
         self._waiters: dict[str, _Waiter] = {}
         self._parked: dict[str, _Waiter] = {}
         self._live: dict[str, _Live] = {}
@@ -176,7 +184,22 @@ class Coordinator:
                 self.bus, INTAKE, self._admit, codec=self.codec, consumer=consumer,
                 concurrency=self.max_waiting, accept=lambda env: True, grace=0.5,
             )  # fmt: skip
+            store = self.workflow_store or (
+                RedisWorkflowStore(self.bus.redis)
+                if isinstance(self.bus, RedisBus)
+                else MemoryWorkflowStore()
+            )
+            self.workflow_store = store  # a later term of this coordinator keeps the same state
+            self.workflows = WorkflowRunner(
+                self.bus,
+                store,
+                codec=self.codec,
+                clock=self.clock,
+                send_step=send_via(self.bus, INTAKE, codec=self.codec),
+                consumer=consumer,
+            )
             async with anyio.create_task_group() as tg:
+                await tg.start(self.workflows.run)
                 tg.start_soon(self._keep_lease, token, tg.cancel_scope, processor)
                 tg.start_soon(self._follow_registry)
                 tg.start_soon(self._follow_completions)
@@ -187,6 +210,8 @@ class Coordinator:
                 tg.cancel_scope.cancel()
         finally:
             self.leading = False
+            if self.workflows is not None:
+                self.workflows.stop()
             for waiter in [*self._waiters.values(), *self._parked.values()]:
                 waiter.resolve("abandoned")  # the entries stay pending: the next leader has them
             self._parked.clear()
@@ -222,6 +247,10 @@ class Coordinator:
         return env.recipient
 
     async def _admit(self, env: Envelope) -> list[Envelope]:
+        if env.kind is MessageKind.WORKFLOW or env.recipient == WORKFLOW_INTAKE:
+            # workflows run here, durably; their steps come back through this intake
+            assert self.workflows is not None
+            return await self.workflows.on_workflow(env)
         agent = self._route(env)
         waiter = _Waiter(env, agent)
         self._waiters[env.id] = waiter
