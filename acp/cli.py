@@ -39,6 +39,7 @@ from acp.protocol import (
     body_from_text,
     body_to_text,
     envelope_to_text,
+    parse_workflow,
     render_envelope,
 )
 from acp.protocol.check import check_bodies
@@ -47,11 +48,13 @@ from acp.runtime.client import Client
 from acp.runtime.connect import redis_url_for_cli
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.demo import run_demo
+from acp.runtime.keys import COORDINATORS
 from acp.runtime.settings import ENV_REDIS_URL
 from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import read_status
 from acp.runtime.targets import default_catalogue_paths, resolve_targets
 from acp.runtime.worker import Worker, serve_until_signalled
+from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_TOPIC
 
 app = typer.Typer(
     name="acp",
@@ -976,6 +979,85 @@ def up_command(
         anyio.run(run)
     except ACPError as exc:
         raise _fail(str(exc)) from None
+
+
+# --- acp run ------------------------------------------------------------------------
+
+
+@app.command("run")
+def run_command(
+    workflow: Annotated[
+        Path, typer.Argument(help="A workflow message, as JSON (the shapes definitions use).")
+    ],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show progress and print the report at the end.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the report.")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    redis: _RedisOption = None,
+) -> None:
+    """Start a workflow: phases in order, parallel steps at once, sequential in order,
+    each step's agent getting the previous phase's outputs. Needs a running coordinator.
+
+    Example: acp run examples/workflows/release.json --wait
+    """
+    try:
+        body = body_from_text(workflow.read_text(encoding="utf-8"))
+        parse_workflow(body)  # refuse what is not a workflow before anything is sent
+    except (OSError, ACPError) as exc:
+        raise _fail(f"{workflow}: {exc}", 2) from None
+    console = Console(highlight=False, soft_wrap=True)
+
+    async def run(bus: RedisBus) -> Envelope | None:
+        client = Client(bus, sender="cli", via="coordinator")
+        if not await bus.members(COORDINATORS):
+            console.print(
+                "[yellow]no coordinator is running: the workflow waits in its intake[/yellow]"
+            )
+        if not wait:
+            sent = await client.send(WORKFLOW_INTAKE, body)
+            typer.echo(json.dumps({"workflow_id": sent.id}))
+            return None
+        env = client.command(WORKFLOW_INTAKE, body, reply=True)
+
+        async def follow() -> None:
+            async for event in bus.subscribe(WORKFLOW_TOPIC):
+                if event.headers.get("workflow") != env.id:
+                    continue
+                status = WireCodec(verify=False).decode(event.frame).body.get("workflow_status", {})
+                if status.get("event") == "step":
+                    mark = {"succeeded": "[green]ok[/green]", "running": "..."}.get(
+                        status.get("step_status", ""), status.get("step_status")
+                    )
+                    console.print(f"  step {status.get('step')} {status.get('agent')}: {mark}")
+                elif status.get("event") == "started":
+                    console.print(
+                        f"workflow {status.get('workflow')} started: {status.get('steps')} steps"
+                    )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await anyio.sleep(0.05)
+            reply = await client.request_envelope(env, timeout=timeout)
+            tg.cancel_scope.cancel()
+        return reply
+
+    report = _with_bus(redis, run)
+    if report is None:
+        return
+    if as_json:
+        typer.echo(body_to_text(report.body))
+    else:
+        r = report.body
+        console.print(
+            f"workflow {r.get('workflow')}: {r.get('status')} in {r.get('seconds', 0):.1f}s, cost ${r.get('cost_usd', 0):.4f}"
+        )
+        for step in r.get("steps", []):
+            console.print(
+                f"  {step['step']:<28} {step['agent']:<24} {step['status']:<10} ${step['cost_usd']:.4f} {step['seconds']:.1f}s"
+            )
+    if report.kind is MessageKind.ERROR or report.body.get("status") == "failed":
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -93,7 +93,12 @@ class Client:
         **fields: Any,
     ) -> Envelope:
         """Send a command and wait for its reply (raises ``RequestTimeout``)."""
-        env = self.command(agent, body, reply=True, **fields)
+        return await self.request_envelope(
+            self.command(agent, body, reply=True, **fields), timeout=timeout
+        )
+
+    async def request_envelope(self, env: Envelope, *, timeout: float = 60.0) -> Envelope:  # noqa: ASYNC109
+        """Send a prepared command (with ``reply_to`` set) and wait for its reply."""
         reply = await self.bus.request(await self._outgoing(env), timeout=timeout)
         return self.codec.decode(reply.frame)
 
