@@ -984,6 +984,10 @@ def up_command(
 # --- acp run ------------------------------------------------------------------------
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
 @app.command("run")
 def run_command(
     workflow: Annotated[
@@ -1050,11 +1054,13 @@ def run_command(
     else:
         r = report.body
         console.print(
-            f"workflow {r.get('workflow')}: {r.get('status')} in {r.get('seconds', 0):.1f}s, cost ${r.get('cost_usd', 0):.4f}"
+            f"workflow {r.get('workflow')}: {r.get('status')} in {_duration(r.get('seconds', 0))}, "
+            f"cost ${r.get('cost_usd', 0):.4f}"
         )
         for step in r.get("steps", []):
             console.print(
-                f"  {step['step']:<28} {step['agent']:<24} {step['status']:<10} ${step['cost_usd']:.4f} {step['seconds']:.1f}s"
+                f"  {step['step']:<28} {step['agent']:<24} {step['status']:<10} "
+                f"${step['cost_usd']:.4f} {_duration(step['seconds'])}"
             )
     if report.kind is MessageKind.ERROR or report.body.get("status") == "failed":
         raise typer.Exit(1)
