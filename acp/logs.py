@@ -35,21 +35,36 @@ def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is at the time of writing, not at setup:
+    a stream swapped in and closed later (a test runner's) must not break logging."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
 def configure_logging(
     level: str | None = None, *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
-    """Set up structlog for a process; ``ACP_LOG_LEVEL`` and ``ACP_LOG_JSON`` are the defaults."""
-    stream = stream or sys.stderr
+    """Set up structlog for a process; ``ACP_LOG_LEVEL`` and ``ACP_LOG_JSON`` are the defaults.
+
+    ``stream`` pins the output to one stream (tests); by default it is stderr."""
+    target = stream or sys.stderr
     level = (level or os.environ.get("ACP_LOG_LEVEL") or "info").lower()
     if level not in LEVELS:
         raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
     if json is None:
         env = os.environ.get("ACP_LOG_JSON")
-        json = env.lower() in ("1", "true", "yes") if env else not stream.isatty()
+        json = env.lower() in ("1", "true", "yes") if env else not target.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=target.isatty())
+    )
+    factory: Any = (
+        structlog.PrintLoggerFactory(file=stream) if stream else (lambda *_: _StderrLogger())
     )
     structlog.configure(
         processors=[
@@ -62,6 +77,6 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )

@@ -6,12 +6,17 @@ of skipping: a suite that silently skips its Redis tests proves nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
+from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, RedisBus
 from acp.runtime.embedded import EmbeddedServer
+
+#: makes bus clients that all meet: one broker in memory, or one Redis server
+BusFactory = Callable[..., Bus]
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +76,22 @@ def isolated_redis_server() -> Iterator[EmbeddedServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def bus_backend(request: pytest.FixtureRequest) -> BusFactory:
+    """Run a test against both buses: ``bus_backend(options)`` gives a new client of
+    the same in-memory broker, or of the same (flushed) Redis server."""
+    if request.param == "memory":
+        broker = MemoryBroker()
+
+        def memory(options: BusOptions | None = None, **kw: Any) -> Bus:
+            return MemoryBus(broker, options, **kw)
+
+        return memory
+    url = request.getfixturevalue("redis_url")
+
+    def on_redis(options: BusOptions | None = None, **kw: Any) -> Bus:
+        return RedisBus.from_url(url, options, **kw)
+
+    return on_redis

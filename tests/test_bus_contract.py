@@ -7,16 +7,14 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
+from conftest import BusFactory
 
 from acp.errors import BusClosed, ConfigError, RequestTimeout
 from acp.runtime.bus import (
     Bus,
     BusOptions,
     CommitStatus,
-    MemoryBroker,
-    MemoryBus,
     Outgoing,
-    RedisBus,
 )
 
 pytestmark = pytest.mark.anyio
@@ -32,14 +30,10 @@ FAST = BusOptions(
 MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_bus(request: pytest.FixtureRequest) -> MakeBus:
+@pytest.fixture
+def make_bus(bus_backend: BusFactory) -> MakeBus:
     """A factory of bus clients that all talk to the same broker/server."""
-    if request.param == "memory":
-        broker = MemoryBroker()
-        return lambda options=FAST, **kw: MemoryBus(broker, options, **kw)
-    url = request.getfixturevalue("redis_url")
-    return lambda options=FAST, **kw: RedisBus.from_url(url, options, **kw)
+    return lambda options=FAST, **kw: bus_backend(options, **kw)
 
 
 def out(dest: str, msg_id: str, body: bytes = b"frame", **headers: str) -> Outgoing:

@@ -10,11 +10,12 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import BusFactory
 from fake_anthropic import FakeAnthropic
 
 from acp.agents import AgentDefinition, ClaudeAgent, RuntimeConfig, claude_client, load_config
 from acp.protocol import MessageKind
-from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, RedisBus
+from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.coordinator import EVENTS_TOPIC, INTAKE, Coordinator
 from acp.runtime.worker import Worker
@@ -30,13 +31,9 @@ AUDITOR = AgentDefinition(
 PIPELINE = {"cmd": "PIPELINE_STATUS", "component_id": "etl", "data_flow": {"quality_score": 0.5}}
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_bus(request: pytest.FixtureRequest) -> MakeBus:
-    if request.param == "memory":
-        broker = MemoryBroker()
-        return lambda: MemoryBus(broker, OPTIONS)
-    url = request.getfixturevalue("redis_url")
-    return lambda: RedisBus.from_url(url, OPTIONS)
+@pytest.fixture
+def make_bus(bus_backend: BusFactory) -> MakeBus:
+    return lambda: bus_backend(OPTIONS)
 
 
 def config(**overrides: Any) -> RuntimeConfig:

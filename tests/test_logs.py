@@ -28,4 +28,20 @@ def test_json_lines_with_redaction() -> None:
     assert event["event"] == "connected"
     assert event["level"] == "info"
     assert event["url"] == "redis://u:***@h:1/0"
-    configure_logging("warning", json=True, stream=io.StringIO())
+    configure_logging("warning")  # back to stderr for the tests that follow
+
+
+def test_logging_survives_a_closed_stderr_stand_in(monkeypatch: object, capsys: object) -> None:
+    """A CLI test runner swaps sys.stderr for a stream it closes afterwards."""
+    import sys
+
+    stand_in = io.StringIO()
+    real = sys.stderr
+    sys.stderr = stand_in
+    try:
+        configure_logging("info", json=True)
+        structlog.get_logger("t").info("during")
+    finally:
+        sys.stderr = real
+        stand_in.close()
+    structlog.get_logger("t").info("after")  # must not write to the closed stand-in

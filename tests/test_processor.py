@@ -8,10 +8,11 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
+from conftest import BusFactory
 
 from acp.errors import RetryableError
 from acp.protocol import Envelope, KeyRing, WireCodec
-from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, Outgoing, RedisBus
+from acp.runtime.bus import Bus, BusOptions, Outgoing
 from acp.runtime.processor import Processor, to_outgoing
 
 pytestmark = pytest.mark.anyio
@@ -28,13 +29,9 @@ MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 codec = WireCodec()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_bus(request: pytest.FixtureRequest) -> MakeBus:
-    if request.param == "memory":
-        broker = MemoryBroker()
-        return lambda options=FAST, **kw: MemoryBus(broker, options, **kw)
-    url = request.getfixturevalue("redis_url")
-    return lambda options=FAST, **kw: RedisBus.from_url(url, options, **kw)
+@pytest.fixture
+def make_bus(bus_backend: BusFactory) -> MakeBus:
+    return lambda options=FAST, **kw: bus_backend(options, **kw)
 
 
 def command(

@@ -9,10 +9,11 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import BusFactory
 
 from acp.agents import Agent, Context
 from acp.protocol import MessageKind, PipelineStatusCommand, WireCodec
-from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, RedisBus
+from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.worker import PROGRESS_TOPIC, STATUS_TOPIC, WORKERS, Worker
 
@@ -22,13 +23,9 @@ MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 codec = WireCodec()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_bus(request: pytest.FixtureRequest) -> MakeBus:
-    if request.param == "memory":
-        broker = MemoryBroker()
-        return lambda: MemoryBus(broker, FAST)
-    url = request.getfixturevalue("redis_url")
-    return lambda: RedisBus.from_url(url, FAST)
+@pytest.fixture
+def make_bus(bus_backend: BusFactory) -> MakeBus:
+    return lambda: bus_backend(FAST)
 
 
 def doctor() -> Agent:
