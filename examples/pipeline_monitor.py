@@ -33,7 +33,12 @@ async def measure(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
     await anyio.sleep(window)
     platform = await ctx.platform()
     rate = max(_handled(platform) - _handled(first), 0) / (time.monotonic() - started)
-    queues = {q: v for q, v in platform["queues"].items() if q != "coordinator"}
+    # the agents' queues; the coordinator's own (intake, workflows) are plumbing
+    queues = {
+        q: v
+        for q, v in platform["queues"].items()
+        if not q.startswith(("coordinator", "workflows"))
+    }
     depth = sum(q["ready"] + q["in_flight"] for q in queues.values())
     dead = sum(q["dead"] for q in queues.values())
     lag = max((q["lag_s"] for q in queues.values()), default=0.0)
