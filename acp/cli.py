@@ -1066,5 +1066,40 @@ def run_command(
         raise typer.Exit(1)
 
 
+# --- acp tail -----------------------------------------------------------------------
+
+
+@app.command("tail")
+def tail_command(
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", help="Only this agent's queue (repeatable).", show_default=False),
+    ] = None,
+    human: Annotated[
+        bool, typer.Option("--human", help="Render each message for a person.")
+    ] = False,
+    redis: _RedisOption = None,
+) -> None:
+    """Follow messages as they flow into agents' queues, until Ctrl-C: compact JSON,
+    one message a line, or rendered for a person. It only watches: nothing is consumed.
+
+    Example: acp tail --agent data-engineer --human
+    """
+    codec = WireCodec(verify=False)
+
+    async def follow(bus: RedisBus) -> None:
+        dests = agent or [d for d in await bus.destinations() if not d.startswith("inbox.")]
+        async for delivery in bus.follow(dests):
+            try:
+                env = codec.decode(delivery.frame)
+            except ACPError as exc:
+                typer.echo(json.dumps({"queue": delivery.dest, "undecodable": str(exc)}))
+                continue
+            typer.echo(render_envelope(env) if human else envelope_to_text(env))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_bus(redis, follow)
+
+
 def main() -> None:
     app()

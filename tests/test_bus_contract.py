@@ -411,3 +411,25 @@ async def test_counters_add_up(make_bus: MakeBus) -> None:
         await bus.add_to_counters("spend.2026-11-26", {"total": 0.5})
         assert await bus.counters("spend.2026-11-26") == {"total": 0.75, "agent:a": 0.25}
         assert await bus.counters("nothing-yet") == {}
+
+
+async def test_an_observer_follows_new_entries_without_taking_them(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        await bus.send(out("agent-a", "before"))
+        seen: list[str] = []
+
+        async def observe() -> None:
+            async for delivery in bus.follow(["agent-a", "agent-b"]):
+                seen.append(f"{delivery.dest}:{delivery.msg_id}")
+                if len(seen) == 2:
+                    return
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(observe)
+                await anyio.sleep(0.2)
+                await bus.send_many([out("agent-a", "m1"), out("agent-b", "m2")])
+        assert sorted(seen) == ["agent-a:m1", "agent-b:m2"]
+        assert (
+            len(await bus.consume("agent-a", "c1", count=10, block=0.5)) == 2
+        )  # still there to consume

@@ -277,6 +277,12 @@ class Bus(abc.ABC):
         """Append an event to a topic (capped at ``topic_maxlen``); returns its id."""
 
     @abc.abstractmethod
+    def follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
+        """New entries of ``dests`` as they arrive, without taking part in delivery
+        (an observer, for ``acp tail``). Best effort: an entry consumed and deleted
+        before the observer reads it is not seen."""
+
+    @abc.abstractmethod
     async def latest(self, topic: str) -> Event | None:
         """The newest event of a topic, if any (what a status command shows)."""
 

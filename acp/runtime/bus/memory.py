@@ -61,6 +61,8 @@ class _Queue:
     dead: OrderedDict[str, DeadLetter] = field(default_factory=OrderedDict)
     consumers: set[str] = field(default_factory=set)
     arrived: anyio.Event = field(default_factory=anyio.Event)
+    #: the latest appends, for observers (``follow``)
+    recent: deque[tuple[str, _Entry]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 @dataclass
@@ -130,6 +132,7 @@ class MemoryBus(Bus):
         entry_id = self.broker.next_id()
         q.entries[entry_id] = entry
         q.ready.append(entry_id)
+        q.recent.append((entry_id, entry))
         self.broker.wake(q)
 
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
@@ -334,6 +337,21 @@ class MemoryBus(Bus):
         self.broker.wake(t)
         await anyio.lowlevel.checkpoint()
         return event.event_id
+
+    async def follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
+        self._check_open()
+        queues = {dest: self.broker.queue(dest) for dest in dests}
+        last = {dest: (q.recent[-1][0] if q.recent else "0-0") for dest, q in queues.items()}
+        while True:
+            seen = False
+            for dest, q in queues.items():
+                for entry_id, e in list(q.recent):
+                    if _id_key(entry_id) > _id_key(last[dest]):
+                        last[dest] = entry_id
+                        seen = True
+                        yield Delivery(dest, entry_id, e.msg_id, e.frame, e.headers, 0, e.history)
+            if not seen:
+                await anyio.sleep(0.05)  # an observer: polling its own memory is cheap
 
     async def latest(self, topic: str) -> Event | None:
         self._check_open()

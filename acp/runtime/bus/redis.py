@@ -469,6 +469,29 @@ class RedisBus(Bus):
         )
         return str(event_id.decode())
 
+    async def follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
+        self._check_open()
+        streams: dict[Any, Any] = {}
+        names: dict[bytes, str] = {}
+        for dest in dests:
+            key = Keys(dest).stream
+            last: Any = await self._retrying(partial(self.redis.xrevrange, key, count=1))
+            streams[key] = last[0][0].decode() if last else "0-0"
+            names[key.encode()] = dest
+        client = self._client(socket_timeout=11.0)
+        try:
+            while True:
+                reply: Any = await self._retrying(
+                    partial(client.xread, streams, count=100, block=1000)
+                )
+                for key, entries in reply or []:
+                    for entry_id, fields in entries:
+                        streams[key.decode()] = entry_id.decode()
+                        yield _delivery(names[key], entry_id, fields, 0)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
     async def latest(self, topic: str) -> Event | None:
         self._check_open()
         rows: Any = await self._retrying(lambda: self.redis.xrevrange(topic_stream(topic), count=1))
