@@ -49,11 +49,12 @@ from acp.runtime.connect import redis_url_for_cli
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.demo import run_demo
 from acp.runtime.keys import COORDINATORS
+from acp.runtime.metrics import Metrics, serve_metrics
 from acp.runtime.settings import ENV_REDIS_URL
 from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import read_status
 from acp.runtime.targets import default_catalogue_paths, resolve_targets
-from acp.runtime.worker import Worker, serve_until_signalled
+from acp.runtime.worker import Service, Worker, serve_until_signalled
 from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_TOPIC
 
 app = typer.Typer(
@@ -627,6 +628,25 @@ def dlq_purge(
 # --- acp worker / acp send ----------------------------------------------------
 
 
+_METRICS_OPTION = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve Prometheus metrics on this port (127.0.0.1).",
+        show_default=False,
+    ),
+]
+
+
+async def _serve_with_metrics(metrics: Metrics | None, port: int | None, service: Service) -> None:
+    async with anyio.create_task_group() as tg:
+        if metrics is not None and port is not None:
+            bound = await tg.start(serve_metrics, metrics, port)
+            typer.echo(f"metrics on http://127.0.0.1:{bound}/metrics", err=True)
+        await serve_until_signalled(service)
+        tg.cancel_scope.cancel()
+
+
 class CacheTTL(StrEnum):
     five_minutes = "5m"
     one_hour = "1h"
@@ -682,6 +702,7 @@ def worker_command(
     cache_ttl: Annotated[
         CacheTTL, typer.Option(help="System prompt cache lifetime.")
     ] = CacheTTL.five_minutes,
+    metrics_port: _METRICS_OPTION = None,
 ) -> None:
     """Run agents: Python handlers and Claude-backed definitions, until Ctrl-C / SIGTERM.
 
@@ -699,12 +720,13 @@ def worker_command(
 
     async def run() -> None:
         async with RedisBus.from_url(url) as bus:
-            worker = Worker(bus, resolved, concurrency=concurrency, worker_id=name)
+            metrics = Metrics() if metrics_port is not None else None
+            worker = Worker(bus, resolved, concurrency=concurrency, worker_id=name, metrics=metrics)
             typer.echo(
                 f"worker {worker.worker_id}: {', '.join(a.name for a in resolved)} on {bus.settings.redacted_url}",
                 err=True,
             )
-            await serve_until_signalled(worker)
+            await _serve_with_metrics(metrics, metrics_port, worker)
 
     try:
         anyio.run(run)
@@ -769,6 +791,7 @@ def coordinator_command(
     status_interval: Annotated[
         float, typer.Option(help="Seconds between platform status updates.")
     ] = 10.0,
+    metrics_port: _METRICS_OPTION = None,
 ) -> None:
     """Schedule agent work by tier and complexity, inside rate limits and budgets.
 
@@ -786,12 +809,13 @@ def coordinator_command(
 
     async def run() -> None:
         async with RedisBus.from_url(url) as bus:
+            metrics = Metrics() if metrics_port is not None else None
             coordinator = Coordinator(
                 bus, runtime_config, definitions=catalogue.definitions, coordinator_id=name,
-                lease_ttl=lease_ttl, status_interval=status_interval,
+                lease_ttl=lease_ttl, status_interval=status_interval, metrics=metrics,
             )  # fmt: skip
             typer.echo(f"coordinator {coordinator.id} on {bus.settings.redacted_url}", err=True)
-            await serve_until_signalled(coordinator)
+            await _serve_with_metrics(metrics, metrics_port, coordinator)
 
     try:
         anyio.run(run)

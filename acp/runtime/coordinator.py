@@ -43,6 +43,7 @@ from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
 from acp.runtime.bus.redis import RedisBus
 from acp.runtime.keys import COORDINATORS, INTAKE
+from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import PLATFORM_TOPIC
@@ -107,6 +108,7 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         codec: WireCodec | None = None,
         workflow_store: WorkflowStore | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.bus = bus
         self.config = config
@@ -125,6 +127,9 @@ class Coordinator:
         #: workflow state: in Redis on a RedisBus; pass one store to in-memory coordinators
         #: that should share it
         self.workflow_store = workflow_store
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.collector(self._collect)
         self._waiters: dict[str, _Waiter] = {}
         self._parked: dict[str, _Waiter] = {}
         self._live: dict[str, _Live] = {}
@@ -322,6 +327,10 @@ class Coordinator:
             decisions = self.policy.decide()
             for d in decisions.dispatch:
                 self._resolve(d.job.id, "dispatch", d)
+                if self.metrics is not None:
+                    self.metrics.inc(
+                        "dispatched_total", {"tier": d.tier}, help="Work dispatched by tier"
+                    )
             for r in decisions.dead_letter:
                 self._resolve(r.job.id, "dead", r)
             for r in decisions.refused:
@@ -472,6 +481,52 @@ class Coordinator:
             },
             "hash": f"acp_platform_{int(self.clock())}",
         }
+
+    async def _collect(self) -> list[Sample]:
+        """Queue depth and lag per destination, in-flight work and rate-limit headroom
+        per tier, cost today: read when Prometheus scrapes."""
+        samples: list[Sample] = [
+            Sample("coordinator_leading", float(self.leading), {"id": self.id}, "1 on the leader")
+        ]
+        for dest in await self.bus.destinations():
+            if dest.startswith("inbox."):
+                continue
+            stats = await self.bus.stats(dest)
+            labels = {"destination": dest}
+            samples += [
+                Sample(
+                    "destination_depth",
+                    stats.ready + stats.pending,
+                    labels,
+                    "Entries waiting or in flight",
+                ),
+                Sample(
+                    "destination_lag_seconds",
+                    stats.lag_s,
+                    labels,
+                    "Age of the oldest entry not yet done",
+                ),
+                Sample("destination_dead_letters", stats.dead, labels, "Dead letters"),
+            ]
+        for tier, t in self.policy.snapshot()["tiers"].items():
+            samples.append(
+                Sample("tier_in_flight", t["in_flight"], {"tier": tier}, "Model calls in flight")
+            )
+            for kind in ("requests", "input_tokens", "output_tokens"):
+                samples.append(
+                    Sample(
+                        "rate_limit_headroom",
+                        t[kind]["level"],
+                        {"tier": tier, "kind": kind},
+                        "Bucket level left this minute",
+                    )
+                )
+        for name, usd in (await self.bus.counters(self._spend_key())).items():
+            if name.startswith("tier:"):
+                samples.append(
+                    Sample("cost_today_usd", usd, {"tier": name[5:]}, "Model cost today by tier")
+                )
+        return samples
 
     async def _publish_status_forever(self) -> None:
         while True:

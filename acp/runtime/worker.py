@@ -33,6 +33,7 @@ from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE
+from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
 
 __all__ = [
@@ -183,6 +184,7 @@ class Worker:
         grace: float = 30.0,
         worker_id: str | None = None,
         spend_limit_pause: float = 900.0,
+        metrics: Metrics | None = None,
     ) -> None:
         if not agents:
             raise ValueError("a worker needs at least one agent")
@@ -211,6 +213,9 @@ class Worker:
         self._via_coordinator = False
         self._stopping = anyio.Event()
         self.spend_limit_pause = spend_limit_pause
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.collector(self._collect)
         for agent in self.agents:
             # Claude-backed agents report rate-limit headers; the coordinator follows them.
             if isinstance(agent, ClaudeAgent) and agent.on_rate_limits is None:
@@ -284,10 +289,76 @@ class Worker:
                 "finished_at": time.time(),
             }
         }
+        if self.metrics is not None:
+            self._measure(agent.name, record["completed"])
         event = Envelope.for_body(
             record, sender=agent.name, recipient="coordinator", correlation_id=env.id
         )
         await self.bus.publish(COMPLETIONS_TOPIC, self.codec.encode(event), {"agent": agent.name})
+
+    def _measure(self, agent: str, done: dict[str, Any]) -> None:
+        assert self.metrics is not None
+        m = self.metrics
+        outcome = "ok" if done["ok"] else "failed"
+        m.inc(
+            "messages_handled_total",
+            {"agent": agent, "outcome": outcome},
+            help="Messages handled by agent",
+        )
+        m.observe(
+            "message_latency_seconds", done["finished_at"] - done["created_at"], {"agent": agent},
+            help="From a message's creation to the end of its handling",
+        )  # fmt: skip
+        tier = str(done.get("tier") or "none")
+        for kind, tokens in (done.get("usage") or {}).items():
+            m.inc(
+                "tokens_total",
+                {"tier": tier, "kind": kind},
+                float(tokens),
+                help="Model tokens by tier and kind",
+            )
+        if done.get("cost_usd"):
+            m.inc(
+                "cost_usd_total",
+                {"tier": tier},
+                float(done["cost_usd"]),
+                help="Model cost in USD by tier",
+            )
+
+    async def _collect(self) -> list[Sample]:
+        samples = []
+        for name, processor in self.processors.items():
+            stats, labels = processor.stats, {"agent": name}
+            samples += [
+                Sample(
+                    "messages_retried", stats.retried, labels, "Messages handed back for a retry"
+                ),
+                Sample(
+                    "messages_dead_lettered",
+                    stats.dead_lettered,
+                    labels,
+                    "Messages sent to the dead letters",
+                ),
+                Sample(
+                    "messages_in_flight",
+                    len(processor._in_flight),
+                    labels,
+                    "Messages being handled now",
+                ),
+            ]
+            queue = await self.bus.stats(name)
+            samples += [
+                Sample(
+                    "queue_depth",
+                    queue.ready + queue.pending,
+                    labels,
+                    "Entries waiting or in flight",
+                ),
+                Sample(
+                    "queue_lag_seconds", queue.lag_s, labels, "Age of the oldest entry not yet done"
+                ),
+            ]
+        return samples
 
     async def _publish_rate_limits(self, tier: str, snapshot: RateLimitSnapshot) -> None:
         await self.bus.publish(
