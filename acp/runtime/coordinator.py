@@ -47,6 +47,7 @@ from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import PLATFORM_TOPIC
+from acp.runtime.tracing import hop, outgoing_trace
 from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC, WORKERS
 from acp.runtime.workflow_store import MemoryWorkflowStore, RedisWorkflowStore, WorkflowStore
 from acp.runtime.workflows import WORKFLOW_INTAKE, WorkflowRunner, send_via
@@ -257,6 +258,18 @@ class Coordinator:
             assert self.workflows is not None
             return await self.workflows.on_workflow(env)
         agent = self._route(env)
+        with hop(
+            "coordinator admit",
+            env,
+            {"acp.agent": agent, "acp.command": env.command, "acp.tier": env.tier},
+        ):
+            return await self._wait_and_decide(env, agent)
+
+    async def _wait_and_decide(self, env: Envelope, agent: str) -> list[Envelope]:
+        traceparent, tracestate = outgoing_trace(env)
+        env = env.evolve(
+            traceparent=traceparent, tracestate=tracestate
+        )  # the next hop is our child
         waiter = _Waiter(env, agent)
         self._waiters[env.id] = waiter
         try:

@@ -35,6 +35,7 @@ from acp.runtime.bus.base import Bus
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
+from acp.runtime.tracing import hop, outgoing_trace, record_reply
 
 __all__ = [
     "COMPLETIONS_TOPIC",
@@ -81,6 +82,9 @@ class WorkerContext:
     effects: list[Envelope] = field(default_factory=list)
     _cancelled: bool = False
     _handoffs: int = 0
+    #: the trace context messages sent from this hop carry (the hop's span)
+    trace: tuple[str | None, str | None] | None = None
+    reply_body: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._log = log.bind(
@@ -112,8 +116,8 @@ class WorkerContext:
             dict(body),
             sender=self.agent.name,
             recipient=recipient,
-            traceparent=self.env.traceparent,
-            tracestate=self.env.tracestate,
+            traceparent=(self.trace or (self.env.traceparent, None))[0],
+            tracestate=(self.trace or (None, self.env.tracestate))[1],
             tenant=self.env.tenant,
             **fields,
         )
@@ -430,6 +434,19 @@ class Worker:
             if env.command == "CANCEL":
                 return self._reply(env, await self._cancel(env))
             ctx = WorkerContext(self, agent, env)
+            attributes = {
+                "acp.agent": agent.name,
+                "acp.command": env.command,
+                "acp.tier": env.tier or agent.tier,
+            }
+            with hop(f"{agent.name} {env.command or env.kind}", env, attributes) as span:
+                ctx.trace = outgoing_trace(env)
+                effects = await run(ctx)
+                record_reply(span, ctx.reply_body)
+                return effects
+
+        async def run(ctx: WorkerContext) -> list[Envelope]:
+            env = ctx.env
             self._running[env.id] = ctx
             body: dict[str, Any] | None = None
             try:
@@ -449,27 +466,36 @@ class Worker:
                     "detail": str(exc),
                     **({"fields": fields} if fields else {}),
                 }
-                return ctx.effects + self._reply(env, body, kind=MessageKind.ERROR)
+                ctx.reply_body = body
+                return ctx.effects + self._reply(env, body, kind=MessageKind.ERROR, trace=ctx.trace)
             finally:
                 self._running.pop(env.id, None)
                 with anyio.CancelScope(shield=True):
                     await self._completed(agent, env, body)
             if ctx.scope.cancelled_caught:
                 body = {"cancelled": True, "msg_id": env.id}
-            return ctx.effects + self._reply(env, body)
+            ctx.reply_body = body
+            return ctx.effects + self._reply(env, body, trace=ctx.trace)
 
         return handle
 
     @staticmethod
     def _reply(
-        env: Envelope, body: dict[str, Any] | None, *, kind: MessageKind = MessageKind.REPLY
+        env: Envelope,
+        body: dict[str, Any] | None,
+        *,
+        kind: MessageKind = MessageKind.REPLY,
+        trace: tuple[str | None, str | None] | None = None,
     ) -> list[Envelope]:
         """Replies go where the sender asked (``reply_to``); without one there is none."""
         if body is None or not env.reply_to:
             return []
         if kind is MessageKind.REPLY and "error" in body:
             kind = MessageKind.ERROR
-        return [env.reply(body, kind=kind)]
+        reply = env.reply(body, kind=kind)
+        if trace is not None:
+            reply = reply.evolve(traceparent=trace[0], tracestate=trace[1])
+        return [reply]
 
 
 class Service(Protocol):

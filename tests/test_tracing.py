@@ -1,0 +1,75 @@
+"""With an OpenTelemetry SDK configured, each hop is a span of the sender's trace,
+carrying agent, command, tier, tokens and cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from fake_anthropic import FakeAnthropic
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from acp.agents import AgentDefinition, ClaudeAgent, claude_client, load_config
+from acp.runtime.bus import MemoryBroker, MemoryBus
+from acp.runtime.client import Client, new_traceparent
+from acp.runtime.coordinator import Coordinator
+from acp.runtime.worker import Worker
+
+pytestmark = pytest.mark.anyio
+EXPORTER = InMemorySpanExporter()
+# the global provider can be set once per process: this module owns it
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+trace.set_tracer_provider(_provider)
+
+AUDITOR = AgentDefinition(
+    name="stream-auditor", description="Audits streams.", model="sonnet", computational_complexity="medium",
+    system_prompt="You audit streaming pipelines and answer in JSON.",
+)  # fmt: skip
+
+
+async def test_each_hop_is_a_child_span_of_the_senders_trace() -> None:
+    EXPORTER.clear()
+    config = load_config(env={})
+    broker = MemoryBroker()
+    with FakeAnthropic() as api:
+        agent = ClaudeAgent(
+            AUDITOR, client=claude_client(api_key="t", base_url=api.url), config=config
+        )
+        async with MemoryBus(broker) as a, MemoryBus(broker) as b, MemoryBus(broker) as c:
+            coordinator = Coordinator(
+                a, config, definitions={AUDITOR.name: AUDITOR}, registry_interval=0.05
+            )
+            worker = Worker(b, [agent], heartbeat=0.1)
+            async with anyio.create_task_group() as tg:
+                await tg.start(coordinator.run)
+                await tg.start(worker.run)
+                await coordinator.has_led.wait()
+                await anyio.sleep(0.3)  # the coordinator has seen the worker
+                traceparent = new_traceparent()
+                body: dict[str, Any] = {"cmd": "AUDIT", "component_id": "clickstream"}
+                reply = await Client(c).request(
+                    AUDITOR.name, body, timeout=20, traceparent=traceparent
+                )
+                worker.stop()
+                coordinator.stop()
+                tg.cancel_scope.cancel()
+    trace_id = traceparent.split("-")[1]
+    spans = {s.name: s for s in EXPORTER.get_finished_spans()}
+    admit, handle = spans["coordinator admit"], spans["stream-auditor AUDIT"]
+    assert format(admit.context.trace_id, "032x") == trace_id
+    assert format(handle.context.trace_id, "032x") == trace_id
+    assert handle.parent is not None
+    assert handle.parent.span_id == admit.context.span_id
+    assert handle.attributes is not None
+    assert handle.attributes["acp.agent"] == "stream-auditor"
+    assert handle.attributes["acp.command"] == "AUDIT"
+    assert handle.attributes["acp.tier"] == "sonnet"
+    assert handle.attributes["acp.tokens.output_tokens"] == 60
+    assert handle.attributes["acp.cost_usd"] == reply.body["_acp"]["cost_usd"]
+    assert reply.traceparent is not None
+    assert reply.traceparent.split("-")[1] == trace_id
