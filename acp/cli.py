@@ -52,7 +52,7 @@ from acp.runtime.keys import COORDINATORS
 from acp.runtime.metrics import Metrics, serve_metrics
 from acp.runtime.settings import ENV_REDIS_URL
 from acp.runtime.stack import Stack, plan_agents
-from acp.runtime.status import read_status
+from acp.runtime.status import agent_queues, read_status
 from acp.runtime.targets import default_catalogue_paths, resolve_targets
 from acp.runtime.worker import Service, Worker, serve_until_signalled
 from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_TOPIC
@@ -1112,7 +1112,7 @@ def tail_command(
     codec = WireCodec(verify=False)
 
     async def follow(bus: RedisBus) -> None:
-        dests = agent or [d for d in await bus.destinations() if not d.startswith("inbox.")]
+        dests = agent or list(await agent_queues(bus))
         async for delivery in bus.follow(dests):
             try:
                 env = codec.decode(delivery.frame)

@@ -51,8 +51,7 @@ class Client:
     async def _outgoing(self, env: Envelope) -> Outgoing:
         if self._intake is None:
             self._intake = bool(await self.bus.members(COORDINATORS))
-        item = to_outgoing(env, self.codec.encode(env))
-        return Outgoing(INTAKE, item.msg_id, item.frame, item.headers) if self._intake else item
+        return to_outgoing(env, self.codec.encode(env), INTAKE if self._intake else None)
 
     def command(
         self,

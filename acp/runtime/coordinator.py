@@ -46,7 +46,7 @@ from acp.runtime.keys import COORDINATORS, INTAKE
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
-from acp.runtime.status import PLATFORM_TOPIC
+from acp.runtime.status import PLATFORM_TOPIC, agent_queues
 from acp.runtime.tracing import hop, outgoing_trace
 from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC, WORKERS
 from acp.runtime.workflow_store import MemoryWorkflowStore, RedisWorkflowStore, WorkflowStore
@@ -445,10 +445,7 @@ class Coordinator:
         """The platform's health, shaped like a ``data_platform`` status update."""
         snapshot = self.policy.snapshot()
         queues: dict[str, Any] = {}
-        for dest in await self.bus.destinations():
-            if dest.startswith("inbox."):
-                continue
-            stats = await self.bus.stats(dest)
+        for dest, stats in (await agent_queues(self.bus)).items():
             queues[dest] = {
                 "depth": stats.ready + stats.pending,
                 "lag_s": stats.lag_s,
@@ -501,10 +498,7 @@ class Coordinator:
         samples: list[Sample] = [
             Sample("coordinator_leading", float(self.leading), {"id": self.id}, "1 on the leader")
         ]
-        for dest in await self.bus.destinations():
-            if dest.startswith("inbox."):
-                continue
-            stats = await self.bus.stats(dest)
+        for dest, stats in (await agent_queues(self.bus)).items():
             labels = {"destination": dest}
             samples += [
                 Sample(

@@ -7,24 +7,30 @@ import json
 from typing import Any
 
 from acp.protocol.codec import WireCodec
-from acp.runtime.bus.base import Bus
+from acp.runtime.bus.base import Bus, QueueStats
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX
 from acp.runtime.worker import WORKERS
 
-__all__ = ["PLATFORM_TOPIC", "read_status"]
+__all__ = ["PLATFORM_TOPIC", "agent_queues", "read_status"]
 
 #: the topic the coordinator publishes platform health on
 PLATFORM_TOPIC = "platform"
+
+
+async def agent_queues(bus: Bus) -> dict[str, QueueStats]:
+    """Statistics of every destination except clients' reply inboxes."""
+    return {
+        dest: await bus.stats(dest)
+        for dest in await bus.destinations()
+        if not dest.startswith(INBOX_PREFIX)
+    }
 
 
 async def read_status(bus: Bus) -> dict[str, Any]:
     workers = [json.loads(v) for v in (await bus.members(WORKERS)).values()]
     coordinators = [json.loads(v) for v in (await bus.members(COORDINATORS)).values()]
     queues: dict[str, Any] = {}
-    for dest in await bus.destinations():
-        if dest.startswith(INBOX_PREFIX):
-            continue
-        stats = await bus.stats(dest)
+    for dest, stats in (await agent_queues(bus)).items():
         queues[dest] = {
             "ready": stats.ready,
             "in_flight": stats.pending,

@@ -112,12 +112,13 @@ class WorkerContext:
         self.scope.cancel()
 
     def _message(self, recipient: str, body: Mapping[str, Any], **fields: Any) -> Envelope:
+        traceparent, tracestate = self.trace or (self.env.traceparent, self.env.tracestate)
         return Envelope.for_body(
             dict(body),
             sender=self.agent.name,
             recipient=recipient,
-            traceparent=(self.trace or (self.env.traceparent, None))[0],
-            tracestate=(self.trace or (None, self.env.tracestate))[1],
+            traceparent=traceparent,
+            tracestate=tracestate,
             tenant=self.env.tenant,
             **fields,
         )

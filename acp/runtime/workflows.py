@@ -52,7 +52,7 @@ from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.protocol.workflow import Phase, Step, WorkflowSpec, parse_workflow
-from acp.runtime.bus.base import Bus, Outgoing
+from acp.runtime.bus.base import Bus
 from acp.runtime.keys import check_name
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.workflow_store import (
@@ -106,8 +106,7 @@ def send_via(bus: Bus, dest: str, *, codec: WireCodec | None = None) -> SendStep
     wire = codec or WireCodec()
 
     async def send(env: Envelope) -> None:
-        item = to_outgoing(env, wire.encode(env))
-        await bus.send(Outgoing(dest, item.msg_id, item.frame, item.headers))
+        await bus.send(to_outgoing(env, wire.encode(env), dest))
 
     return send
 
