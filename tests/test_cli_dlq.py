@@ -69,7 +69,7 @@ def letters(redis_url: str) -> Letters:
                 [
                     Outgoing(DEST, env.id, WireCodec().encode(env), {"trace": "t-1"}),
                     Outgoing(DEST, garbage_id, b"\x00not a frame at all"),
-                    Outgoing(DEST, plain_id, b"\xa1\x03oops"),
+                    Outgoing(DEST, plain_id, b"\xa2\x03oops"),
                     Outgoing(OTHER, other_id, b"\x00x"),
                 ]
             )

@@ -86,7 +86,7 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_the_worker_keeps_goi
         )  # n: 200000 -> 200001
         assert tampered != plain
         await send(bus, command(3), b"\x00not a frame")
-        await send(bus, command(4), b"\xa1\x03" + b"\x00" * (2 << 20))
+        await send(bus, command(4), b"\xa2\x03" + b"\x00" * (2 << 20))
         await send(bus, command(5), tampered)
         await send(bus, command(6), signed.encode(command(6)))
         await send(bus, command(7, recipient="someone-else"))

@@ -2,7 +2,7 @@
 
 Frame layout (all multi-byte integers little-endian varints)::
 
-    byte 0    0xA0 | version          (version 1; 0xA1)
+    byte 0    0xA0 | version          (version 2; 0xA2)
     byte 1    flags                   bit 0: payload compressed
                                       bit 1: payload is an envelope (else a bare body)
                                       bits 4-7: dictionary id (1 = acp.protocol.vocabulary)
@@ -10,7 +10,10 @@ Frame layout (all multi-byte integers little-endian varints)::
     rest      payload: msgpack, zstd-compressed with the preset dictionary when that is smaller
 
 An envelope payload is a msgpack array of header fields in a fixed order with
-the body last; trailing empty fields are cut. Decoding checks sizes before
+the body last, as a binary field holding the body's own msgpack: those bytes
+are what the integrity tag covers, so the receiver checks them before it
+parses them. Trailing empty header fields are cut. Version 1 carried the body
+inline and tagged its canonical JSON. Decoding checks sizes before
 decompressing (a small frame cannot expand into a huge one) and turns every
 failure into a ``DecodeError`` with a stable ``reason``.
 """
@@ -32,7 +35,7 @@ from acp.protocol.vocabulary import DICTIONARY_ID, dictionary_bytes
 __all__ = ["DEFAULT_MAX_FRAME", "WireCodec"]
 
 DEFAULT_MAX_FRAME = 1 << 20
-VERSION = 1
+VERSION = 2
 _MAGIC = 0xA0
 _F_COMPRESSED = 0x01
 _F_ENVELOPE = 0x02
@@ -83,6 +86,9 @@ _BLANK: dict[str, Any] = {name: _DEFAULTS.get(name) for name in _OPTIONAL}
 _FIRST = _MAGIC | VERSION
 _HEADS = [bytes((_FIRST, f)) for f in range(256)]
 _BODY_COMPRESSED = _F_COMPRESSED | (DICTIONARY_ID << 4)
+_ENVELOPE_COMPRESSED = _BODY_COMPRESSED | _F_ENVELOPE
+#: None-padding that brings any valid header to its full length
+_PAD = [[None] * (len(_OPTIONAL) - n) for n in range(len(_OPTIONAL) + 1)]
 _BYTES = [bytes((b,)) for b in range(256)]
 
 
@@ -194,7 +200,8 @@ class WireCodec:
 
     def encode(self, env: Envelope) -> bytes:
         """The frame for ``env``, sealed with an integrity tag if it has none."""
-        tag = env.hash or make_tag(env.body, self.keys)
+        body = self._pack(env.body)
+        tag = env.hash or make_tag(body, self.keys)
         header: list[Any] = [env.id, _KIND_CODE[env.kind], env.sender, env.recipient]
         values = [
             env.correlation_id,
@@ -213,21 +220,25 @@ class WireCodec:
         while values and values[-1] is None:
             values.pop()
         header.extend(values)
-        header.append(env.body)
+        header.append(body)
         return self._frame(header, _F_ENVELOPE)
 
     def encode_body(self, body: dict[str, Any]) -> bytes:
         """A frame holding only a body: the unit the codec check compares with JSON."""
         return self._frame(body, 0)
 
-    def _frame(self, payload: Any, flags: int) -> bytes:
-        pack, compress, _ = self._zstd.ops
+    def _pack(self, payload: Any) -> bytes:
         try:
-            raw: bytes = pack(payload)
+            raw: bytes = self._zstd.ops[0](payload)
         except (TypeError, ValueError, OverflowError) as exc:
             raise DecodeError(
                 "unencodable", f"message holds a value msgpack cannot carry: {exc}"
             ) from exc
+        return raw
+
+    def _frame(self, payload: Any, flags: int) -> bytes:
+        raw = self._pack(payload)
+        compress = self._zstd.ops[1]
         n = len(raw)
         if n > self.max_frame:
             raise FrameTooLarge(n, self.max_frame, what="message")
@@ -247,8 +258,83 @@ class WireCodec:
 
     def decode(self, frame: bytes) -> Envelope:
         """The envelope in ``frame``; any problem raises ``DecodeError``."""
-        payload = self._open(frame, _F_ENVELOPE)
-        return self._envelope(payload)
+        # Straight-line path for the common well-formed frame (compressed, 2-byte
+        # length, every header field valid); anything else, or any failure, takes
+        # the fully checked path, which also produces the precise error.
+        try:
+            if (
+                frame[0] == _FIRST
+                and frame[1] == _ENVELOPE_COMPRESSED
+                and frame[2] & 0x80
+                and not frame[3] & 0x80
+                and not frame[4] & 0xE0
+                and len(frame) <= self.max_frame
+            ):
+                length = (frame[2] & 0x7F) | (frame[3] << 7)
+                if length <= self.max_frame:
+                    data = self._zstd.ops[2](frame[4:], max_output_size=length)
+                    if len(data) == length:
+                        env = self._fast_envelope(msgpack.unpackb(data, ext_hook=_no_ext))
+                        if env is not None:
+                            return env
+        except Exception:
+            pass
+        return self._envelope(self._open(frame, _F_ENVELOPE))
+
+    def _fast_envelope(self, payload: Any) -> Envelope | None:
+        """The envelope when every field is as a well-behaved sender writes it, else None."""
+        n = len(payload)
+        if type(payload) is not list or not 5 <= n <= 5 + len(_OPTIONAL):
+            return None
+        id_, kind_code, sender, recipient, *extra, packed = payload
+        extra += _PAD[n - 5]
+        (corr, reply_to, created, deadline, prio, attempt, tp, ts, tier, tenant, tag, hdrs) = extra
+        if not (
+            type(id_) is str
+            and id_
+            and type(sender) is str
+            and sender
+            and type(recipient) is str
+            and recipient
+            and type(kind_code) is int
+            and 0 <= kind_code < len(_KINDS)
+            and type(created) is float
+            and (deadline is None or type(deadline) is float)
+            and (prio is None or (type(prio) is int and 0 <= prio <= 9))
+            and (attempt is None or (type(attempt) is int and attempt >= 1))
+            and hdrs is None
+            and type(packed) is bytes
+        ):
+            return None
+        for text in (corr, reply_to, tp, ts, tier, tenant, tag):
+            if text is not None and type(text) is not str:
+                return None
+        if self.verify:
+            verify_tag(packed, tag, self.keys)
+        body = msgpack.unpackb(packed, ext_hook=_no_ext)
+        if type(body) is not dict:
+            return None
+        return Envelope._trusted(
+            {
+                "id": id_,
+                "kind": _KINDS[kind_code],
+                "sender": sender,
+                "recipient": recipient,
+                "body": body,
+                "correlation_id": corr,
+                "reply_to": reply_to,
+                "created_at": created,
+                "deadline": deadline,
+                "priority": 5 if prio is None else prio,
+                "attempt": 1 if attempt is None else attempt,
+                "traceparent": tp,
+                "tracestate": ts,
+                "tier": tier,
+                "tenant": tenant,
+                "hash": tag,
+                "headers": {},
+            }
+        )
 
     def decode_body(self, frame: bytes) -> dict[str, Any]:
         # Straight-line path for the common well-formed frame (compressed, 2-byte
@@ -334,9 +420,9 @@ class WireCodec:
             raise DecodeError(
                 "bad_header", "envelope payload must be an array of header fields and a body"
             )
-        body = payload[-1]
-        if not isinstance(body, dict):
-            raise DecodeError("bad_body", f"body is a {type(body).__name__}, not an object")
+        packed = payload[-1]
+        if type(packed) is not bytes:
+            raise DecodeError("bad_body", f"body field is a {type(packed).__name__}, not bytes")
         id_, kind_code, sender, recipient = payload[:4]
         extra = payload[4:-1]
         if len(extra) > len(_OPTIONAL):
@@ -374,7 +460,13 @@ class WireCodec:
             raise DecodeError("bad_header", "header field 'created_at' is missing")
         fields["created_at"] = float(created)
         if self.verify:
-            verify_tag(body, fields["hash"], self.keys)
+            verify_tag(packed, fields["hash"], self.keys)
+        try:
+            body = msgpack.unpackb(packed, ext_hook=_no_ext)
+        except Exception as exc:  # as in _open: many unrelated types for bad input
+            raise DecodeError("bad_msgpack", f"body: {type(exc).__name__}: {exc}") from exc
+        if type(body) is not dict:
+            raise DecodeError("bad_body", f"body is a {type(body).__name__}, not an object")
         # Every field was checked above: build without a second validation pass.
         return Envelope._trusted(
             {

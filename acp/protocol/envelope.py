@@ -42,7 +42,7 @@ class Envelope(BaseModel):
     #: per-message tier override: haiku | sonnet | opus | a model id
     tier: str | None = None
     tenant: str | None = None
-    #: integrity tag over the canonical body (see ``acp.protocol.integrity``)
+    #: integrity tag over the packed body (see ``acp.protocol.integrity``)
     hash: str | None = None
     #: extension headers; values are strings so every transport can carry them
     headers: dict[str, str] = Field(default_factory=dict)
@@ -71,6 +71,25 @@ class Envelope(BaseModel):
         cls, body: dict[str, Any], *, sender: str, recipient: str, **fields: Any
     ) -> Envelope:
         """An envelope whose kind is read from the body itself."""
+        if (
+            not fields
+            and type(body) is dict
+            and type(sender) is str
+            and sender
+            and type(recipient) is str
+            and recipient
+            and all(type(key) is str for key in body)
+        ):
+            # The common call, checked right here: as validated, at a quarter of the cost.
+            values = dict(_TEMPLATE)
+            values["id"] = new_id()
+            values["kind"] = classify_body(body)
+            values["sender"] = sender
+            values["recipient"] = recipient
+            values["body"] = dict(body)
+            values["created_at"] = time.time()
+            values["headers"] = {}
+            return cls._trusted(values)
         return cls(
             kind=classify_body(body), body=body, sender=sender, recipient=recipient, **fields
         )
@@ -107,3 +126,8 @@ class Envelope(BaseModel):
 
 
 _ALL_FIELDS = frozenset(Envelope.model_fields)
+#: every field in declaration order, optional ones at their static defaults
+_TEMPLATE: dict[str, Any] = {
+    name: None if info.is_required() or info.default_factory else info.default
+    for name, info in Envelope.model_fields.items()
+}

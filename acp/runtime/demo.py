@@ -110,7 +110,7 @@ async def run_demo(
                 f"{messages / elapsed:,.0f} round trips/s, p50 {statistics.median(latencies) * 1000:.1f} ms, "
                 f"p95 {latencies[int(len(latencies) * 0.95) - 1] * 1000:.1f} ms."
             )
-            for junk in (b"\x00not an ACP frame", b"\xa1\x02\x05garbage"):
+            for junk in (b"\x00not an ACP frame", b"\xa2\x02\x05garbage"):
                 await bus.send(Outgoing("pipeline-doctor", new_id(), junk))
             with anyio.fail_after(10):
                 while (await bus.stats("pipeline-doctor")).dead < 2:  # noqa: ASYNC110 - server state

@@ -250,7 +250,6 @@ class Processor:
                 f"deadline passed {time.time() - (env.deadline or 0):.1f}s ago",
             )
             return None
-        log_ = self._log.bind(msg_id=env.id, command=env.command, attempt=delivery.deliveries)
         if delivery.deliveries != env.attempt:
             env = env.evolve(attempt=delivery.deliveries)
         try:
@@ -259,15 +258,24 @@ class Processor:
             await self._reject(delivery, exc.reason, str(exc))
             return None
         except RetryableError as exc:
-            log_.warning("handler_retry", error=str(exc))
+            self._about(env).warning("handler_retry", error=str(exc))
             await self.bus.retry(delivery, self.consumer, error=str(exc), delay=exc.retry_after)
             self.stats.retried += 1
             return None
         except Exception as exc:
-            log_.exception("handler_failed")
+            self._about(env).exception("handler_failed")
             await self._reject(delivery, "handler_error", f"{type(exc).__name__}: {exc}")
             return None
+        if not results:
+            return []
         return [to_outgoing(r, self.codec.encode(r), self.route(r)) for r in results]
+
+    def _about(self, env: Envelope) -> structlog.stdlib.BoundLogger:
+        """The logger for one message (bound only when there is something to say)."""
+        bound: structlog.stdlib.BoundLogger = self._log.bind(
+            msg_id=env.id, command=env.command, attempt=env.attempt
+        )
+        return bound
 
     async def _reject(self, delivery: Delivery, reason: str, error: str) -> None:
         self._log.warning("dead_letter", msg_id=delivery.msg_id, reason=reason, error=error)
@@ -291,8 +299,9 @@ class Processor:
                         work.committing = True
                 with anyio.CancelScope(shield=True):
                     statuses = await self.bus.commit(self.consumer, items)
+                in_flight = self._in_flight
                 for (delivery, _), status in zip(items, statuses, strict=True):
-                    self._release(delivery.entry_id)
+                    in_flight.pop(delivery.entry_id, None)
                     if status is CommitStatus.DONE:
                         self.stats.handled += 1
                     elif status is CommitStatus.DUPLICATE:
@@ -300,6 +309,7 @@ class Processor:
                     else:
                         self.stats.lost += 1
                         self._log.warning("commit_fenced", msg_id=delivery.msg_id)
+                self._room.set()
         finally:
             self._flushing = False
 

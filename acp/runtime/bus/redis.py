@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
+from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -55,6 +56,16 @@ log = structlog.get_logger("acp.bus.redis")
 T = TypeVar("T")
 Durability = Literal["fast", "safe"]
 _SEP = b"\x1e"
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_STATUS = {
+    ord("d"): CommitStatus.DONE,
+    ord("u"): CommitStatus.DUPLICATE,
+    ord("l"): CommitStatus.LOST,
+}
+_DONE = CommitStatus.DONE
+#: XPENDING COUNT for a commit's ownership check: a bound, not a size; the
+#: server walks only this consumer's entries inside the batch's id range
+_PENDING_SCAN = 1_000_000
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS", "LEASE", "UNLEASE"
@@ -87,6 +98,8 @@ def _parse(raw: Any) -> dict[bytes, bytes]:
 def _delivery(dest: str, entry_id: bytes, raw: Any, times: int) -> Delivery:
     """A Delivery from a stream entry (a field list from Lua, or a dict from redis-py)."""
     f: dict[bytes, bytes] = raw if isinstance(raw, dict) else _parse(raw)
+    if len(f) == 2 and b"f" in f and b"m" in f:  # the common entry: no headers, no history
+        return Delivery(dest, entry_id.decode(), f[b"m"].decode(), f[b"f"], _NO_HEADERS, times)
     headers = {k[2:].decode(): v.decode() for k, v in f.items() if k.startswith(b"h.")}
     history = tuple(h.decode() for h in f[b"r"].split(_SEP)) if f.get(b"r") else ()
     return Delivery(
@@ -339,7 +352,9 @@ class RedisBus(Bus):
         keys = Keys(dest)
         packed = _pack(
             [
-                [delivery.entry_id, delivery.msg_id, *(["d", e.dest, *_fields(e)] for e in effects)]
+                [delivery.entry_id, delivery.msg_id, *[["d", e.dest, *_fields(e)] for e in effects]]
+                if effects
+                else [delivery.entry_id, delivery.msg_id]
                 for delivery, effects in items
             ]
         )
@@ -351,6 +366,7 @@ class RedisBus(Bus):
             consumer,
             int(self.options.ledger_ttl * 1000),
             packed,
+            _PENDING_SCAN,
         ]
         sends = await self._send_calls(eager)
         trash = self._trash.pop(dest, [])
@@ -367,8 +383,12 @@ class RedisBus(Bus):
 
         replies = await self._retrying(run)
         await self._durable()
-        rows = replies[1 if trash else 0]
-        return [(CommitStatus(status.decode()), [i.decode() for i in ids]) for status, ids in rows]
+        letters, outbox = replies[1 if trash else 0]
+        ids = iter(outbox)
+        return [
+            (status, [next(ids).decode() for _ in effects] if status is _DONE else [])
+            for status, (_, effects) in zip(map(_STATUS.__getitem__, letters), items, strict=True)
+        ]
 
     async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
         if send:
