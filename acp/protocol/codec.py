@@ -258,25 +258,29 @@ class WireCodec:
 
     def decode(self, frame: bytes) -> Envelope:
         """The envelope in ``frame``; any problem raises ``DecodeError``."""
-        # Straight-line path for the common well-formed frame (compressed, 2-byte
+        # Straight-line path for the common well-formed frame (one- or two-byte
         # length, every header field valid); anything else, or any failure, takes
         # the fully checked path, which also produces the precise error.
         try:
-            if (
-                frame[0] == _FIRST
-                and frame[1] == _ENVELOPE_COMPRESSED
-                and frame[2] & 0x80
-                and not frame[3] & 0x80
-                and not frame[4] & 0xE0
-                and len(frame) <= self.max_frame
-            ):
-                length = (frame[2] & 0x7F) | (frame[3] << 7)
-                if length <= self.max_frame:
-                    data = self._zstd.ops[2](frame[4:], max_output_size=length)
-                    if len(data) == length:
-                        env = self._fast_envelope(msgpack.unpackb(data, ext_hook=_no_ext))
-                        if env is not None:
-                            return env
+            flags = frame[1]
+            if frame[0] == _FIRST and len(frame) <= self.max_frame:
+                b2 = frame[2]
+                if b2 < 0x80:
+                    length, pos = b2, 3
+                elif not frame[3] & 0x80:
+                    length, pos = (b2 & 0x7F) | (frame[3] << 7), 4
+                else:
+                    length, pos = -1, 0
+                data: bytes | None = None
+                if flags == _ENVELOPE_COMPRESSED:
+                    if 0 < length <= self.max_frame and not frame[pos] & 0xE0:
+                        data = self._zstd.ops[2](frame[pos:], max_output_size=length)
+                elif flags == _F_ENVELOPE:
+                    data = frame[pos:]
+                if data is not None and len(data) == length:
+                    env = self._fast_envelope(msgpack.unpackb(data, ext_hook=_no_ext))
+                    if env is not None:
+                        return env
         except Exception:
             pass
         return self._envelope(self._open(frame, _F_ENVELOPE))

@@ -25,7 +25,6 @@ and promote, request/reply); a backend implements a handful of primitives.
 from __future__ import annotations
 
 import abc
-import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,7 +35,6 @@ from typing import Self
 
 import anyio
 import structlog
-from anyio.streams.memory import MemoryObjectSendStream
 
 from acp.errors import BusClosed, RequestTimeout
 from acp.protocol.ids import new_id
@@ -81,6 +79,14 @@ class Delivery:
     deliveries: int
     #: errors of earlier attempts, oldest first (kept for the dead-letter record)
     history: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A request waiting for its reply: lighter than a memory stream per request."""
+
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+    reply: Delivery | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +167,7 @@ class Bus(abc.ABC):
         self.options = options or BusOptions()
         self.client_id = client_id or new_id()[-12:]
         self._open = False
-        self._waiters: dict[str, MemoryObjectSendStream[Delivery]] = {}
+        self._waiters: dict[str, _Waiter] = {}
         self._next_reclaim: dict[tuple[str, str], float] = {}
         self._drained: set[tuple[str, str]] = set()
         self._drain_after: dict[tuple[str, str], str] = {}
@@ -468,20 +474,19 @@ class Bus(abc.ABC):
         """
         self._check_open()
         await self._ensure_listener()
-        send, receive = anyio.create_memory_object_stream[Delivery](1)
-        self._waiters[item.msg_id] = send
+        waiter = self._waiters[item.msg_id] = _Waiter()
         try:
             await self.send(item)
             with anyio.fail_after(timeout):
-                return await receive.receive()
+                await waiter.arrived.wait()
         except TimeoutError:
             raise RequestTimeout(
                 f"no reply from {item.dest!r} within {timeout:g}s (message {item.msg_id})"
             ) from None
         finally:
             self._waiters.pop(item.msg_id, None)
-            send.close()
-            receive.close()
+        assert waiter.reply is not None
+        return waiter.reply
 
     @staticmethod
     def reply_headers(
@@ -507,9 +512,7 @@ class Bus(abc.ABC):
                 continue
             for delivery in batch:
                 waiter = self._waiters.get(delivery.headers.get(H_CORRELATION, ""))
-                if waiter is not None:
-                    with contextlib.suppress(
-                        anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
-                    ):
-                        waiter.send_nowait(delivery)
+                if waiter is not None and waiter.reply is None:  # the first reply wins
+                    waiter.reply = delivery
+                    waiter.arrived.set()
             await self.commit(consumer, [(d, ()) for d in batch])
