@@ -87,6 +87,7 @@ _FIRST = _MAGIC | VERSION
 _HEADS = [bytes((_FIRST, f)) for f in range(256)]
 _BODY_COMPRESSED = _F_COMPRESSED | (DICTIONARY_ID << 4)
 _ENVELOPE_COMPRESSED = _BODY_COMPRESSED | _F_ENVELOPE
+_TEXT = frozenset((str, type(None)))
 #: None-padding that brings any valid header to its full length
 _PAD = [[None] * (len(_OPTIONAL) - n) for n in range(len(_OPTIONAL) + 1)]
 _BYTES = [bytes((b,)) for b in range(256)]
@@ -287,12 +288,12 @@ class WireCodec:
 
     def _fast_envelope(self, payload: Any) -> Envelope | None:
         """The envelope when every field is as a well-behaved sender writes it, else None."""
-        n = len(payload)
-        if type(payload) is not list or not 5 <= n <= 5 + len(_OPTIONAL):
+        if type(payload) is not list or not 5 <= len(payload) <= 5 + len(_OPTIONAL):
             return None
-        id_, kind_code, sender, recipient, *extra, packed = payload
-        extra += _PAD[n - 5]
-        (corr, reply_to, created, deadline, prio, attempt, tp, ts, tier, tenant, tag, hdrs) = extra
+        packed = payload.pop()
+        payload += _PAD[len(payload) - 4]
+        (id_, kind, sender, recipient, corr, reply_to, created, deadline, prio, attempt, tp, ts,
+         tier, tenant, tag, hdrs) = payload  # fmt: skip
         if not (
             type(id_) is str
             and id_
@@ -300,19 +301,23 @@ class WireCodec:
             and sender
             and type(recipient) is str
             and recipient
-            and type(kind_code) is int
-            and 0 <= kind_code < len(_KINDS)
+            and type(kind) is int
+            and 0 <= kind < len(_KINDS)
             and type(created) is float
+            and type(packed) is bytes
+            and hdrs is None
             and (deadline is None or type(deadline) is float)
             and (prio is None or (type(prio) is int and 0 <= prio <= 9))
             and (attempt is None or (type(attempt) is int and attempt >= 1))
-            and hdrs is None
-            and type(packed) is bytes
+            and type(corr) in _TEXT
+            and type(reply_to) in _TEXT
+            and type(tp) in _TEXT
+            and type(ts) in _TEXT
+            and type(tier) in _TEXT
+            and type(tenant) in _TEXT
+            and type(tag) is str
         ):
             return None
-        for text in (corr, reply_to, tp, ts, tier, tenant, tag):
-            if text is not None and type(text) is not str:
-                return None
         if self.verify:
             verify_tag(packed, tag, self.keys)
         body = msgpack.unpackb(packed, ext_hook=_no_ext)
@@ -321,7 +326,7 @@ class WireCodec:
         return Envelope._trusted(
             {
                 "id": id_,
-                "kind": _KINDS[kind_code],
+                "kind": _KINDS[kind],
                 "sender": sender,
                 "recipient": recipient,
                 "body": body,

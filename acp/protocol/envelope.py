@@ -61,9 +61,9 @@ class Envelope(BaseModel):
         default filling on the hot path."""
         env = cls.__new__(cls)
         object.__setattr__(env, "__dict__", values)
-        object.__setattr__(env, "__pydantic_fields_set__", set(_ALL_FIELDS))
-        object.__setattr__(env, "__pydantic_extra__", None)
-        object.__setattr__(env, "__pydantic_private__", None)
+        _set_fields_set(env, set(_ALL_FIELDS))
+        _set_extra(env, None)
+        _set_private(env, None)
         return env
 
     @classmethod
@@ -126,6 +126,11 @@ class Envelope(BaseModel):
 
 
 _ALL_FIELDS = frozenset(Envelope.model_fields)
+# pydantic's own slots, set through their descriptors: a third cheaper than
+# object.__setattr__, which looks each one up by name
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 #: every field in declaration order, optional ones at their static defaults
 _TEMPLATE: dict[str, Any] = {
     name: None if info.is_required() or info.default_factory else info.default

@@ -170,11 +170,10 @@ class Processor:
             batch = await self.bus.consume(
                 self.dest, self.consumer, count=min(free, self.batch), block=self.block
             )
-            for delivery in batch:
-                work = _Work(delivery)
-                self._in_flight[delivery.entry_id] = work
-                self._queue.append(work)
             if batch:
+                works = [_Work(delivery) for delivery in batch]
+                self._in_flight.update(zip([d.entry_id for d in batch], works, strict=True))
+                self._queue.extend(works)
                 self._ensure_worker()
             self.stats.in_flight = len(self._in_flight)
 
@@ -189,9 +188,10 @@ class Processor:
 
     async def _serve(self) -> None:
         self._starting -= 1
+        queue = self._queue
         try:
             while True:
-                if not self._queue:
+                if not queue:
                     self._idle += 1
                     try:
                         await self._wake.wait()
@@ -199,13 +199,13 @@ class Processor:
                         self._idle -= 1
                     self._wake = anyio.Event()
                     continue
-                if self.paused:
+                if self._paused_until and self.paused:
                     # a read already on the wire when the pause began: hold its
                     # entries (their leases are renewed) until the pause ends
                     await self._wait_for_pause()
                     continue
-                work = self._queue.popleft()
-                if self._queue:
+                work = queue.popleft()
+                if queue and not (self._idle and self._wake.is_set()):
                     self._ensure_worker()
                 await self._handle(work)
         finally:
@@ -243,7 +243,7 @@ class Processor:
                 f"addressed to {env.recipient!r}, read from {self.dest!r}",
             )
             return None
-        if env.expired():
+        if env.deadline is not None and env.expired():
             await self._reject(
                 delivery,
                 "deadline",

@@ -30,8 +30,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import TracebackType
-from typing import Self
+from types import MappingProxyType, TracebackType
+from typing import NamedTuple, Self
 
 import anyio
 import structlog
@@ -57,18 +57,24 @@ log = structlog.get_logger("acp.bus")
 H_CORRELATION = "acp-corr"
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+#: the headers of an item that has none (read-only, so sharing it is safe)
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+# Outgoing and Delivery are named tuples, not frozen dataclasses: one of each is
+# made per message, and a tuple is built three times faster.
+
+
+class Outgoing(NamedTuple):
     """A frame to put on a destination's queue. ``msg_id`` makes the send idempotent."""
 
     dest: str
     msg_id: str
     frame: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = NO_HEADERS
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One entry handed to a consumer; ``deliveries`` counts this one too."""
 
     dest: str

@@ -15,7 +15,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -29,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from acp.errors import ConfigError, ConnectionLost
 from acp.runtime.bus import scripts
 from acp.runtime.bus.base import (
+    NO_HEADERS,
     Bus,
     BusOptions,
     CommitStatus,
@@ -56,7 +56,6 @@ log = structlog.get_logger("acp.bus.redis")
 T = TypeVar("T")
 Durability = Literal["fast", "safe"]
 _SEP = b"\x1e"
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _STATUS = {
     ord("d"): CommitStatus.DONE,
     ord("u"): CommitStatus.DUPLICATE,
@@ -90,6 +89,10 @@ def _pack(value: Any) -> bytes:
     return packed
 
 
+def _as_sent(response: Any, **options: Any) -> Any:
+    return response
+
+
 def _parse(raw: Any) -> dict[bytes, bytes]:
     it = iter(raw)
     return dict(zip(it, it, strict=True))
@@ -97,9 +100,10 @@ def _parse(raw: Any) -> dict[bytes, bytes]:
 
 def _delivery(dest: str, entry_id: bytes, raw: Any, times: int) -> Delivery:
     """A Delivery from a stream entry (a field list from Lua, or a dict from redis-py)."""
+    if type(raw) is list and len(raw) == 4 and raw[0] == b"m" and raw[2] == b"f":
+        # the common entry: no headers, no history
+        return Delivery(dest, entry_id.decode(), raw[1].decode(), raw[3], NO_HEADERS, times)
     f: dict[bytes, bytes] = raw if isinstance(raw, dict) else _parse(raw)
-    if len(f) == 2 and b"f" in f and b"m" in f:  # the common entry: no headers, no history
-        return Delivery(dest, entry_id.decode(), f[b"m"].decode(), f[b"f"], _NO_HEADERS, times)
     headers = {k[2:].decode(): v.decode() for k, v in f.items() if k.startswith(b"h.")}
     history = tuple(h.decode() for h in f[b"r"].split(_SEP)) if f.get(b"r") else ()
     return Delivery(
@@ -156,7 +160,11 @@ class RedisBus(Bus):
         kwargs = self.settings.connection_kwargs()
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
-        return aioredis.Redis(**kwargs)
+        client = aioredis.Redis(**kwargs)
+        # Stream reads come back as the server sent them: _delivery reads the flat
+        # field list directly, without a dict per entry built on the way.
+        client.set_response_callback("XREADGROUP", _as_sent)
+        return client
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -311,7 +319,8 @@ class RedisBus(Bus):
         )
         if not reply:
             return []
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        # RESP2: [[stream, entries]]; RESP3 (protocol=3 in the URL): {stream: entries}
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))
         return [_delivery(dest, entry_id, fields, 1) for entry_id, fields in entries if fields]
 
     async def _claim(
