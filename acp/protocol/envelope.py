@@ -72,7 +72,7 @@ class Envelope(BaseModel):
     ) -> Envelope:
         """An envelope whose kind is read from the body itself."""
         if (
-            not fields
+            (not fields or _plain_text_fields(fields))
             and type(body) is dict
             and type(sender) is str
             and sender
@@ -89,6 +89,7 @@ class Envelope(BaseModel):
             values["body"] = dict(body)
             values["created_at"] = time.time()
             values["headers"] = {}
+            values.update(fields)
             return cls._trusted(values)
         return cls(
             kind=classify_body(body), body=body, sender=sender, recipient=recipient, **fields
@@ -112,6 +113,21 @@ class Envelope(BaseModel):
         self, body: dict[str, Any], *, kind: MessageKind = MessageKind.REPLY, **fields: Any
     ) -> Envelope:
         """The answer to this message, addressed to its reply-to (or sender), same trace."""
+        if not fields and type(body) is dict and all(type(key) is str for key in body):
+            # every value below comes from this (valid) envelope: check nothing twice
+            values = dict(_TEMPLATE)
+            values["id"] = new_id()
+            values["kind"] = MessageKind(kind)
+            values["sender"] = self.recipient
+            values["recipient"] = self.reply_to or self.sender
+            values["body"] = dict(body)
+            values["correlation_id"] = self.correlation_id or self.id
+            values["created_at"] = time.time()
+            values["traceparent"] = self.traceparent
+            values["tracestate"] = self.tracestate
+            values["tenant"] = self.tenant
+            values["headers"] = {}
+            return Envelope._trusted(values)
         return Envelope(
             kind=kind,
             body=body,
@@ -131,6 +147,19 @@ _ALL_FIELDS = frozenset(Envelope.model_fields)
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+#: optional string fields a caller often sets; they need no check beyond their type
+_TEXT_FIELDS = frozenset(
+    ("correlation_id", "reply_to", "traceparent", "tracestate", "tier", "tenant")
+)
+
+
+def _plain_text_fields(fields: dict[str, Any]) -> bool:
+    return all(
+        name in _TEXT_FIELDS and (value is None or type(value) is str)
+        for name, value in fields.items()
+    )
+
+
 #: every field in declaration order, optional ones at their static defaults
 _TEMPLATE: dict[str, Any] = {
     name: None if info.is_required() or info.default_factory else info.default

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import TaskStatus
 
@@ -175,6 +176,10 @@ class Processor:
                 self._in_flight.update(zip([d.entry_id for d in batch], works, strict=True))
                 self._queue.extend(works)
                 self._ensure_worker()
+                # Let the worker start before the next read goes out: a lone request
+                # is handled one loop turn sooner, a batch is barely delayed (the
+                # worker yields at its first commit).
+                await anyio.lowlevel.checkpoint()
             self.stats.in_flight = len(self._in_flight)
 
     def _ensure_worker(self) -> None:

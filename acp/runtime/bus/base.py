@@ -34,6 +34,7 @@ from types import MappingProxyType, TracebackType
 from typing import NamedTuple, Self
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from acp.errors import BusClosed, RequestTimeout
@@ -57,6 +58,7 @@ log = structlog.get_logger("acp.bus")
 H_CORRELATION = "acp-corr"
 
 
+INBOX_CONSUMER = "client"
 #: the headers of an item that has none (read-only, so sharing it is safe)
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -179,6 +181,10 @@ class Bus(abc.ABC):
         self._drain_after: dict[tuple[str, str], str] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._listening = False
+        #: requests that go out with the listener's next read
+        self._riders: list[Outgoing] = []
+        #: the listener's read is on the wire (a request cannot ride with it)
+        self._reading = False
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -479,10 +485,16 @@ class Bus(abc.ABC):
         ``acp-corr`` = the request's message id (``reply_headers`` helps).
         """
         self._check_open()
+        check_name(item.dest)
         await self._ensure_listener()
         waiter = self._waiters[item.msg_id] = _Waiter()
         try:
-            await self.send(item)
+            if self._reading:
+                await self.send(item)
+            else:
+                # The listener is between reads: the request rides with its next
+                # read, one round trip for both, as a hand-written loop would do.
+                self._riders.append(item)
             with anyio.fail_after(timeout):
                 await waiter.arrived.wait()
         except TimeoutError:
@@ -491,6 +503,8 @@ class Bus(abc.ABC):
             ) from None
         finally:
             self._waiters.pop(item.msg_id, None)
+            if item in self._riders:  # timed out or cancelled before it left
+                self._riders.remove(item)
         assert waiter.reply is not None
         return waiter.reply
 
@@ -510,15 +524,32 @@ class Bus(abc.ABC):
     async def _listen(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        consumer = "client"
         task_status.started()
+        batch: list[Delivery] = []
         while True:
-            batch = await self.consume(self.inbox, consumer, count=100, block=1.0)
-            if not batch:
-                continue
+            # one turn for requesters woken by the last batch to queue their next request
+            await anyio.lowlevel.checkpoint()
+            riders, self._riders = self._riders, []
+            self._reading = True
+            try:
+                batch = await self._read_inbox(batch, riders, count=100, block=1.0)
+            finally:
+                self._reading = False
             for delivery in batch:
                 waiter = self._waiters.get(delivery.headers.get(H_CORRELATION, ""))
                 if waiter is not None and waiter.reply is None:  # the first reply wins
                     waiter.reply = delivery
                     waiter.arrived.set()
-            await self.commit(consumer, [(d, ()) for d in batch])
+
+    async def _read_inbox(
+        self, seen: Sequence[Delivery], sends: Sequence[Outgoing], *, count: int, block: float
+    ) -> list[Delivery]:
+        """Send ``sends``, acknowledge the replies already ``seen``, then read the next ones.
+
+        The inbox is private and its replies carry no effects, so no ledger is
+        needed: a backend may fold all three into one round trip."""
+        if sends:
+            await self._send(sends)
+        if seen:
+            await self.commit(INBOX_CONSUMER, [(d, ()) for d in seen])
+        return await self.consume(self.inbox, INBOX_CONSUMER, count=count, block=block)

@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from acp.errors import ConfigError, ConnectionLost
 from acp.runtime.bus import scripts
 from acp.runtime.bus.base import (
+    INBOX_CONSUMER,
     NO_HEADERS,
     Bus,
     BusOptions,
@@ -317,11 +318,43 @@ class RedisBus(Bus):
                 GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
             )
         )
+        return self._deliveries(dest, reply)
+
+    @staticmethod
+    def _deliveries(dest: str, reply: Any) -> list[Delivery]:
+        """The entries of an XREADGROUP reply, as sent (see ``_client``)."""
         if not reply:
             return []
         # RESP2: [[stream, entries]]; RESP3 (protocol=3 in the URL): {stream: entries}
         entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))
         return [_delivery(dest, entry_id, fields, 1) for entry_id, fields in entries if fields]
+
+    async def _read_inbox(
+        self, seen: Sequence[Delivery], sends: Sequence[Outgoing], *, count: int, block: float
+    ) -> list[Delivery]:
+        # One round trip, as in a hand-written loop: the requests waiting to go
+        # out, the acknowledgement (and deletion) of the last replies, the next read.
+        keys = await self._retrying(lambda: self._ensure_group(self.inbox))
+        client = await self._blocking_client(self.inbox, INBOX_CONSUMER, block)
+        done = [d.entry_id for d in seen]
+        calls = await self._send_calls(sends) if sends else []
+
+        async def run() -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                for send_keys, send_args in calls:
+                    pipe.evalsha(self._sha["SEND"], 2, *send_keys, *send_args)
+                if calls and self.durability == "safe" and self._waitaof:
+                    pipe.execute_command("WAITAOF", 1, 0, 5000)
+                if done:
+                    pipe.xack(keys.stream, GROUP, *done)
+                    pipe.xdel(keys.stream, *done)
+                pipe.xreadgroup(
+                    GROUP, INBOX_CONSUMER, {keys.stream: ">"}, count=count, block=int(block * 1000)
+                )
+                return (await pipe.execute())[-1]
+
+        reply = await self._retrying(run)
+        return self._deliveries(self.inbox, reply)
 
     async def _claim(
         self, keys: Keys, consumer: str, *, min_idle: float, count: int, only: str, start: str = "-"
