@@ -73,7 +73,9 @@ async def test_send_is_idempotent_by_message_id(make_bus: MakeBus) -> None:
         for _ in range(3):
             await bus.send(out("agent-a", "same-id"))
         await bus.send_many([out("agent-a", "same-id"), out("agent-a", "other")])
-        assert [d.msg_id for d in await drain(bus, "agent-a")] == ["same-id", "other"]
+        # a batch that repeats an id inside itself adds it once too
+        await bus.send_many([out("agent-a", "twice"), out("agent-a", "twice")])
+        assert [d.msg_id for d in await drain(bus, "agent-a")] == ["same-id", "other", "twice"]
 
 
 async def test_blocking_consume_wakes_on_send(make_bus: MakeBus) -> None:
@@ -295,6 +297,49 @@ async def test_request_reply_and_timeout(make_bus: MakeBus) -> None:
             await client.request(
                 Outgoing("agent-z", "lost", b"?", {"reply-to": client.inbox}), timeout=0.3
             )
+
+
+async def test_concurrent_requests_get_their_own_replies_and_the_inbox_drains(
+    make_bus: MakeBus,
+) -> None:
+    async with make_bus() as client, make_bus() as server:
+
+        async def responder() -> None:
+            while True:
+                batch = await server.consume("agent-a", "srv", block=0.2)
+                done = []
+                for d in batch:
+                    # every request is answered twice: the first reply must win
+                    replies = [
+                        Outgoing(
+                            client.inbox,
+                            f"r{n}-{d.msg_id}",
+                            b"pong%d:" % n + d.frame,
+                            server.reply_headers(d.msg_id),
+                        )
+                        for n in (1, 2)
+                    ]
+                    done.append((d, replies))
+                await server.commit("srv", done)
+
+        replies: dict[str, bytes] = {}
+
+        async def ask(name: str) -> None:
+            reply = await client.request(Outgoing("agent-a", name, name.encode()), timeout=5)
+            replies[name] = reply.frame
+
+        names = [f"q{wave}-{i}" for wave in range(2) for i in range(20)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(responder)
+            for wave in range(2):  # the second wave rides with reads the first one left behind
+                async with anyio.create_task_group() as askers:
+                    for name in names[wave * 20 : (wave + 1) * 20]:
+                        askers.start_soon(ask, name)
+            tg.cancel_scope.cancel()
+        assert replies == {name: b"pong1:" + name.encode() for name in names}
+        with anyio.fail_after(5):  # read by read, every reply gets acknowledged
+            while (await client.stats(client.inbox)).pending:
+                await anyio.sleep(0.05)
 
 
 async def test_topics_fan_out_and_resume_from_last_id(make_bus: MakeBus) -> None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acp.errors import DecodeError, FrameTooLarge, IntegrityError
-from acp.protocol import Envelope, KeyRing, MessageKind, WireCodec
+from acp.protocol import Envelope, KeyRing, MessageKind, WireCodec, body_bytes, make_tag, verify_tag
 from acp.protocol.check import check_bodies, same_json
 
 PIPELINE = {
@@ -173,6 +173,7 @@ def test_zstd_frame_stating_its_own_size_is_refused() -> None:
         (b"", "truncated"),
         (b"\x00\x00\x00", "bad_magic"),
         (b"\xa7\x00\x00", "unsupported_version"),
+        (b"\xa1\x03\x05\x00\x00", "unsupported_version"),  # version 1: body inline, JSON tags
         (b"\xa2\x08\x00", "bad_flags"),
         (b"\xa2\x00\x01\xc1", "wrong_frame_type"),
         (b"\xa2\x02\x01\xc1", "bad_msgpack"),
@@ -243,3 +244,24 @@ def test_same_json_tells_bool_from_int() -> None:
     assert not same_json({"a": True}, {"a": 1})
     assert not same_json([1], [1.0])
     assert same_json({"a": [1, {"b": None}]}, {"a": [1, {"b": None}]})
+
+
+def test_the_tag_covers_the_body_bytes_as_they_travel() -> None:
+    codec = WireCodec()
+    env = Envelope.for_body(
+        {"cmd": "PIPELINE_STATUS", "b": [1, 2.5, "x"], "a": None}, sender="s", recipient="r"
+    )
+    back = codec.decode(codec.encode(env))
+    assert back.hash == make_tag(body_bytes(env.body))
+    assert back.hash is not None
+    assert back.hash.startswith("d2.")
+    # re-encoding a decoded envelope reproduces the same body bytes, so it keeps its tag
+    again = codec.decode(codec.encode(back))
+    assert again.hash == back.hash
+    assert again.body == env.body
+    # the same JSON value with its keys in another order is another byte string
+    reordered = {"a": None, "b": [1, 2.5, "x"], "cmd": "PIPELINE_STATUS"}
+    with pytest.raises(IntegrityError, match="digest"):
+        verify_tag(body_bytes(reordered), back.hash)
+    with pytest.raises(IntegrityError, match="scheme 'd1'"):
+        verify_tag(body_bytes(env.body), "d1.AAAAAAAAAAAAAAAAAAAAAA")
