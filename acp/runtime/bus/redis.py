@@ -72,6 +72,16 @@ _SCRIPT_NAMES = (
 )  # fmt: skip
 
 
+def _packed_item(item: Outgoing) -> list[bytes | str]:
+    """An item as the SEND and COMMIT scripts take it: id, frame, then any header fields."""
+    if not item.headers:
+        return [item.msg_id, item.frame]
+    out: list[bytes | str] = [item.msg_id, item.frame]
+    for name, value in item.headers.items():
+        out += ["h." + name, value]
+    return out
+
+
 def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> list[bytes | str]:
     out: list[bytes | str] = ["m", item.msg_id, "f", item.frame]
     if attempts:
@@ -275,9 +285,7 @@ class RedisBus(Bus):
             keys = await self._retrying(partial(self._ensure_group, dest))
             expire_ms = int(self.options.inbox_ttl * 1000) if dest.startswith(INBOX_PREFIX) else 0
             for start in range(0, len(group), 500):
-                packed = _pack(
-                    [[item.msg_id, *_fields(item)] for item in group[start : start + 500]]
-                )
+                packed = _pack([_packed_item(item) for item in group[start : start + 500]])
                 calls.append(([keys.stream, keys.sent], [dedup_ms, expire_ms, packed]))
         return calls
 
@@ -394,7 +402,7 @@ class RedisBus(Bus):
         keys = Keys(dest)
         packed = _pack(
             [
-                [delivery.entry_id, delivery.msg_id, *[["d", e.dest, *_fields(e)] for e in effects]]
+                [delivery.entry_id, delivery.msg_id, *[[e.dest, *_packed_item(e)] for e in effects]]
                 if effects
                 else [delivery.entry_id, delivery.msg_id]
                 for delivery, effects in items

@@ -23,10 +23,10 @@ end
 """
 
 # KEYS: stream, sent-zset. ARGV: dedup_ttl_ms, expire_ms, packed items: a msgpack
-# array of {msg_id, field, value, ...}. One packed argument instead of hundreds
-# keeps the client's argument encoding off the hot path; one ZMSCORE and one
-# ZADD per batch instead of one ZADD per item keep the server's.
-# Returns how many entries were added.
+# array of {msg_id, frame, [field, value, ...]} (header fields, rarely). One packed
+# argument instead of hundreds keeps the client's argument encoding off the hot
+# path; one ZMSCORE and one ZADD per batch instead of one ZADD per item keep the
+# server's. Returns how many entries were added.
 SEND = (
     _NOW
     + """
@@ -40,7 +40,11 @@ for i, item in ipairs(items) do
   local id = item[1]
   if not known[i] and not fresh[id] then
     fresh[id] = true
-    redis.call('XADD', KEYS[1], '*', unpack(item, 2))
+    if #item == 2 then
+      redis.call('XADD', KEYS[1], '*', 'm', id, 'f', item[2])
+    else
+      redis.call('XADD', KEYS[1], '*', 'm', id, 'f', item[2], unpack(item, 3))
+    end
     marks[#marks + 1] = now
     marks[#marks + 1] = id
   end
@@ -88,7 +92,8 @@ return out
 """
 
 # KEYS: stream, done-zset, outbox. ARGV: group, consumer, ledger_ttl_ms, packed
-# items (a msgpack array of {entry_id, msg_id, {effect fields...}, ...}), and the
+# items (a msgpack array of {entry_id, msg_id, {dest, msg_id, frame, [field, value,
+# ...]} per effect}), and the
 # XPENDING count bound. Ownership comes from one XPENDING over the batch's id
 # range (the consumer's own entries only), the ledger from one ZMSCORE and one
 # ZADD: per item, the script calls the server only for the effects it writes.
@@ -134,7 +139,8 @@ for k, item in ipairs(items) do
     marks[#marks + 1] = now
     marks[#marks + 1] = msg
     for e = 3, #item do
-      outbox[#outbox + 1] = redis.call('XADD', KEYS[3], '*', unpack(item[e]))
+      local fx = item[e]
+      outbox[#outbox + 1] = redis.call('XADD', KEYS[3], '*', 'd', fx[1], 'm', fx[2], 'f', fx[3], unpack(fx, 4))
     end
   end
   if status ~= 'l' then
