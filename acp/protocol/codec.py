@@ -20,7 +20,9 @@ failure into a ``DecodeError`` with a stable ``reason``.
 
 from __future__ import annotations
 
+import operator
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -88,6 +90,8 @@ _HEADS = [bytes((_FIRST, f)) for f in range(256)]
 _BODY_COMPRESSED = _F_COMPRESSED | (DICTIONARY_ID << 4)
 _ENVELOPE_COMPRESSED = _BODY_COMPRESSED | _F_ENVELOPE
 _TEXT = frozenset((str, type(None)))
+#: the envelope fields of a frame's header, in wire order, up to the tag
+_HEAD_FIELDS = operator.itemgetter("id", "kind", "sender", "recipient", *_OPTIONAL[:-2])
 #: None-padding that brings any valid header to its full length
 _PAD = [[None] * (len(_OPTIONAL) - n) for n in range(len(_OPTIONAL) + 1)]
 _BYTES = [bytes((b,)) for b in range(256)]
@@ -201,51 +205,41 @@ class WireCodec:
 
     def encode(self, env: Envelope) -> bytes:
         """The frame for ``env``, sealed with an integrity tag if it has none."""
-        body = self._pack(env.body)
-        tag = env.hash or make_tag(body, self.keys)
-        header: list[Any] = [env.id, _KIND_CODE[env.kind], env.sender, env.recipient]
-        values = [
-            env.correlation_id,
-            env.reply_to,
-            env.created_at,
-            env.deadline,
-            env.priority,
-            env.attempt,
-            env.traceparent,
-            env.tracestate,
-            env.tier,
-            env.tenant,
-            tag,
-            env.headers or None,
-        ]
-        while values and values[-1] is None:
-            values.pop()
-        header.extend(values)
-        header.append(body)
-        return self._frame(header, _F_ENVELOPE)
+        fields = env.__dict__
+        pack, compress, _ = self._zstd.ops
+        body = self._pack(fields["body"], pack)
+        tag = fields["hash"] or make_tag(body, self.keys)
+        header: list[Any] = [*_HEAD_FIELDS(fields), tag, fields["headers"] or None, body]
+        header[1] = _KIND_CODE[header[1]]
+        # trailing empty header fields are cut; the body stays last
+        end = len(header) - 1
+        while header[end - 1] is None:
+            end -= 1
+        if end < len(header) - 1:
+            del header[end:-1]
+        return self._frame(self._pack(header, pack), _F_ENVELOPE, compress)
 
     def encode_body(self, body: dict[str, Any]) -> bytes:
         """A frame holding only a body: the unit the codec check compares with JSON."""
-        return self._frame(body, 0)
+        pack, compress, _ = self._zstd.ops
+        return self._frame(self._pack(body, pack), 0, compress)
 
-    def _pack(self, payload: Any) -> bytes:
+    @staticmethod
+    def _pack(payload: Any, pack: Callable[[Any], bytes]) -> bytes:
         try:
-            raw: bytes = self._zstd.ops[0](payload)
+            return pack(payload)
         except (TypeError, ValueError, OverflowError) as exc:
             raise DecodeError(
                 "unencodable", f"message holds a value msgpack cannot carry: {exc}"
             ) from exc
-        return raw
 
-    def _frame(self, payload: Any, flags: int) -> bytes:
-        raw = self._pack(payload)
-        compress = self._zstd.ops[1]
+    def _frame(self, raw: bytes, flags: int, compress: Callable[[bytes], bytes]) -> bytes:
         n = len(raw)
         if n > self.max_frame:
             raise FrameTooLarge(n, self.max_frame, what="message")
         data = raw
         if self.compress_enabled and n >= _MIN_COMPRESS:
-            packed: bytes = compress(raw)
+            packed = compress(raw)
             if len(packed) < n:
                 data = packed
                 flags |= _F_COMPRESSED | (DICTIONARY_ID << 4)
