@@ -358,7 +358,8 @@ async def deadline(what: str, seconds: float) -> AsyncIterator[None]:
 
 
 async def run_phases(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Raw and ACP throughput interleaved ``--repeat`` times (medians reported), then both RTTs."""
+    """Raw and ACP throughput interleaved ``--repeat`` times (medians reported), then
+    both round trips in as many interleaved rounds (samples pooled)."""
     payloads = make_payloads(args.messages)
     acp, acp_skipped = load_acp()
     raw_runs: list[dict[str, Any]] = []
@@ -387,16 +388,20 @@ async def run_phases(url: str, args: argparse.Namespace) -> dict[str, Any]:
             await reset(url)
             async with deadline("run_acp_throughput", limit):
                 acp_runs.append(await acp.run_acp_throughput(url, args.messages))
-    await reset(url)
-    async with deadline("raw round trips", limit):
-        raw_samples = await raw_rtt(
-            url, args.rtt_requests, hiredis=args.hiredis, payload=payloads[0]
-        )
+    # Round trips in interleaved rounds too: latency drifts with the machine's load.
+    raw_samples: list[float] = []
     acp_samples: list[float] = []
-    if acp is not None:
+    per_round = max(1, args.rtt_requests // args.repeat)
+    for _ in range(args.repeat):
         await reset(url)
-        async with deadline("run_acp_rtt", limit):
-            acp_samples = list(await acp.run_acp_rtt(url, args.rtt_requests))
+        async with deadline("raw round trips", limit):
+            raw_samples += await raw_rtt(
+                url, per_round, warmup=50, hiredis=args.hiredis, payload=payloads[0]
+            )
+        if acp is not None:
+            await reset(url)
+            async with deadline("run_acp_rtt", limit):
+                acp_samples += await acp.run_acp_rtt(url, per_round)
     await reset(url)
 
     raw_rate = statistics.median(r["msgs_per_s"] for r in raw_runs)
