@@ -31,7 +31,7 @@ import zstandard
 from acp.errors import DecodeError, FrameTooLarge
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
-from acp.protocol.integrity import KeyRing, make_tag, verify_tag
+from acp.protocol.integrity import KeyRing, digest_tag, make_tag, verify_tag
 from acp.protocol.vocabulary import DICTIONARY_ID, dictionary_bytes
 
 __all__ = ["DEFAULT_MAX_FRAME", "WireCodec"]
@@ -208,7 +208,8 @@ class WireCodec:
         fields = env.__dict__
         pack, compress, _ = self._zstd.ops
         body = self._pack(fields["body"], pack)
-        tag = fields["hash"] or make_tag(body, self.keys)
+        keys = self.keys
+        tag = fields["hash"] or (digest_tag(body) if keys is None else make_tag(body, keys))
         header: list[Any] = [*_HEAD_FIELDS(fields), tag, fields["headers"] or None, body]
         header[1] = _KIND_CODE[header[1]]
         # trailing empty header fields are cut; the body stays last
@@ -312,8 +313,8 @@ class WireCodec:
             and type(tag) is str
         ):
             return None
-        if self.verify:
-            verify_tag(packed, tag, self.keys)
+        if self.verify and not (self.keys is None and tag == digest_tag(packed)):
+            verify_tag(packed, tag, self.keys)  # a keyed tag, or the precise error
         body = msgpack.unpackb(packed, ext_hook=_no_ext)
         if type(body) is not dict:
             return None

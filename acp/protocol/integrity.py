@@ -28,7 +28,7 @@ import msgpack
 
 from acp.errors import ConfigError, IntegrityError
 
-__all__ = ["KeyRing", "body_bytes", "make_tag", "verify_tag"]
+__all__ = ["KeyRing", "body_bytes", "digest_tag", "make_tag", "verify_tag"]
 
 _TAG_BYTES = 16
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -46,6 +46,11 @@ def body_bytes(body: Mapping[str, Any]) -> bytes:
 def _b64(raw: bytes) -> str:
     # 16 bytes: 22 characters and two '=' of padding, cut
     return binascii.b2a_base64(raw, newline=False)[:-2].translate(_URLSAFE).decode()
+
+
+def digest_tag(data: bytes) -> str:
+    """The unkeyed tag of packed body bytes (the codec's hot path calls it directly)."""
+    return "d2." + _b64(hashlib.sha256(data).digest()[:_TAG_BYTES])
 
 
 class KeyRing:
@@ -89,10 +94,6 @@ class KeyRing:
         return f"KeyRing(key_ids={self.key_ids!r}, signing={self.signing_key_id!r})"
 
 
-def _digest(data: bytes) -> str:
-    return "d2." + _b64(hashlib.sha256(data).digest()[:_TAG_BYTES])
-
-
 def _mac(secret: bytes, kid: str, data: bytes) -> str:
     return f"h2.{kid}." + _b64(hmac.digest(secret, data, "sha256")[:_TAG_BYTES])
 
@@ -105,7 +106,7 @@ def make_tag(body: bytes | Mapping[str, Any], keys: KeyRing | None = None) -> st
     """The tag for a body, given as its packed bytes or as the mapping itself."""
     data = _data(body)
     if keys is None:
-        return _digest(data)
+        return digest_tag(data)
     kid = keys.signing_key_id
     secret = keys.secret(kid)
     assert secret is not None
@@ -126,7 +127,7 @@ def verify_tag(
     if scheme == "d2":
         if keys is not None:
             raise IntegrityError("unsigned digest tag refused: a key ring is configured")
-        if not hmac.compare_digest(_digest(data), tag):
+        if not hmac.compare_digest(digest_tag(data), tag):
             raise IntegrityError("body digest does not match its tag")
         return
     if scheme == "h2":

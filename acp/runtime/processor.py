@@ -305,15 +305,17 @@ class Processor:
                 with anyio.CancelScope(shield=True):
                     statuses = await self.bus.commit(self.consumer, items)
                 in_flight = self._in_flight
-                for (delivery, _), status in zip(items, statuses, strict=True):
+                for delivery, _ in items:
                     in_flight.pop(delivery.entry_id, None)
-                    if status is CommitStatus.DONE:
-                        self.stats.handled += 1
-                    elif status is CommitStatus.DUPLICATE:
-                        self.stats.duplicates += 1
-                    else:
-                        self.stats.lost += 1
-                        self._log.warning("commit_fenced", msg_id=delivery.msg_id)
+                done = statuses.count(CommitStatus.DONE)
+                self.stats.handled += done
+                if done < len(statuses):
+                    for (delivery, _), status in zip(items, statuses, strict=True):
+                        if status is CommitStatus.DUPLICATE:
+                            self.stats.duplicates += 1
+                        elif status is CommitStatus.LOST:
+                            self.stats.lost += 1
+                            self._log.warning("commit_fenced", msg_id=delivery.msg_id)
                 self._room.set()
         finally:
             self._flushing = False

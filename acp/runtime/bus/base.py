@@ -258,7 +258,7 @@ class Bus(abc.ABC):
         consumer: str,
         items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
         eager: Sequence[Outgoing],
-    ) -> list[tuple[CommitStatus, list[str]]]:
+    ) -> list[tuple[CommitStatus, Sequence[str]]]:
         """Atomically: fence, record processed, queue effects to the outbox, ack.
         Returns each item's status and the outbox entry ids of its effects.
 
@@ -421,21 +421,21 @@ class Bus(abc.ABC):
         if not items:
             return []
         dest = items[0][0].dest
+        eager: list[Outgoing] = []
         for delivery, effects in items:
             if delivery.dest != dest:
                 raise ValueError("a commit batch must hold deliveries of one destination")
             for effect in effects:
                 check_name(effect.dest)
-        eager = [e for _, effects in items for e in effects if e.dest.startswith(INBOX_PREFIX)]
+                if effect.dest.startswith(INBOX_PREFIX):
+                    eager.append(effect)
         results = await self._commit(dest, consumer, items, eager)
         send: list[Outgoing] = []
         done: list[str] = []
-        for (status, ids), (_, effects) in zip(results, items, strict=True):
-            if status is CommitStatus.DONE:
-                for outbox_id, effect in zip(ids, effects, strict=True):
-                    done.append(outbox_id)
-                    if not effect.dest.startswith(INBOX_PREFIX):
-                        send.append(effect)
+        for (_, ids), (_, effects) in zip(results, items, strict=True):
+            if ids:  # only a done item has outbox ids, one per effect
+                done += ids
+                send += [e for e in effects if not e.dest.startswith(INBOX_PREFIX)]
         if done:
             await self._forward(dest, send, done)
         return [status for status, _ in results]

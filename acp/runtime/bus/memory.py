@@ -226,11 +226,11 @@ class MemoryBus(Bus):
         consumer: str,
         items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
         eager: Sequence[Outgoing],
-    ) -> list[tuple[CommitStatus, list[str]]]:
+    ) -> list[tuple[CommitStatus, Sequence[str]]]:
         q = self.broker.queue(dest)
         now = time.time()
         _expire(q.done, now - self.options.ledger_ttl)
-        results: list[tuple[CommitStatus, list[str]]] = []
+        results: list[tuple[CommitStatus, Sequence[str]]] = []
         for delivery, effects in items:
             if not self._owned(q, delivery.entry_id, consumer):
                 already = delivery.msg_id in q.done

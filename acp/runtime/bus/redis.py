@@ -398,7 +398,7 @@ class RedisBus(Bus):
         consumer: str,
         items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
         eager: Sequence[Outgoing],
-    ) -> list[tuple[CommitStatus, list[str]]]:
+    ) -> list[tuple[CommitStatus, Sequence[str]]]:
         keys = Keys(dest)
         packed = _pack(
             [
@@ -434,10 +434,13 @@ class RedisBus(Bus):
         replies = await self._retrying(run)
         await self._durable()
         letters, outbox = replies[1 if trash else 0]
+        statuses = [_STATUS[letter] for letter in letters]
+        if not outbox:
+            return [(status, ()) for status in statuses]
         ids = iter(outbox)
         return [
-            (status, [next(ids).decode() for _ in effects] if status is _DONE else [])
-            for status, (_, effects) in zip(map(_STATUS.__getitem__, letters), items, strict=True)
+            (status, [next(ids).decode() for _ in effects] if status is _DONE else ())
+            for status, (_, effects) in zip(statuses, items, strict=True)
         ]
 
     async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
