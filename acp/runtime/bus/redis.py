@@ -63,6 +63,8 @@ _STATUS = {
     ord("l"): CommitStatus.LOST,
 }
 _DONE = CommitStatus.DONE
+#: seconds between trims of a dedup set or ledger by one client (see ``_housekeeping``)
+_HOUSEKEEPING_INTERVAL = 1.0
 #: XPENDING COUNT for a commit's ownership check: a bound, not a size; the
 #: server walks only this consumer's entries inside the batch's id range
 _PENDING_SCAN = 1_000_000
@@ -157,6 +159,8 @@ class RedisBus(Bus):
         self._sha: dict[str, str] = {}
         #: outbox entries already forwarded, deleted with the next round trip
         self._trash: dict[str, list[str]] = {}
+        #: when this client last had a set trimmed (an inbox's expiry refreshed), by key
+        self._housekept: dict[str, float] = {}
 
     @classmethod
     def from_url(cls, url: str, options: BusOptions | None = None, **kwargs: Any) -> RedisBus:
@@ -268,6 +272,15 @@ class RedisBus(Bus):
             await self.redis.sadd(DESTINATIONS, dest)
         return keys
 
+    def _housekeeping(self, key: str) -> str:
+        """'1' when the script writing ``key`` should trim it by age now: at most
+        once a second per key and client, so a busy destination pays for it rarely."""
+        now = time.monotonic()
+        if now - self._housekept.get(key, -_HOUSEKEEPING_INTERVAL) < _HOUSEKEEPING_INTERVAL:
+            return "0"
+        self._housekept[key] = now
+        return "1"
+
     async def _durable(self) -> None:
         if self.durability == "safe" and self._waitaof:
             await self.redis.execute_command("WAITAOF", 1, 0, 5000)  # type: ignore[no-untyped-call]
@@ -286,7 +299,10 @@ class RedisBus(Bus):
             expire_ms = int(self.options.inbox_ttl * 1000) if dest.startswith(INBOX_PREFIX) else 0
             for start in range(0, len(group), 500):
                 packed = _pack([_packed_item(item) for item in group[start : start + 500]])
-                calls.append(([keys.stream, keys.sent], [dedup_ms, expire_ms, packed]))
+                housekeeping = self._housekeeping(keys.sent)
+                calls.append(
+                    ([keys.stream, keys.sent], [dedup_ms, expire_ms, packed, housekeeping])
+                )
         return calls
 
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
@@ -417,6 +433,7 @@ class RedisBus(Bus):
             int(self.options.ledger_ttl * 1000),
             packed,
             _PENDING_SCAN,
+            self._housekeeping(keys.done),
         ]
         sends = await self._send_calls(eager)
         trash = self._trash.pop(dest, [])

@@ -22,38 +22,47 @@ local function owned(stream, group, entry, consumer)
 end
 """
 
-# KEYS: stream, sent-zset. ARGV: dedup_ttl_ms, expire_ms, packed items: a msgpack
-# array of {msg_id, frame, [field, value, ...]} (header fields, rarely). One packed
-# argument instead of hundreds keeps the client's argument encoding off the hot
-# path; one ZMSCORE and one ZADD per batch instead of one ZADD per item keep the
-# server's. Returns how many entries were added.
-SEND = (
-    _NOW
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[1]))
+# KEYS: stream, sent-zset. ARGV: dedup_ttl_ms, expire_ms, packed items (a msgpack
+# array of {msg_id, frame, [field, value, ...]}, header fields being rare), and
+# housekeeping ('1' to trim the dedup set by age and refresh the expiry of an
+# inbox; the client asks at most once a second per destination). One packed
+# argument keeps the client's argument encoding off the hot path; one ZMSCORE
+# and one ZADD per batch, and the time read off the first new entry's id,
+# keep the server's. Returns how many entries were added.
+SEND = """
 local items = cmsgpack.unpack(ARGV[3])
 local ids = {}
 for i, item in ipairs(items) do ids[i] = item[1] end
 local known = redis.call('ZMSCORE', KEYS[2], unpack(ids))
-local marks, fresh = {}, {}
+local marks, fresh, now = {}, {}, nil
 for i, item in ipairs(items) do
   local id = item[1]
   if not known[i] and not fresh[id] then
     fresh[id] = true
+    local entry
     if #item == 2 then
-      redis.call('XADD', KEYS[1], '*', 'm', id, 'f', item[2])
+      entry = redis.call('XADD', KEYS[1], '*', 'm', id, 'f', item[2])
     else
-      redis.call('XADD', KEYS[1], '*', 'm', id, 'f', item[2], unpack(item, 3))
+      entry = redis.call('XADD', KEYS[1], '*', 'm', id, 'f', item[2], unpack(item, 3))
     end
+    -- an entry id starts with the server's clock in milliseconds
+    now = now or tonumber(string.match(entry, '^%d+'))
     marks[#marks + 1] = now
     marks[#marks + 1] = id
   end
 end
 if #marks > 0 then redis.call('ZADD', KEYS[2], unpack(marks)) end
-local expire = tonumber(ARGV[2])
-if expire > 0 then
-  redis.call('PEXPIRE', KEYS[1], expire)
-  redis.call('PEXPIRE', KEYS[2], expire)
+if ARGV[4] == '1' then
+"""
+SEND += (
+    _NOW
+    + """
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[1]))
+  local expire = tonumber(ARGV[2])
+  if expire > 0 then
+    redis.call('PEXPIRE', KEYS[1], expire)
+    redis.call('PEXPIRE', KEYS[2], expire)
+  end
 end
 return #marks / 2
 """
@@ -93,8 +102,8 @@ return out
 
 # KEYS: stream, done-zset, outbox. ARGV: group, consumer, ledger_ttl_ms, packed
 # items (a msgpack array of {entry_id, msg_id, {dest, msg_id, frame, [field, value,
-# ...]} per effect}), and the
-# XPENDING count bound. Ownership comes from one XPENDING over the batch's id
+# ...]} per effect}), the XPENDING count bound, and housekeeping ('1' to trim the
+# ledger by age, at most once a second per destination). Ownership comes from one XPENDING over the batch's id
 # range (the consumer's own entries only), the ledger from one ZMSCORE and one
 # ZADD: per item, the script calls the server only for the effects it writes.
 # Returns {statuses, outbox ids}: one letter per item (d done, u duplicate,
@@ -104,7 +113,7 @@ COMMIT = (
     _NOW
     + """
 local group, consumer = ARGV[1], ARGV[2]
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+if ARGV[6] == '1' then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3])) end
 local items = cmsgpack.unpack(ARGV[4])
 local msgs, lo, hi, lo_ms, lo_seq, hi_ms, hi_seq = {}
 for k, item in ipairs(items) do
