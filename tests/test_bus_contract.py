@@ -342,6 +342,52 @@ async def test_concurrent_requests_get_their_own_replies_and_the_inbox_drains(
                 await anyio.sleep(0.05)
 
 
+async def test_a_request_whose_send_fails_gets_the_error_and_the_next_one_works(
+    make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_bus() as client, make_bus() as server:
+        real = client._read_inbox
+        failures = []
+
+        async def refuse_first_send(seen, sends, **kw):  # type: ignore[no-untyped-def]
+            if sends and not failures:
+                failures.append(sends)
+                raise ConfigError("the server refused the send (out of memory, say)")
+            return await real(seen, sends, **kw)
+
+        monkeypatch.setattr(client, "_read_inbox", refuse_first_send)
+
+        async def responder() -> None:
+            while True:
+                batch = await server.consume("agent-a", "srv", block=0.2)
+                await server.commit(
+                    "srv",
+                    [
+                        (
+                            d,
+                            [
+                                Outgoing(
+                                    client.inbox,
+                                    "r-" + d.msg_id,
+                                    b"pong",
+                                    server.reply_headers(d.msg_id),
+                                )
+                            ],
+                        )
+                        for d in batch
+                    ],
+                )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(responder)
+            with pytest.raises(ConfigError, match="refused"):
+                await client.request(Outgoing("agent-a", "first", b"?"), timeout=5)
+            reply = await client.request(Outgoing("agent-a", "second", b"?"), timeout=5)
+            assert reply.msg_id == "r-second"
+            tg.cancel_scope.cancel()
+        assert [item.msg_id for item in failures[0]] == ["first"]
+
+
 async def test_topics_fan_out_and_resume_from_last_id(make_bus: MakeBus) -> None:
     async with make_bus() as bus:
         await bus.publish("status", b"old")

@@ -95,6 +95,8 @@ class _Waiter:
 
     arrived: anyio.Event = field(default_factory=anyio.Event)
     reply: Delivery | None = None
+    #: why the request could not be sent (it rode with a read that failed)
+    error: Exception | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +507,8 @@ class Bus(abc.ABC):
             self._waiters.pop(item.msg_id, None)
             if item in self._riders:  # timed out or cancelled before it left
                 self._riders.remove(item)
+        if waiter.error is not None:
+            raise waiter.error
         assert waiter.reply is not None
         return waiter.reply
 
@@ -530,9 +534,22 @@ class Bus(abc.ABC):
             # one turn for requesters woken by the last batch to queue their next request
             await anyio.lowlevel.checkpoint()
             riders, self._riders = self._riders, []
+            seen = batch
             self._reading = True
             try:
-                batch = await self._read_inbox(batch, riders, count=100, block=1.0)
+                batch = await self._read_inbox(seen, riders, count=100, block=1.0)
+            except Exception as exc:
+                if not riders:
+                    raise  # the inbox itself cannot be read: the bus is in trouble
+                # The requests that rode with this read fail with its error (an
+                # out-of-memory server, say); the listener reads on.
+                for item in riders:
+                    waiter = self._waiters.get(item.msg_id)
+                    if waiter is not None and waiter.reply is None:
+                        waiter.error = exc
+                        waiter.arrived.set()
+                batch = list(seen)  # still to be acknowledged
+                continue
             finally:
                 self._reading = False
             for delivery in batch:
