@@ -31,7 +31,7 @@ import zstandard
 from acp.errors import DecodeError, FrameTooLarge
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
-from acp.protocol.integrity import KeyRing, digest_tag, make_tag, verify_tag
+from acp.protocol.integrity import KeyRing, make_tag, verify_tag
 from acp.protocol.vocabulary import DICTIONARY_ID, dictionary_bytes
 
 __all__ = ["DEFAULT_MAX_FRAME", "WireCodec"]
@@ -88,7 +88,6 @@ _BLANK: dict[str, Any] = {name: _DEFAULTS.get(name) for name in _OPTIONAL}
 _FIRST = _MAGIC | VERSION
 _HEADS = [bytes((_FIRST, f)) for f in range(256)]
 _BODY_COMPRESSED = _F_COMPRESSED | (DICTIONARY_ID << 4)
-_ENVELOPE_COMPRESSED = _BODY_COMPRESSED | _F_ENVELOPE
 _TEXT = frozenset((str, type(None)))
 #: the envelope fields of a frame's header, in wire order, up to the tag
 _HEAD_FIELDS = operator.itemgetter("id", "kind", "sender", "recipient", *_OPTIONAL[:-2])
@@ -208,8 +207,7 @@ class WireCodec:
         fields = env.__dict__
         pack, compress, _ = self._zstd.ops
         body = self._pack(fields["body"], pack)
-        keys = self.keys
-        tag = fields["hash"] or (digest_tag(body) if keys is None else make_tag(body, keys))
+        tag = fields["hash"] or make_tag(body, self.keys)
         header: list[Any] = [*_HEAD_FIELDS(fields), tag, fields["headers"] or None, body]
         header[1] = _KIND_CODE[header[1]]
         # trailing empty header fields are cut; the body stays last
@@ -254,32 +252,40 @@ class WireCodec:
 
     def decode(self, frame: bytes) -> Envelope:
         """The envelope in ``frame``; any problem raises ``DecodeError``."""
-        # Straight-line path for the common well-formed frame (one- or two-byte
-        # length, every header field valid); anything else, or any failure, takes
-        # the fully checked path, which also produces the precise error.
         try:
-            flags = frame[1]
-            if frame[0] == _FIRST and len(frame) <= self.max_frame:
-                b2 = frame[2]
-                if b2 < 0x80:
-                    length, pos = b2, 3
-                elif not frame[3] & 0x80:
-                    length, pos = (b2 & 0x7F) | (frame[3] << 7), 4
-                else:
-                    length, pos = -1, 0
-                data: bytes | None = None
-                if flags == _ENVELOPE_COMPRESSED:
-                    if 0 < length <= self.max_frame and not frame[pos] & 0xE0:
-                        data = self._zstd.ops[2](frame[pos:], max_output_size=length)
-                elif flags == _F_ENVELOPE:
-                    data = frame[pos:]
-                if data is not None and len(data) == length:
-                    env = self._fast_envelope(msgpack.unpackb(data, ext_hook=_no_ext))
-                    if env is not None:
-                        return env
+            data = self._quick_open(frame, _F_ENVELOPE)
+            if data is not None:
+                env = self._fast_envelope(msgpack.unpackb(data, ext_hook=_no_ext))
+                if env is not None:
+                    return env
         except Exception:
             pass
         return self._envelope(self._open(frame, _F_ENVELOPE))
+
+    def _quick_open(self, frame: bytes, kind_bits: int) -> bytes | None:
+        """The payload of a common well-formed frame (one- or two-byte length), by a
+        straight-line path; None (or any exception) sends the caller to ``_open``,
+        which checks everything and names the precise error."""
+        flags = frame[1]
+        if frame[0] != _FIRST or len(frame) > self.max_frame:
+            return None
+        b2 = frame[2]
+        if b2 < 0x80:
+            length, pos = b2, 3
+        elif not frame[3] & 0x80:
+            length, pos = (b2 & 0x7F) | (frame[3] << 7), 4
+        else:
+            return None
+        data: bytes
+        if flags == _BODY_COMPRESSED | kind_bits:
+            if not 0 < length <= self.max_frame or frame[pos] & 0xE0:
+                return None
+            data = self._zstd.ops[2](frame[pos:], max_output_size=length)
+        elif flags == kind_bits:
+            data = frame[pos:]
+        else:
+            return None
+        return data if len(data) == length else None
 
     def _fast_envelope(self, payload: Any) -> Envelope | None:
         """The envelope when every field is as a well-behaved sender writes it, else None."""
@@ -313,8 +319,8 @@ class WireCodec:
             and type(tag) is str
         ):
             return None
-        if self.verify and not (self.keys is None and tag == digest_tag(packed)):
-            verify_tag(packed, tag, self.keys)  # a keyed tag, or the precise error
+        if self.verify:
+            verify_tag(packed, tag, self.keys)
         body = msgpack.unpackb(packed, ext_hook=_no_ext)
         if type(body) is not dict:
             return None
@@ -341,25 +347,12 @@ class WireCodec:
         )
 
     def decode_body(self, frame: bytes) -> dict[str, Any]:
-        # Straight-line path for the common well-formed frame (compressed, 2-byte
-        # length); anything else, or any failure, takes the fully checked path,
-        # which also produces the precise error.
         try:
-            if (
-                frame[0] == _FIRST
-                and frame[1] == _BODY_COMPRESSED
-                and frame[2] & 0x80
-                and not frame[3] & 0x80
-                and not frame[4] & 0xE0
-                and len(frame) <= self.max_frame
-            ):
-                length = (frame[2] & 0x7F) | (frame[3] << 7)
-                if length <= self.max_frame:
-                    data = self._zstd.ops[2](frame[4:], max_output_size=length)
-                    if len(data) == length:
-                        body = msgpack.unpackb(data, ext_hook=_no_ext)
-                        if type(body) is dict:
-                            return body
+            data = self._quick_open(frame, 0)
+            if data is not None:
+                body = msgpack.unpackb(data, ext_hook=_no_ext)
+                if type(body) is dict:
+                    return body
         except Exception:
             pass
         payload = self._open(frame, 0)

@@ -74,14 +74,18 @@ _SCRIPT_NAMES = (
 )  # fmt: skip
 
 
+def _header_fields(headers: Mapping[str, str]) -> list[bytes | str]:
+    out: list[bytes | str] = []
+    for name, value in headers.items():
+        out += ["h." + name, value]
+    return out
+
+
 def _packed_item(item: Outgoing) -> list[bytes | str]:
     """An item as the SEND and COMMIT scripts take it: id, frame, then any header fields."""
     if not item.headers:
         return [item.msg_id, item.frame]
-    out: list[bytes | str] = [item.msg_id, item.frame]
-    for name, value in item.headers.items():
-        out += ["h." + name, value]
-    return out
+    return [item.msg_id, item.frame, *_header_fields(item.headers)]
 
 
 def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> list[bytes | str]:
@@ -90,9 +94,7 @@ def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> l
         out += ["a", str(attempts)]
     if history:
         out += ["r", _SEP.join(h.encode() for h in history)]
-    for name, value in item.headers.items():
-        out += ["h." + name, value]
-    return out
+    return out + _header_fields(item.headers)
 
 
 def _pack(value: Any) -> bytes:
@@ -305,6 +307,11 @@ class RedisBus(Bus):
                 )
         return calls
 
+    def _pipe_sends(self, pipe: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
+        """Queue SEND script calls (from ``_send_calls``) on a pipeline."""
+        for keys, args in calls:
+            pipe.evalsha(self._sha["SEND"], len(keys), *keys, *args)
+
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
         for keys, args in await self._send_calls(items):
             await self._retrying(partial(self._eval, "SEND", keys, args))
@@ -365,8 +372,7 @@ class RedisBus(Bus):
 
         async def run() -> Any:
             async with client.pipeline(transaction=False) as pipe:
-                for send_keys, send_args in calls:
-                    pipe.evalsha(self._sha["SEND"], 2, *send_keys, *send_args)
+                self._pipe_sends(pipe, calls)
                 if calls and self.durability == "safe" and self._waitaof:
                     pipe.execute_command("WAITAOF", 1, 0, 5000)
                 if done:
@@ -444,8 +450,7 @@ class RedisBus(Bus):
                 if trash:
                     pipe.xdel(keys.outbox, *trash)
                 pipe.evalsha(self._sha["COMMIT"], 3, *commit)
-                for send_keys, send_args in sends:
-                    pipe.evalsha(self._sha["SEND"], 2, *send_keys, *send_args)
+                self._pipe_sends(pipe, sends)
                 return await pipe.execute()
 
         replies = await self._retrying(run)
