@@ -39,6 +39,7 @@ from acp.runtime.bus.base import (
     Outgoing,
     QueueStats,
 )
+from acp.runtime.bus.connection import timed_sends
 from acp.runtime.keys import (
     DESTINATIONS,
     GROUP,
@@ -65,6 +66,8 @@ _STATUS = {
 _DONE = CommitStatus.DONE
 #: seconds between trims of a dedup set or ledger by one client (see ``_housekeeping``)
 _HOUSEKEEPING_INTERVAL = 1.0
+#: replies read from the inbox that are deleted together (or after a second)
+_INBOX_CLEANUP_BATCH = 64
 #: XPENDING COUNT for a commit's ownership check: a bound, not a size; the
 #: server walks only this consumer's entries inside the batch's id range
 _PENDING_SCAN = 1_000_000
@@ -163,6 +166,11 @@ class RedisBus(Bus):
         self._trash: dict[str, list[str]] = {}
         #: when this client last had a set trimmed (an inbox's expiry refreshed), by key
         self._housekept: dict[str, float] = {}
+        #: the inbox's last entry read, the entries read but not yet deleted, and when
+        #: they last were
+        self._inbox_after = "0-0"
+        self._inbox_read: list[str] = []
+        self._inbox_cleaned = time.monotonic()
 
     @classmethod
     def from_url(cls, url: str, options: BusOptions | None = None, **kwargs: Any) -> RedisBus:
@@ -178,6 +186,8 @@ class RedisBus(Bus):
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
         client = aioredis.Redis(**kwargs)
+        pool = client.connection_pool
+        pool.connection_class = timed_sends(pool.connection_class)
         # Stream reads come back as the server sent them: _delivery reads the flat
         # field list directly, without a dict per entry built on the way.
         client.set_response_callback("XREADGROUP", _as_sent)
@@ -225,6 +235,9 @@ class RedisBus(Bus):
         with contextlib.suppress(*_RECOVERABLE, ResponseError):
             for dest in list(self._trash):
                 await self._drop_trash(dest)
+            if self._inbox_read:
+                await self.redis.xdel(Keys(self.inbox).stream, *self._inbox_read)
+                self._inbox_read = []
         for client in self._blocking.values():
             await client.aclose()
         self._blocking.clear()
@@ -321,6 +334,7 @@ class RedisBus(Bus):
         client = self._blocking.get((dest, consumer))
         if client is None:
             client = self._client(socket_timeout=block + 10.0)
+            client.set_response_callback("XREAD", _as_sent)  # the inbox's reads
             self._blocking[(dest, consumer)] = client
         return client
 
@@ -353,7 +367,7 @@ class RedisBus(Bus):
 
     @staticmethod
     def _deliveries(dest: str, reply: Any) -> list[Delivery]:
-        """The entries of an XREADGROUP reply, as sent (see ``_client``)."""
+        """The entries of an XREADGROUP (or inbox XREAD) reply, as sent (see ``_client``)."""
         if not reply:
             return []
         # RESP2: [[stream, entries]]; RESP3 (protocol=3 in the URL): {stream: entries}
@@ -363,11 +377,14 @@ class RedisBus(Bus):
     async def _read_inbox(
         self, seen: Sequence[Delivery], sends: Sequence[Outgoing], *, count: int, block: float
     ) -> list[Delivery]:
-        # One round trip, as in a hand-written loop: the requests waiting to go
-        # out, the acknowledgement (and deletion) of the last replies, the next read.
-        keys = await self._retrying(lambda: self._ensure_group(self.inbox))
+        # One round trip, as in a hand-written loop: the requests waiting to go out
+        # and a plain XREAD after the last reply seen. The inbox has one reader, so
+        # it needs no consumer group and no acknowledgement per read; replies read
+        # are deleted in batches riding with a later read.
+        stream = Keys(self.inbox).stream
         client = await self._blocking_client(self.inbox, INBOX_CONSUMER, block)
-        done = [d.entry_id for d in seen]
+        self._inbox_read += [d.entry_id for d in seen]
+        drop = self._inbox_read if self._inbox_cleanup_due() else []
         calls = await self._send_calls(sends) if sends else []
 
         async def run() -> Any:
@@ -375,16 +392,26 @@ class RedisBus(Bus):
                 self._pipe_sends(pipe, calls)
                 if calls and self.durability == "safe" and self._waitaof:
                     pipe.execute_command("WAITAOF", 1, 0, 5000)
-                if done:
-                    pipe.xack(keys.stream, GROUP, *done)
-                    pipe.xdel(keys.stream, *done)
-                pipe.xreadgroup(
-                    GROUP, INBOX_CONSUMER, {keys.stream: ">"}, count=count, block=int(block * 1000)
-                )
+                if drop:
+                    pipe.xdel(stream, *drop)
+                pipe.xread({stream: self._inbox_after}, count=count, block=int(block * 1000))
                 return (await pipe.execute())[-1]
 
         reply = await self._retrying(run)
-        return self._deliveries(self.inbox, reply)
+        if drop:
+            self._inbox_read = []
+            self._inbox_cleaned = time.monotonic()
+        batch = self._deliveries(self.inbox, reply)
+        if batch:
+            self._inbox_after = batch[-1].entry_id
+        return batch
+
+    def _inbox_cleanup_due(self) -> bool:
+        """Delete replies read once there are enough of them, or a second has passed."""
+        return len(self._inbox_read) >= _INBOX_CLEANUP_BATCH or (
+            bool(self._inbox_read)
+            and time.monotonic() - self._inbox_cleaned >= _HOUSEKEEPING_INTERVAL
+        )
 
     async def _claim(
         self, keys: Keys, consumer: str, *, min_idle: float, count: int, only: str, start: str = "-"
@@ -440,22 +467,20 @@ class RedisBus(Bus):
             packed,
             _PENDING_SCAN,
             self._housekeeping(keys.done),
+            _pack(trash) if (trash := self._trash.pop(dest, None)) else "",
         ]
         sends = await self._send_calls(eager)
-        trash = self._trash.pop(dest, [])
 
         async def run() -> Any:
-            # One round trip: last commit's outbox clean-up, this commit, its replies.
+            # One round trip: this commit (deleting what the last one forwarded), its replies.
             async with self.redis.pipeline(transaction=False) as pipe:
-                if trash:
-                    pipe.xdel(keys.outbox, *trash)
                 pipe.evalsha(self._sha["COMMIT"], 3, *commit)
                 self._pipe_sends(pipe, sends)
                 return await pipe.execute()
 
         replies = await self._retrying(run)
         await self._durable()
-        letters, outbox = replies[1 if trash else 0]
+        letters, outbox = replies[0]
         statuses = [_STATUS[letter] for letter in letters]
         if not outbox:
             return [(status, ()) for status in statuses]

@@ -103,7 +103,9 @@ return out
 # KEYS: stream, done-zset, outbox. ARGV: group, consumer, ledger_ttl_ms, packed
 # items (a msgpack array of {entry_id, msg_id, {dest, msg_id, frame, [field, value,
 # ...]} per effect}), the XPENDING count bound, and housekeeping ('1' to trim the
-# ledger by age, at most once a second per destination). Ownership comes from one XPENDING over the batch's id
+# ledger by age, at most once a second per destination), and the packed ids of
+# outbox entries an earlier commit forwarded ('' if none), deleted here so that
+# clean-up costs no command of its own. Ownership comes from one XPENDING over the batch's id
 # range (the consumer's own entries only), the ledger from one ZMSCORE and one
 # ZADD: per item, the script calls the server only for the effects it writes.
 # Returns {statuses, outbox ids}: one letter per item (d done, u duplicate,
@@ -114,6 +116,7 @@ COMMIT = (
     + """
 local group, consumer = ARGV[1], ARGV[2]
 if ARGV[6] == '1' then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3])) end
+if ARGV[7] ~= '' then redis.call('XDEL', KEYS[3], unpack(cmsgpack.unpack(ARGV[7]))) end
 local items = cmsgpack.unpack(ARGV[4])
 local msgs, lo, hi, lo_ms, lo_seq, hi_ms, hi_seq = {}
 for k, item in ipairs(items) do
