@@ -59,8 +59,8 @@ class Envelope(BaseModel):
         """Build from values the caller has fully checked (the wire decoder), every
         field present: skips pydantic's validation and ``model_construct``'s
         default filling on the hot path."""
-        env = cls.__new__(cls)
-        object.__setattr__(env, "__dict__", values)
+        env = _new(cls)
+        _set_dict(env, values)
         _set_fields_set(env, set(_ALL_FIELDS))
         _set_extra(env, None)
         _set_private(env, None)
@@ -94,7 +94,7 @@ class Envelope(BaseModel):
             and sender
             and type(recipient) is str
             and recipient
-            and all(type(key) is str for key in body)
+            and all(map(_is_str, body))
         ):
             return None
         values = dict(_TEMPLATE)
@@ -144,9 +144,12 @@ class Envelope(BaseModel):
 _ALL_FIELDS = frozenset(Envelope.model_fields)
 # pydantic's own slots, set through their descriptors: a third cheaper than
 # object.__setattr__, which looks each one up by name
+_new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+_is_str = str.__instancecheck__
 #: optional string fields a caller often sets; they need no check beyond their type
 _TEXT_FIELDS = frozenset(
     ("correlation_id", "reply_to", "traceparent", "tracestate", "tier", "tenant")

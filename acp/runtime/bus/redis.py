@@ -116,11 +116,16 @@ def _parse(raw: Any) -> dict[bytes, bytes]:
     return dict(zip(it, it, strict=True))
 
 
+_new_tuple = tuple.__new__
+
+
 def _delivery(dest: str, entry_id: bytes, raw: Any, times: int) -> Delivery:
     """A Delivery from a stream entry (a field list from Lua, or a dict from redis-py)."""
     if type(raw) is list and len(raw) == 4 and raw[0] == b"m" and raw[2] == b"f":
         # the common entry: no headers, no history
-        return Delivery(dest, entry_id.decode(), raw[1].decode(), raw[3], NO_HEADERS, times)
+        return _new_tuple(  # the named tuple without its Python-level constructor
+            Delivery, (dest, entry_id.decode(), raw[1].decode(), raw[3], NO_HEADERS, times, ())
+        )
     f: dict[bytes, bytes] = raw if isinstance(raw, dict) else _parse(raw)
     headers = {k[2:].decode(): v.decode() for k, v in f.items() if k.startswith(b"h.")}
     history = tuple(h.decode() for h in f[b"r"].split(_SEP)) if f.get(b"r") else ()
