@@ -144,6 +144,26 @@ async def test_unexpected_handler_errors_are_dead_lettered(make_bus: MakeBus) ->
         assert "ValueError: cannot handle n" in letter.error
 
 
+async def test_a_reply_that_cannot_be_encoded_fails_its_message_not_the_worker(
+    make_bus: MakeBus,
+) -> None:
+    async def answers_with_a_set(env: Envelope) -> Sequence[Envelope]:
+        if env.body["n"] == 1:
+            return [env.reply({"n": {1, 2}})]  # msgpack cannot carry a set
+        return await doubler(env)
+
+    async with make_bus() as bus, anyio.create_task_group() as tg:
+        processor = Processor(bus, "worker", answers_with_a_set, consumer="w1")
+        await tg.start(processor.run)
+        await send(bus, command(1))
+        await send(bus, command(2))
+        await wait_for(lambda: processor.stats.dead_lettered == 1 and processor.stats.handled == 1)
+        processor.stop()
+        (letter,) = await bus.dead_letters("worker")
+        assert letter.reason == "handler_error"
+        assert "msgpack cannot carry" in letter.error
+
+
 async def test_long_handler_keeps_its_lease_and_runs_once(make_bus: MakeBus) -> None:
     runs: list[str] = []
 

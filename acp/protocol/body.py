@@ -11,9 +11,11 @@ import re
 from enum import StrEnum
 from typing import Any
 
+from acp.protocol.patterns import remembering_fullmatch
+
 __all__ = ["MessageKind", "classify_body", "command_name", "is_json_value"]
 
-_CMD = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_is_command = remembering_fullmatch(re.compile(r"[A-Z][A-Z0-9_]*"))
 _STATUS_KEY = re.compile(r"(^|_)(status|platform|health|metrics|progress|state)$")
 
 
@@ -29,7 +31,7 @@ class MessageKind(StrEnum):
 def command_name(body: dict[str, Any]) -> str | None:
     """The body's command (``cmd``) when it is a well-formed UPPER_SNAKE name."""
     cmd = body.get("cmd")
-    return cmd if isinstance(cmd, str) and _CMD.match(cmd) else None
+    return cmd if isinstance(cmd, str) and _is_command(cmd) else None
 
 
 def _is_step(value: Any) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from acp.errors import ConfigError
+from acp.protocol.patterns import remembering_fullmatch
 
 __all__ = [
     "COORDINATORS",
@@ -33,12 +34,12 @@ GROUP = "workers"
 #: set of every destination that ever received work (for status and dlq tools)
 DESTINATIONS = f"{PREFIX}:destinations"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+_valid_name = remembering_fullmatch(re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"))
 
 
 def check_name(name: str, what: str = "destination") -> str:
     """Names end up inside keys and hash tags: no braces, spaces or oddities."""
-    if not _NAME.match(name):
+    if not _valid_name(name):
         raise ConfigError(
             f"{what} name {name!r} must be 1-128 characters of letters, digits and ._:@- "
             "starting with a letter or digit"

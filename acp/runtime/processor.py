@@ -61,8 +61,6 @@ class _Work:
     delivery: Delivery
     #: another consumer took the entry over: the result is discarded, not committed
     lost: bool = False
-    #: its commit is on the wire: renewing now would race the acknowledgement
-    committing: bool = False
 
 
 class Processor:
@@ -101,6 +99,8 @@ class Processor:
         self._in_flight: dict[str, _Work] = {}
         self._done: list[tuple[Delivery, list[Outgoing]]] = []
         self._flushing = False
+        #: the batch whose commit is on the wire
+        self._committing: list[tuple[Delivery, list[Outgoing]]] = []
         self._room = anyio.Event()
         self._queue: deque[_Work] = deque()
         self._wake = anyio.Event()
@@ -221,10 +221,34 @@ class Processor:
         self._room.set()
 
     async def _handle(self, work: _Work) -> None:
+        """Admit, handle and queue for commit one delivery: one coroutine per message,
+        the handler's own aside, because a batch runs them back to back."""
         delivery = work.delivery
         outcome: list[Outgoing] | None = None
         try:
-            outcome = await self._process(delivery)
+            env = self._admit(delivery)
+            if type(env) is tuple:
+                await self._reject(delivery, *env)
+            else:
+                assert isinstance(env, Envelope)
+                try:
+                    results = await self.handler(env)
+                    # a result that cannot be encoded fails its message, not the worker
+                    encode, route = self.codec.encode, self.route
+                    effects = [to_outgoing(r, encode(r), route(r)) for r in results or ()]
+                except Rejected as exc:
+                    await self._reject(delivery, exc.reason, str(exc))
+                except RetryableError as exc:
+                    self._about(env).warning("handler_retry", error=str(exc))
+                    await self.bus.retry(
+                        delivery, self.consumer, error=str(exc), delay=exc.retry_after
+                    )
+                    self.stats.retried += 1
+                except Exception as exc:
+                    self._about(env).exception("handler_failed")
+                    await self._reject(delivery, "handler_error", f"{type(exc).__name__}: {exc}")
+                else:
+                    outcome = effects
         finally:
             if outcome is None or work.lost:
                 # retried, dead-lettered, lease lost or shut down: nothing to commit
@@ -234,46 +258,19 @@ class Processor:
         if outcome is not None and not work.lost and not self._flushing:
             await self._flush()
 
-    async def _process(self, delivery: Delivery) -> list[Outgoing] | None:
-        """Effects to commit, or None when the delivery was retried or dead-lettered."""
+    def _admit(self, delivery: Delivery) -> Envelope | tuple[str, str]:
+        """The envelope to hand to the handler, or why the delivery is a dead letter."""
         try:
             env = self.codec.decode(delivery.frame)
         except DecodeError as exc:
-            await self._reject(delivery, f"decode:{exc.reason}", str(exc))
-            return None
+            return f"decode:{exc.reason}", str(exc)
         if not self.accept(env):
-            await self._reject(
-                delivery,
-                "unknown_recipient",
-                f"addressed to {env.recipient!r}, read from {self.dest!r}",
-            )
-            return None
+            return "unknown_recipient", f"addressed to {env.recipient!r}, read from {self.dest!r}"
         if env.deadline is not None and env.expired():
-            await self._reject(
-                delivery,
-                "deadline",
-                f"deadline passed {time.time() - (env.deadline or 0):.1f}s ago",
-            )
-            return None
+            return "deadline", f"deadline passed {time.time() - env.deadline:.1f}s ago"
         if delivery.deliveries != env.attempt:
             env = env.evolve(attempt=delivery.deliveries)
-        try:
-            results = await self.handler(env)
-        except Rejected as exc:
-            await self._reject(delivery, exc.reason, str(exc))
-            return None
-        except RetryableError as exc:
-            self._about(env).warning("handler_retry", error=str(exc))
-            await self.bus.retry(delivery, self.consumer, error=str(exc), delay=exc.retry_after)
-            self.stats.retried += 1
-            return None
-        except Exception as exc:
-            self._about(env).exception("handler_failed")
-            await self._reject(delivery, "handler_error", f"{type(exc).__name__}: {exc}")
-            return None
-        if not results:
-            return []
-        return [to_outgoing(r, self.codec.encode(r), self.route(r)) for r in results]
+        return env
 
     def _about(self, env: Envelope) -> structlog.stdlib.BoundLogger:
         """The logger for one message (bound only when there is something to say)."""
@@ -298,12 +295,13 @@ class Processor:
         try:
             while self._done:
                 items, self._done = self._done, []
-                for delivery, _ in items:
-                    work = self._in_flight.get(delivery.entry_id)
-                    if work is not None:
-                        work.committing = True
-                with anyio.CancelScope(shield=True):
-                    statuses = await self.bus.commit(self.consumer, items)
+                # on the wire: renewing these now would race their acknowledgement
+                self._committing = items
+                try:
+                    with anyio.CancelScope(shield=True):
+                        statuses = await self.bus.commit(self.consumer, items)
+                finally:
+                    self._committing = []
                 in_flight = self._in_flight
                 for delivery, _ in items:
                     in_flight.pop(delivery.entry_id, None)
@@ -322,19 +320,27 @@ class Processor:
 
     # -- leases ------------------------------------------------------------------------
 
+    def _committing_ids(self) -> set[str]:
+        return {delivery.entry_id for delivery, _ in self._committing}
+
     async def _renew_leases(self) -> None:
         interval = max(self.bus.options.min_idle / 3, 0.05)
         while True:
             await anyio.sleep(interval)
-            works = [w for w in self._in_flight.values() if not (w.lost or w.committing)]
+            committing = self._committing_ids()
+            works = [
+                w
+                for w in self._in_flight.values()
+                if not w.lost and w.delivery.entry_id not in committing
+            ]
             if not works:
                 continue
             owned = await self.bus.renew(self.consumer, [w.delivery for w in works])
+            committing = self._committing_ids()
             for work, ok in zip(works, owned, strict=True):
-                # a commit may have finished while the renewal was on the wire
-                current = (
-                    self._in_flight.get(work.delivery.entry_id) is work and not work.committing
-                )
+                # a commit may have started or finished while the renewal was on the wire
+                entry_id = work.delivery.entry_id
+                current = self._in_flight.get(entry_id) is work and entry_id not in committing
                 if not ok and current:
                     work.lost = True
                     self.stats.lost += 1
