@@ -1,4 +1,5 @@
-"""The Redis bus's connections: sends stay bounded by the socket timeout, at no task per command."""
+"""The Redis bus's connections: sends stay bounded by the socket timeout, the hot
+path's command batches start no task of their own and stay in step after errors."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import anyio
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from acp.runtime.bus import RedisBus
+from acp.runtime.bus import Outgoing, RedisBus
 from acp.runtime.bus.connection import timed_sends
+from acp.runtime.bus.lines import Lines
 
 pytestmark = pytest.mark.anyio
 
@@ -91,12 +95,33 @@ async def test_commands_on_the_bus_start_no_task_of_their_own(redis_url: str) ->
         return asyncio.Task(coro, loop=loop, **kw)
 
     async with RedisBus.from_url(redis_url) as bus:
-        await bus.redis.ping()  # connected
+        await bus.send(Outgoing("agent-a", "warm-up", b"x"))  # connected, group made
+        await bus.consume("agent-a", "c1", block=0.05)
         loop.set_task_factory(counting)
         try:
-            for _ in range(5):
+            for i in range(5):
                 await bus.redis.ping()
+                await bus.send(Outgoing("agent-a", f"m{i}", b"x"))
+                (delivery,) = await bus.consume("agent-a", "c1", block=0.05)
+                await bus.commit("c1", [(delivery, [])])
         finally:
             loop.set_task_factory(factory)
         assert bus.redis.connection_pool.connection_kwargs["socket_timeout"]
     assert started == []
+
+
+async def test_a_batch_with_an_error_reply_raises_it_and_leaves_the_line_in_step(
+    redis_url: str,
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    lines = Lines(client.connection_pool)
+    try:
+        with pytest.raises(ResponseError, match="wrong number of arguments"):
+            await lines.run([("SET", "k", "v"), ("GET",), ("GET", "k")])
+        assert await lines.run([("GET", "k"), ("PING",)]) == [b"v", b"PONG"]
+        with anyio.move_on_after(0.1):  # cancelled mid-read: the next batch still works
+            await lines.run([("BLPOP", "nothing-here", 5)])
+        assert await lines.run([("GET", "k")]) == [b"v"]
+    finally:
+        await lines.aclose()
+        await client.aclose()

@@ -40,6 +40,7 @@ from acp.runtime.bus.base import (
     QueueStats,
 )
 from acp.runtime.bus.connection import timed_sends
+from acp.runtime.bus.lines import Lines
 from acp.runtime.keys import (
     DESTINATIONS,
     GROUP,
@@ -107,10 +108,6 @@ def _pack(value: Any) -> bytes:
     return packed
 
 
-def _as_sent(response: Any, **options: Any) -> Any:
-    return response
-
-
 def _parse(raw: Any) -> dict[bytes, bytes]:
     it = iter(raw)
     return dict(zip(it, it, strict=True))
@@ -162,7 +159,9 @@ class RedisBus(Bus):
         self.durability = durability
         self.reconnect_timeout = reconnect_timeout
         self._redis: aioredis.Redis | None = None
-        self._blocking: dict[tuple[str, str], aioredis.Redis] = {}
+        self._lines: Lines | None = None
+        #: blocking reads, per destination and consumer: socket timeout longer than BLOCK
+        self._blocking: dict[tuple[str, str], Lines] = {}
         self._groups: set[str] = set()
         self._known: set[str] = set()
         self._waitaof = False
@@ -193,9 +192,6 @@ class RedisBus(Bus):
         client = aioredis.Redis(**kwargs)
         pool = client.connection_pool
         pool.connection_class = timed_sends(pool.connection_class)
-        # Stream reads come back as the server sent them: _delivery reads the flat
-        # field list directly, without a dict per entry built on the way.
-        client.set_response_callback("XREADGROUP", _as_sent)
         return client
 
     @property
@@ -205,8 +201,17 @@ class RedisBus(Bus):
         assert self._redis is not None
         return self._redis
 
+    @property
+    def lines(self) -> Lines:
+        """The hot path's command batches (sends, commits, scripts)."""
+        if self._lines is None:
+            self._check_open()
+        assert self._lines is not None
+        return self._lines
+
     async def _connect(self) -> None:
         self._redis = self._client()
+        self._lines = Lines(self._redis.connection_pool)
         await self._retrying(self._load_scripts)
         if self.durability == "safe":
             await self._check_safe_mode()
@@ -217,8 +222,11 @@ class RedisBus(Bus):
         for name in _SCRIPT_NAMES:
             self._sha[name] = str(await self.redis.script_load(getattr(scripts, name)))
 
+    def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self._sha[name], len(keys), *keys, *args)
+
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self.redis.evalsha(self._sha[name], len(keys), *keys, *args)
+        return (await self.lines.run([self._script(name, keys, args)]))[0]
 
     async def _check_safe_mode(self) -> None:
         try:
@@ -243,9 +251,12 @@ class RedisBus(Bus):
             if self._inbox_read:
                 await self.redis.xdel(Keys(self.inbox).stream, *self._inbox_read)
                 self._inbox_read = []
-        for client in self._blocking.values():
-            await client.aclose()
+        for lines in self._blocking.values():
+            await lines.aclose()
         self._blocking.clear()
+        if self._lines is not None:
+            await self._lines.aclose()
+            self._lines = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -325,23 +336,21 @@ class RedisBus(Bus):
                 )
         return calls
 
-    def _pipe_sends(self, pipe: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> None:
-        """Queue SEND script calls (from ``_send_calls``) on a pipeline."""
-        for keys, args in calls:
-            pipe.evalsha(self._sha["SEND"], len(keys), *keys, *args)
+    def _sends(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[tuple[Any, ...]]:
+        """The SEND script calls (from ``_send_calls``) as commands for ``Lines.run``."""
+        return [self._script("SEND", keys, args) for keys, args in calls]
 
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
         for keys, args in await self._send_calls(items):
             await self._retrying(partial(self._eval, "SEND", keys, args))
         await self._durable()
 
-    async def _blocking_client(self, dest: str, consumer: str, block: float) -> aioredis.Redis:
-        client = self._blocking.get((dest, consumer))
-        if client is None:
-            client = self._client(socket_timeout=block + 10.0)
-            client.set_response_callback("XREAD", _as_sent)  # the inbox's reads
-            self._blocking[(dest, consumer)] = client
-        return client
+    def _blocking_lines(self, dest: str, consumer: str, block: float) -> Lines:
+        lines = self._blocking.get((dest, consumer))
+        if lines is None:
+            lines = Lines(self._client(socket_timeout=block + 10.0).connection_pool)
+            self._blocking[(dest, consumer)] = lines
+        return lines
 
     async def _read(
         self,
@@ -361,18 +370,19 @@ class RedisBus(Bus):
             )
         if self._trash.get(dest):
             await self._drop_trash(dest)
-        client = await self._blocking_client(dest, consumer, block) if block > 0 else self.redis
-        block_ms = int(block * 1000) if block > 0 else None
-        reply: Any = await self._retrying(
-            lambda: client.xreadgroup(
-                GROUP, consumer, {keys.stream: ">"}, count=count, block=block_ms
-            )
-        )
-        return self._deliveries(dest, reply)
+        read: tuple[Any, ...] = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count)
+        if block > 0:
+            lines = self._blocking_lines(dest, consumer, block)
+            read += ("BLOCK", int(block * 1000))
+        else:
+            lines = self.lines
+        read += ("STREAMS", keys.stream, ">")
+        replies = await self._retrying(partial(lines.run, [read]))
+        return self._deliveries(dest, replies[0])
 
     @staticmethod
     def _deliveries(dest: str, reply: Any) -> list[Delivery]:
-        """The entries of an XREADGROUP (or inbox XREAD) reply, as sent (see ``_client``)."""
+        """The entries of an XREADGROUP or XREAD reply, as the server sent them."""
         if not reply:
             return []
         # RESP2: [[stream, entries]]; RESP3 (protocol=3 in the URL): {stream: entries}
@@ -387,22 +397,17 @@ class RedisBus(Bus):
         # it needs no consumer group and no acknowledgement per read; replies read
         # are deleted in batches riding with a later read.
         stream = Keys(self.inbox).stream
-        client = await self._blocking_client(self.inbox, INBOX_CONSUMER, block)
+        lines = self._blocking_lines(self.inbox, INBOX_CONSUMER, block)
         self._inbox_read += [d.entry_id for d in seen]
         drop = self._inbox_read if self._inbox_cleanup_due() else []
-        calls = await self._send_calls(sends) if sends else []
-
-        async def run() -> Any:
-            async with client.pipeline(transaction=False) as pipe:
-                self._pipe_sends(pipe, calls)
-                if calls and self.durability == "safe" and self._waitaof:
-                    pipe.execute_command("WAITAOF", 1, 0, 5000)
-                if drop:
-                    pipe.xdel(stream, *drop)
-                pipe.xread({stream: self._inbox_after}, count=count, block=int(block * 1000))
-                return (await pipe.execute())[-1]
-
-        reply = await self._retrying(run)
+        commands = self._sends(await self._send_calls(sends)) if sends else []
+        if commands and self.durability == "safe" and self._waitaof:
+            commands.append(("WAITAOF", 1, 0, 5000))
+        if drop:
+            commands.append(("XDEL", stream, *drop))
+        read = ("XREAD", "COUNT", count, "BLOCK", int(block * 1000), "STREAMS", stream)
+        commands.append((*read, self._inbox_after))
+        reply = (await self._retrying(partial(lines.run, commands)))[-1]
         if drop:
             self._inbox_read = []
             self._inbox_cleaned = time.monotonic()
@@ -474,16 +479,10 @@ class RedisBus(Bus):
             self._housekeeping(keys.done),
             _pack(trash) if (trash := self._trash.pop(dest, None)) else "",
         ]
-        sends = await self._send_calls(eager)
-
-        async def run() -> Any:
-            # One round trip: this commit (deleting what the last one forwarded), its replies.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._sha["COMMIT"], 3, *commit)
-                self._pipe_sends(pipe, sends)
-                return await pipe.execute()
-
-        replies = await self._retrying(run)
+        # One round trip: this commit (deleting what the last one forwarded), its replies.
+        commands = [("EVALSHA", self._sha["COMMIT"], 3, *commit)]
+        commands += self._sends(await self._send_calls(eager))
+        replies = await self._retrying(partial(self.lines.run, commands))
         await self._durable()
         letters, outbox = replies[0]
         statuses = [_STATUS[letter] for letter in letters]
