@@ -14,6 +14,7 @@ from acp.protocol import (
     Envelope,
     MessageKind,
     PipelineStatusCommand,
+    WireCodec,
     body_from_text,
     classify_body,
     envelope_from_text,
@@ -172,3 +173,14 @@ def test_replies_render_with_their_envelope_kind() -> None:
     )
     assert "error: schema" in failed
     assert "detail: bad" in failed
+
+
+def test_changing_one_envelope_leaves_the_others_alone() -> None:
+    codec = WireCodec()
+    a, b = (codec.decode(codec.encode(Envelope.for_body({"n": n}, sender="s", recipient="r")))
+            for n in (1, 2))  # fmt: skip
+    fields = set(b.model_fields_set)
+    changed = a.evolve(attempt=3, headers={"x": "y"})
+    assert (changed.attempt, a.attempt, b.attempt) == (3, 1, 1)
+    assert b.model_fields_set == fields == a.model_fields_set
+    assert b.model_dump(exclude_unset=True) == b.model_dump()

@@ -61,7 +61,10 @@ class Envelope(BaseModel):
         default filling on the hot path."""
         env = _new(cls)
         _set_dict(env, values)
-        _set_fields_set(env, set(_ALL_FIELDS))
+        # One set shared by every such envelope: a frozen model never changes it in
+        # place (``model_copy`` copies it before adding to it), and it saves a set
+        # built and freed per message.
+        _set_fields_set(env, _EVERY_FIELD)
         _set_extra(env, None)
         _set_private(env, None)
         return env
@@ -141,7 +144,7 @@ class Envelope(BaseModel):
         return Envelope(kind=kind, body=body, sender=sender, recipient=recipient, **kept, **fields)
 
 
-_ALL_FIELDS = frozenset(Envelope.model_fields)
+_EVERY_FIELD = set(Envelope.model_fields)
 # pydantic's own slots, set through their descriptors: a third cheaper than
 # object.__setattr__, which looks each one up by name
 _new = object.__new__
