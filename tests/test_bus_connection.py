@@ -125,3 +125,17 @@ async def test_a_batch_with_an_error_reply_raises_it_and_leaves_the_line_in_step
     finally:
         await lines.aclose()
         await client.aclose()
+
+
+async def test_blocking_reads_wait_on_connections_whose_timeout_outlasts_the_block(
+    redis_url: str,
+) -> None:
+    async with RedisBus.from_url(redis_url) as bus:
+        started = asyncio.get_running_loop().time()
+        assert await bus.consume("agent-a", "c1", block=0.3) == []
+        assert asyncio.get_running_loop().time() - started >= 0.25  # it did block
+        (lines,) = bus._blocking.values()
+        (conn,) = lines._made
+        assert conn.socket_timeout is not None
+        assert conn.socket_timeout >= 0.3 + 10
+        assert lines is not bus.lines  # commits never wait behind a blocked read
