@@ -260,8 +260,11 @@ async def test_effects_left_in_the_outbox_by_a_dead_committer_are_relayed(
         await bus.send(out("agent-a", "m1"))
         (d,) = await bus.consume("agent-a", "c1", block=0.5)
         # the primitive commit, without the immediate forward: as if the process died here
-        results = await bus._commit("agent-a", "c1", [(d, [out("agent-b", "effect-1")])], [])
-        assert results[0][0] is CommitStatus.DONE
+        statuses, outbox = await bus._commit(
+            "agent-a", "c1", [(d, [out("agent-b", "effect-1")])], []
+        )
+        assert statuses == [CommitStatus.DONE]
+        assert len(outbox) == 1
         assert await bus.consume("agent-b", "c1", block=0.05) == []
         await anyio.sleep(FAST.relay_after + 0.1)
         await bus.consume("agent-a", "c2", block=0.05)  # any consumer of agent-a relays

@@ -12,7 +12,7 @@ from conftest import BusFactory
 
 from acp.errors import RetryableError
 from acp.protocol import Envelope, KeyRing, WireCodec
-from acp.runtime.bus import Bus, BusOptions, Outgoing
+from acp.runtime.bus import Bus, BusOptions, CommitStatus, Outgoing
 from acp.runtime.processor import Processor, to_outgoing
 
 pytestmark = pytest.mark.anyio
@@ -162,6 +162,31 @@ async def test_a_reply_that_cannot_be_encoded_fails_its_message_not_the_worker(
         (letter,) = await bus.dead_letters("worker")
         assert letter.reason == "handler_error"
         assert "msgpack cannot carry" in letter.error
+
+
+async def test_an_entry_taken_over_mid_handler_is_not_committed_by_the_loser(
+    make_bus: MakeBus,
+) -> None:
+    release = anyio.Event()
+
+    async def slow(env: Envelope) -> Sequence[Envelope]:
+        await release.wait()
+        return [env.reply({"from": "the loser"})]
+
+    async with make_bus() as bus, anyio.create_task_group() as tg:
+        processor = Processor(bus, "worker", slow, consumer="w1")
+        await tg.start(processor.run)
+        await send(bus, command(1, reply_to="tester"))
+        await wait_for(lambda: processor.stats.in_flight == 1)
+        (taken,) = await bus._reclaim("worker", "w2", min_idle=0.0, count=10)
+        await wait_for(lambda: processor.stats.lost == 1)  # its next renewal notices
+        release.set()
+        assert await bus.commit("w2", [(taken, [])]) == [CommitStatus.DONE]
+        await anyio.sleep(0.2)
+        processor.stop()
+        assert (await bus.stats("tester")).ready == 0  # the loser's reply never went out
+    assert processor.stats.handled == 0
+    assert processor._lost == set()  # nothing remembered past the entry's release
 
 
 async def test_long_handler_keeps_its_lease_and_runs_once(make_bus: MakeBus) -> None:

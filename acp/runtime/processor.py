@@ -56,13 +56,6 @@ class ProcessorStats:
     started_at: float = field(default_factory=time.time)
 
 
-@dataclass(slots=True)
-class _Work:
-    delivery: Delivery
-    #: another consumer took the entry over: the result is discarded, not committed
-    lost: bool = False
-
-
 class Processor:
     """Drive ``handler`` on ``dest``; ``await run()`` until ``stop()`` or cancellation."""
 
@@ -96,13 +89,15 @@ class Processor:
         #: through the coordinator when one runs
         self.route = route or (lambda env: env.recipient)
         self.stats = ProcessorStats()
-        self._in_flight: dict[str, _Work] = {}
+        self._in_flight: dict[str, Delivery] = {}
+        #: entries another consumer took over: their results are discarded, not committed
+        self._lost: set[str] = set()
         self._done: list[tuple[Delivery, list[Outgoing]]] = []
         self._flushing = False
         #: the batch whose commit is on the wire
         self._committing: list[tuple[Delivery, list[Outgoing]]] = []
         self._room = anyio.Event()
-        self._queue: deque[_Work] = deque()
+        self._queue: deque[Delivery] = deque()
         self._wake = anyio.Event()
         self._idle = 0
         self._workers = 0
@@ -172,9 +167,8 @@ class Processor:
                 self.dest, self.consumer, count=min(free, self.batch), block=self.block
             )
             if batch:
-                works = [_Work(delivery) for delivery in batch]
-                self._in_flight.update(zip([d.entry_id for d in batch], works, strict=True))
-                self._queue.extend(works)
+                self._in_flight.update({d.entry_id: d for d in batch})
+                self._queue.extend(batch)
                 self._ensure_worker()
                 # Let the worker start before the next read goes out: a lone request
                 # is handled one loop turn sooner, a batch is barely delayed (the
@@ -209,21 +203,21 @@ class Processor:
                     # entries (their leases are renewed) until the pause ends
                     await self._wait_for_pause()
                     continue
-                work = queue.popleft()
+                delivery = queue.popleft()
                 if queue and not (self._idle and self._wake.is_set()):
                     self._ensure_worker()
-                await self._handle(work)
+                await self._handle(delivery)
         finally:
             self._workers -= 1
 
     def _release(self, entry_id: str) -> None:
         self._in_flight.pop(entry_id, None)
+        self._lost.discard(entry_id)
         self._room.set()
 
-    async def _handle(self, work: _Work) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
         """Admit, handle and queue for commit one delivery: one coroutine per message,
         the handler's own aside, because a batch runs them back to back."""
-        delivery = work.delivery
         outcome: list[Outgoing] | None = None
         try:
             env = self._admit(delivery)
@@ -235,7 +229,9 @@ class Processor:
                     results = await self.handler(env)
                     # a result that cannot be encoded fails its message, not the worker
                     encode, route = self.codec.encode, self.route
-                    effects = [to_outgoing(r, encode(r), route(r)) for r in results or ()]
+                    effects = (
+                        [to_outgoing(r, encode(r), route(r)) for r in results] if results else []
+                    )
                 except Rejected as exc:
                     await self._reject(delivery, exc.reason, str(exc))
                 except RetryableError as exc:
@@ -250,12 +246,13 @@ class Processor:
                 else:
                     outcome = effects
         finally:
-            if outcome is None or work.lost:
+            lost = delivery.entry_id in self._lost
+            if outcome is None or lost:
                 # retried, dead-lettered, lease lost or shut down: nothing to commit
                 self._release(delivery.entry_id)
             else:
                 self._done.append((delivery, outcome))
-        if outcome is not None and not work.lost and not self._flushing:
+        if outcome is not None and not lost and not self._flushing:
             await self._flush()
 
     def _admit(self, delivery: Delivery) -> Envelope | tuple[str, str]:
@@ -305,6 +302,8 @@ class Processor:
                 in_flight = self._in_flight
                 for delivery, _ in items:
                     in_flight.pop(delivery.entry_id, None)
+                if self._lost:  # taken over while it waited for this commit (fenced)
+                    self._lost.difference_update(delivery.entry_id for delivery, _ in items)
                 done = statuses.count(CommitStatus.DONE)
                 self.stats.handled += done
                 if done < len(statuses):
@@ -327,21 +326,17 @@ class Processor:
         interval = max(self.bus.options.min_idle / 3, 0.05)
         while True:
             await anyio.sleep(interval)
-            committing = self._committing_ids()
-            works = [
-                w
-                for w in self._in_flight.values()
-                if not w.lost and w.delivery.entry_id not in committing
-            ]
-            if not works:
+            skip = self._lost | self._committing_ids()
+            held = [d for d in self._in_flight.values() if d.entry_id not in skip]
+            if not held:
                 continue
-            owned = await self.bus.renew(self.consumer, [w.delivery for w in works])
+            owned = await self.bus.renew(self.consumer, held)
             committing = self._committing_ids()
-            for work, ok in zip(works, owned, strict=True):
+            for delivery, ok in zip(held, owned, strict=True):
                 # a commit may have started or finished while the renewal was on the wire
-                entry_id = work.delivery.entry_id
-                current = self._in_flight.get(entry_id) is work and entry_id not in committing
+                entry_id = delivery.entry_id
+                current = self._in_flight.get(entry_id) is delivery and entry_id not in committing
                 if not ok and current:
-                    work.lost = True
+                    self._lost.add(entry_id)
                     self.stats.lost += 1
-                    self._log.warning("lease_lost", msg_id=work.delivery.msg_id)
+                    self._log.warning("lease_lost", msg_id=delivery.msg_id)

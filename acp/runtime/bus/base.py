@@ -260,9 +260,10 @@ class Bus(abc.ABC):
         consumer: str,
         items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
         eager: Sequence[Outgoing],
-    ) -> list[tuple[CommitStatus, Sequence[str]]]:
+    ) -> tuple[list[CommitStatus], list[str]]:
         """Atomically: fence, record processed, queue effects to the outbox, ack.
-        Returns each item's status and the outbox entry ids of its effects.
+        Returns each item's status, and the outbox entry ids of the done items'
+        effects in item order.
 
         ``eager`` effects (replies to client inboxes) are also sent right away,
         in the same round trip: a client takes the first reply per correlation
@@ -395,24 +396,19 @@ class Bus(abc.ABC):
             batch = await self._reclaim(dest, consumer, min_idle=self.options.min_idle, count=count)
         if not batch:
             batch = await self._read(dest, consumer, count=count, block=block, own=False)
-        fresh = []
-        for delivery in batch:
-            if delivery.deliveries > self.options.max_deliveries:
-                last = (
-                    delivery.history[-1]
-                    if delivery.history
-                    else "redelivered after the consumer stopped"
-                )
-                await self._dead_letter(delivery, consumer, reason="max_deliveries", error=last)
-                log.warning(
-                    "dead_lettered",
-                    dest=dest,
-                    msg_id=delivery.msg_id,
-                    deliveries=delivery.deliveries,
-                )
-            else:
-                fresh.append(delivery)
-        return fresh
+        limit = self.options.max_deliveries
+        spent = [d for d in batch if d.deliveries > limit]
+        for delivery in spent:
+            last = (
+                delivery.history[-1]
+                if delivery.history
+                else "redelivered after the consumer stopped"
+            )
+            await self._dead_letter(delivery, consumer, reason="max_deliveries", error=last)
+            log.warning(
+                "dead_lettered", dest=dest, msg_id=delivery.msg_id, deliveries=delivery.deliveries
+            )
+        return [d for d in batch if d.deliveries <= limit] if spent else batch
 
     async def commit(
         self, consumer: str, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]
@@ -431,16 +427,17 @@ class Bus(abc.ABC):
                 check_name(effect.dest)
                 if effect.dest.startswith(INBOX_PREFIX):
                     eager.append(effect)
-        results = await self._commit(dest, consumer, items, eager)
-        send: list[Outgoing] = []
-        done: list[str] = []
-        for (_, ids), (_, effects) in zip(results, items, strict=True):
-            if ids:  # only a done item has outbox ids, one per effect
-                done += ids
-                send += [e for e in effects if not e.dest.startswith(INBOX_PREFIX)]
-        if done:
-            await self._forward(dest, send, done)
-        return [status for status, _ in results]
+        statuses, outbox = await self._commit(dest, consumer, items, eager)
+        if outbox:  # the done items' effects are in the outbox: forward them now
+            send = [
+                effect
+                for (_, effects), status in zip(items, statuses, strict=True)
+                if status is CommitStatus.DONE
+                for effect in effects
+                if not effect.dest.startswith(INBOX_PREFIX)
+            ]
+            await self._forward(dest, send, outbox)
+        return statuses
 
     def backoff(self, deliveries: int) -> float:
         """Exponential backoff with full jitter for the given delivery number."""

@@ -226,31 +226,31 @@ class MemoryBus(Bus):
         consumer: str,
         items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
         eager: Sequence[Outgoing],
-    ) -> list[tuple[CommitStatus, Sequence[str]]]:
+    ) -> tuple[list[CommitStatus], list[str]]:
         q = self.broker.queue(dest)
         now = time.time()
         _expire(q.done, now - self.options.ledger_ttl)
-        results: list[tuple[CommitStatus, Sequence[str]]] = []
+        statuses: list[CommitStatus] = []
+        outbox: list[str] = []
         for delivery, effects in items:
             if not self._owned(q, delivery.entry_id, consumer):
                 already = delivery.msg_id in q.done
-                results.append((CommitStatus.DUPLICATE if already else CommitStatus.LOST, []))
+                statuses.append(CommitStatus.DUPLICATE if already else CommitStatus.LOST)
                 continue
             self._ack(q, delivery.entry_id)
             if delivery.msg_id in q.done:
-                results.append((CommitStatus.DUPLICATE, []))
+                statuses.append(CommitStatus.DUPLICATE)
                 continue
             q.done[delivery.msg_id] = now
-            ids = []
             for effect in effects:
                 oid = self.broker.next_id()
                 q.outbox[oid] = effect
-                ids.append(oid)
-            results.append((CommitStatus.DONE, ids))
+                outbox.append(oid)
+            statuses.append(CommitStatus.DONE)
         if eager:
             await self._send(eager)
         await anyio.lowlevel.checkpoint()
-        return results
+        return statuses, outbox
 
     async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
         if send:

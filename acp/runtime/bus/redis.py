@@ -64,7 +64,6 @@ _STATUS = {
     ord("u"): CommitStatus.DUPLICATE,
     ord("l"): CommitStatus.LOST,
 }
-_DONE = CommitStatus.DONE
 #: seconds between trims of a dedup set or ledger by one client (see ``_housekeeping``)
 _HOUSEKEEPING_INTERVAL = 1.0
 #: replies read from the inbox that are deleted together (or after a second)
@@ -457,7 +456,7 @@ class RedisBus(Bus):
         consumer: str,
         items: Sequence[tuple[Delivery, Sequence[Outgoing]]],
         eager: Sequence[Outgoing],
-    ) -> list[tuple[CommitStatus, Sequence[str]]]:
+    ) -> tuple[list[CommitStatus], list[str]]:
         keys = Keys(dest)
         packed = _pack(
             [
@@ -485,14 +484,7 @@ class RedisBus(Bus):
         replies = await self._retrying(partial(self.lines.run, commands))
         await self._durable()
         letters, outbox = replies[0]
-        statuses = [_STATUS[letter] for letter in letters]
-        if not outbox:
-            return [(status, ()) for status in statuses]
-        ids = iter(outbox)
-        return [
-            (status, [next(ids).decode() for _ in effects] if status is _DONE else ())
-            for status, (_, effects) in zip(statuses, items, strict=True)
-        ]
+        return list(map(_STATUS.__getitem__, letters)), [i.decode() for i in outbox]
 
     async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
         if send:
