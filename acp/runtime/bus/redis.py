@@ -340,8 +340,9 @@ class RedisBus(Bus):
         return [self._script("SEND", keys, args) for keys, args in calls]
 
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
-        for keys, args in await self._send_calls(items):
-            await self._retrying(partial(self._eval, "SEND", keys, args))
+        # every destination's SEND in one round trip (each is safe to run twice)
+        commands = self._sends(await self._send_calls(items))
+        await self._retrying(partial(self.lines.run, commands))
         await self._durable()
 
     def _blocking_lines(self, dest: str, consumer: str, block: float) -> Lines:
@@ -397,8 +398,10 @@ class RedisBus(Bus):
         # are deleted in batches riding with a later read.
         stream = Keys(self.inbox).stream
         lines = self._blocking_lines(self.inbox, INBOX_CONSUMER, block)
-        self._inbox_read += [d.entry_id for d in seen]
-        drop = self._inbox_read if self._inbox_cleanup_due() else []
+        # nothing is remembered until the round trip succeeds: after a failure the
+        # listener hands the same replies in again
+        read_ids = self._inbox_read + [d.entry_id for d in seen]
+        drop = read_ids if self._inbox_cleanup_due(read_ids) else []
         commands = self._sends(await self._send_calls(sends)) if sends else []
         if commands and self.durability == "safe" and self._waitaof:
             commands.append(("WAITAOF", 1, 0, 5000))
@@ -407,19 +410,18 @@ class RedisBus(Bus):
         read = ("XREAD", "COUNT", count, "BLOCK", int(block * 1000), "STREAMS", stream)
         commands.append((*read, self._inbox_after))
         reply = (await self._retrying(partial(lines.run, commands)))[-1]
+        self._inbox_read = [] if drop else read_ids
         if drop:
-            self._inbox_read = []
             self._inbox_cleaned = time.monotonic()
         batch = self._deliveries(self.inbox, reply)
         if batch:
             self._inbox_after = batch[-1].entry_id
         return batch
 
-    def _inbox_cleanup_due(self) -> bool:
+    def _inbox_cleanup_due(self, read_ids: Sequence[str]) -> bool:
         """Delete replies read once there are enough of them, or a second has passed."""
-        return len(self._inbox_read) >= _INBOX_CLEANUP_BATCH or (
-            bool(self._inbox_read)
-            and time.monotonic() - self._inbox_cleaned >= _HOUSEKEEPING_INTERVAL
+        return len(read_ids) >= _INBOX_CLEANUP_BATCH or (
+            bool(read_ids) and time.monotonic() - self._inbox_cleaned >= _HOUSEKEEPING_INTERVAL
         )
 
     async def _claim(
@@ -466,21 +468,21 @@ class RedisBus(Bus):
                 for delivery, effects in items
             ]
         )
-        commit: list[Any] = [
-            keys.stream,
-            keys.done,
-            keys.outbox,
-            GROUP,
-            consumer,
-            int(self.options.ledger_ttl * 1000),
-            packed,
-            _PENDING_SCAN,
-            self._housekeeping(keys.done),
-            _pack(trash) if (trash := self._trash.pop(dest, None)) else "",
-        ]
+        commit = self._script(
+            "COMMIT",
+            [keys.stream, keys.done, keys.outbox],
+            [
+                GROUP,
+                consumer,
+                int(self.options.ledger_ttl * 1000),
+                packed,
+                _PENDING_SCAN,
+                self._housekeeping(keys.done),
+                _pack(trash) if (trash := self._trash.pop(dest, None)) else "",
+            ],
+        )
         # One round trip: this commit (deleting what the last one forwarded), its replies.
-        commands = [("EVALSHA", self._sha["COMMIT"], 3, *commit)]
-        commands += self._sends(await self._send_calls(eager))
+        commands = [commit, *self._sends(await self._send_calls(eager))]
         replies = await self._retrying(partial(self.lines.run, commands))
         await self._durable()
         letters, outbox = replies[0]
