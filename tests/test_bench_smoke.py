@@ -89,3 +89,25 @@ def test_acp_row_is_measured_or_explained(result: dict[str, Any]) -> None:
         assert result["lost"] == 0
         assert result["duplicates"] == 0
         assert 0 < result["acp_rtt_p50_ms"] <= result["acp_rtt_p99_ms"]
+
+
+def test_dictionary_bench_reports_both_dictionaries_and_remakes_the_frozen_tables() -> None:
+    """``bench/dictionary.py`` is how dictionary 2 was made: its figures come out,
+    and ``--make-entropy`` still prints the header frozen in the vocabulary."""
+    from acp.protocol.vocabulary import dictionary, dictionary_bytes
+
+    script = BUS.parent / "dictionary.py"
+    run = [sys.executable, str(script)]
+    figures = subprocess.run(
+        [*run, "--json"], capture_output=True, text=True, timeout=60, check=True
+    )
+    parsed = json.loads(figures.stdout)
+    assert parsed["messages"] > 0
+    for dict_id in ("dict1", "dict2"):
+        assert 0 < parsed[dict_id]["ratio"] < 1
+        assert parsed[dict_id]["compress_us"] > 0
+    entropy = subprocess.run(
+        [*run, "--make-entropy"], capture_output=True, text=True, timeout=60, check=True
+    )
+    full, _ = dictionary(2)
+    assert bytes.fromhex(entropy.stdout.strip()) + dictionary_bytes() == full

@@ -167,6 +167,65 @@ def test_zstd_frame_stating_its_own_size_is_refused() -> None:
     assert info.value.reason == "bad_compression"
 
 
+def _frame_with_dictionary(codec: WireCodec, env: Envelope, dict_id: int) -> bytes:
+    """``env`` framed as a sender compressing with dictionary ``dict_id`` would."""
+    import zstandard
+
+    from acp.protocol.codec import zstd_parameters
+    from acp.protocol.vocabulary import dictionary
+
+    plain = WireCodec(compress=False).encode(env)
+    length, payload = plain[2] & 0x7F | plain[3] << 7, plain[4:]
+    assert len(payload) == length >= 0x80
+    data, full = dictionary(dict_id)
+    kind = zstandard.DICT_TYPE_FULLDICT if full else zstandard.DICT_TYPE_RAWCONTENT
+    zdict = zstandard.ZstdCompressionDict(data, dict_type=kind)
+    packed = zstandard.ZstdCompressor(
+        dict_data=zdict, compression_params=zstd_parameters()
+    ).compress(payload)
+    return bytes((0xA2, 0x03 | dict_id << 4)) + plain[2:4] + packed
+
+
+def test_new_frames_use_dictionary_two_and_frames_of_dictionary_one_still_decode() -> None:
+    codec = WireCodec()
+    env = Envelope.for_body(PIPELINE, sender="pipeline-monitor", recipient="data-engineer")
+    frame = codec.encode(env)
+    assert frame[1] == 0x23  # compressed envelope, dictionary 2
+    assert _frame_with_dictionary(codec, env, 2) == frame
+    old = _frame_with_dictionary(codec, env, 1)  # as written before dictionary 2, still in Redis
+    assert old != frame
+    decoded = codec.decode(old)
+    assert decoded == codec.decode(frame)
+    assert decoded.model_dump(exclude={"hash"}) == env.model_dump(exclude={"hash"})
+
+
+def test_dictionary_two_is_dictionary_one_behind_entropy_tables() -> None:
+    import zstandard
+
+    from acp.protocol.vocabulary import DICTIONARY_ID, DICTIONARY_IDS, dictionary, dictionary_bytes
+
+    assert (DICTIONARY_ID, DICTIONARY_IDS) == (2, (1, 2))
+    assert dictionary(1) == (dictionary_bytes(), False)
+    full, is_full = dictionary(2)
+    assert is_full
+    assert full.endswith(dictionary_bytes())
+    assert full[:4] == bytes.fromhex("37a430ec")  # zstd's dictionary magic
+    # zstd parses the entropy tables (a bad header fails here, not on the first frame)
+    zstandard.ZstdCompressionDict(full, dict_type=zstandard.DICT_TYPE_FULLDICT).precompute_compress(
+        level=1
+    )
+    with pytest.raises(KeyError):
+        dictionary(3)
+
+
+def test_unknown_dictionary_is_named() -> None:
+    codec = WireCodec()
+    frame = codec.encode(Envelope.for_body(PIPELINE, sender="a", recipient="b"))
+    with pytest.raises(DecodeError) as info:
+        codec.decode(frame[:1] + bytes((0x33,)) + frame[2:])
+    assert info.value.reason == "unknown_dictionary"
+
+
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [

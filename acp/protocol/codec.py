@@ -5,7 +5,8 @@ Frame layout (all multi-byte integers little-endian varints)::
     byte 0    0xA0 | version          (version 2; 0xA2)
     byte 1    flags                   bit 0: payload compressed
                                       bit 1: payload is an envelope (else a bare body)
-                                      bits 4-7: dictionary id (1 = acp.protocol.vocabulary)
+                                      bits 4-7: dictionary id (acp.protocol.vocabulary;
+                                      new frames use 2, frames with 1 still decode)
     varint    payload length before compression
     rest      payload: msgpack, zstd-compressed with the preset dictionary when that is smaller
 
@@ -31,10 +32,10 @@ import zstandard
 from acp.errors import DecodeError, FrameTooLarge
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
-from acp.protocol.integrity import KeyRing, make_tag, verify_tag
-from acp.protocol.vocabulary import DICTIONARY_ID, dictionary_bytes
+from acp.protocol.integrity import KeyRing, digest_tag, make_tag, verify_tag
+from acp.protocol.vocabulary import DICTIONARY_ID, DICTIONARY_IDS, dictionary
 
-__all__ = ["DEFAULT_MAX_FRAME", "WireCodec"]
+__all__ = ["DEFAULT_MAX_FRAME", "WireCodec", "zstd_parameters"]
 
 DEFAULT_MAX_FRAME = 1 << 20
 VERSION = 2
@@ -94,49 +95,63 @@ _HEAD_FIELDS = operator.itemgetter("id", "kind", "sender", "recipient", *_OPTION
 #: None-padding that brings any valid header to its full length
 _PAD = [[None] * (len(_OPTIONAL) - n) for n in range(len(_OPTIONAL) + 1)]
 _BYTES = [bytes((b,)) for b in range(256)]
+_unpackb = msgpack.unpackb
+_N_KINDS = len(_KINDS)
+#: a header with every optional field: (id, kind, sender, recipient), the optional ones, the body
+_LONGEST = 5 + len(_OPTIONAL)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed in ACP")
 
 
+def zstd_parameters() -> zstandard.ZstdCompressionParameters:
+    """How frames are compressed, chosen by measurement on ACP bodies.
+
+    zstd's fast strategy with ``target_length`` 1 skips Huffman coding of
+    literals, which costs a fixed ~2 us per frame and saves little once the
+    dictionary supplies the long matches; ``min_match`` 4 finds short keys.
+    See ``acp codec check`` and ``bench/dictionary.py`` for the figures.
+    """
+    return zstandard.ZstdCompressionParameters(
+        window_log=15,
+        hash_log=14,
+        chain_log=13,
+        search_log=1,
+        min_match=4,
+        target_length=1,
+        strategy=zstandard.STRATEGY_FAST,
+        write_content_size=0,
+        write_checksum=0,
+        write_dict_id=0,
+        format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+    )
+
+
 class _Zstd(threading.local):
     """zstd contexts per thread (they are not safe to share); ``threading.local``
-    runs ``__init__`` again in each new thread.
-
-    The parameters were chosen by measurement on ACP bodies: zstd's fast
-    strategy with ``target_length`` 1 skips Huffman coding of literals, which
-    costs a fixed ~2 us per frame and saves little once the dictionary
-    supplies the long matches; ``min_match`` 4 finds short keys. See
-    ``acp codec check`` for the figures.
-    """
+    runs ``__init__`` again in each new thread. New frames are compressed with
+    dictionary ``DICTIONARY_ID``; frames made with any known one still decode."""
 
     def __init__(self) -> None:
-        params = zstandard.ZstdCompressionParameters(
-            window_log=15,
-            hash_log=14,
-            chain_log=13,
-            search_log=1,
-            min_match=4,
-            target_length=1,
-            strategy=zstandard.STRATEGY_FAST,
-            write_content_size=0,
-            write_checksum=0,
-            write_dict_id=0,
-            format=zstandard.FORMAT_ZSTD1_MAGICLESS,
-        )
-        d = zstandard.ZstdCompressionDict(
-            dictionary_bytes(), dict_type=zstandard.DICT_TYPE_RAWCONTENT
-        )
-        d.precompute_compress(compression_params=params)
-        self.decompressor = zstandard.ZstdDecompressor(
-            dict_data=d, format=zstandard.FORMAT_ZSTD1_MAGICLESS
-        )
+        params = zstd_parameters()
+        #: dictionary id -> the decompressor's bound method
+        self.decompress: dict[int, Callable[..., bytes]] = {}
+        for dict_id in DICTIONARY_IDS:
+            data, full = dictionary(dict_id)
+            kind = zstandard.DICT_TYPE_FULLDICT if full else zstandard.DICT_TYPE_RAWCONTENT
+            d = zstandard.ZstdCompressionDict(data, dict_type=kind)
+            if dict_id == DICTIONARY_ID:
+                d.precompute_compress(compression_params=params)
+                compress = zstandard.ZstdCompressor(dict_data=d, compression_params=params).compress
+            self.decompress[dict_id] = zstandard.ZstdDecompressor(
+                dict_data=d, format=zstandard.FORMAT_ZSTD1_MAGICLESS
+            ).decompress
         # Bound methods in one tuple: a single thread-local lookup per frame.
         self.ops = (
             msgpack.Packer(use_bin_type=True).pack,
-            zstandard.ZstdCompressor(dict_data=d, compression_params=params).compress,
-            self.decompressor.decompress,
+            compress,
+            self.decompress[DICTIONARY_ID],
         )
 
 
@@ -154,6 +169,10 @@ def _bad_start(first: int, flags: int) -> None:
         raise DecodeError("bad_flags", f"unknown flag bits 0x{flags:02x}", offset=1)
     what = "an envelope" if flags & _F_ENVELOPE else "a bare body"
     raise DecodeError("wrong_frame_type", f"frame holds {what}", offset=1)
+
+
+def _unencodable(exc: Exception) -> DecodeError:
+    return DecodeError("unencodable", f"message holds a value msgpack cannot carry: {exc}")
 
 
 def _read_varint(frame: bytes, pos: int) -> tuple[int, int]:
@@ -206,17 +225,20 @@ class WireCodec:
         """The frame for ``env``, sealed with an integrity tag if it has none."""
         fields = env.__dict__
         pack, compress, _ = self._zstd.ops
-        body = self._pack(fields["body"], pack)
-        tag = fields["hash"] or make_tag(body, self.keys)
-        header: list[Any] = [*_HEAD_FIELDS(fields), tag, fields["headers"] or None, body]
-        header[1] = _KIND_CODE[header[1]]
-        # trailing empty header fields are cut; the body stays last
-        end = len(header) - 1
-        while header[end - 1] is None:
-            end -= 1
-        if end < len(header) - 1:
-            del header[end:-1]
-        return self._frame(self._pack(header, pack), _F_ENVELOPE, compress)
+        try:
+            body = pack(fields["body"])
+            keys = self.keys
+            tag = fields["hash"] or (digest_tag(body) if keys is None else make_tag(body, keys))
+            header: list[Any] = [*_HEAD_FIELDS(fields), tag, fields["headers"] or None, body]
+            header[1] = _KIND_CODE[header[1]]
+            # Trailing empty header fields are cut, the body staying last: only the
+            # extension headers can be empty there, since a tag always precedes them.
+            if header[-2] is None:
+                del header[-2]
+            raw = pack(header)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _unencodable(exc) from exc
+        return self._frame(raw, _F_ENVELOPE, compress)
 
     def encode_body(self, body: dict[str, Any]) -> bytes:
         """A frame holding only a body: the unit the codec check compares with JSON."""
@@ -228,9 +250,7 @@ class WireCodec:
         try:
             return pack(payload)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise DecodeError(
-                "unencodable", f"message holds a value msgpack cannot carry: {exc}"
-            ) from exc
+            raise _unencodable(exc) from exc
 
     def _frame(self, raw: bytes, flags: int, compress: Callable[[bytes], bytes]) -> bytes:
         n = len(raw)
@@ -255,7 +275,7 @@ class WireCodec:
         try:
             data = self._quick_open(frame, _F_ENVELOPE)
             if data is not None:
-                env = self._fast_envelope(msgpack.unpackb(data, ext_hook=_no_ext))
+                env = self._fast_envelope(data)
                 if env is not None:
                     return env
         except Exception:
@@ -287,9 +307,12 @@ class WireCodec:
             return None
         return data if len(data) == length else None
 
-    def _fast_envelope(self, payload: Any) -> Envelope | None:
-        """The envelope when every field is as a well-behaved sender writes it, else None."""
-        if type(payload) is not list or not 5 <= len(payload) <= 5 + len(_OPTIONAL):
+    def _fast_envelope(self, data: bytes) -> Envelope | None:
+        """The envelope when every field is as a well-behaved sender writes it and its
+        tag matches, else None: ``_envelope`` then names what is wrong. Everything is
+        spelled out in one function because it runs once per message read."""
+        payload = _unpackb(data, ext_hook=_no_ext)
+        if type(payload) is not list or not 5 <= len(payload) <= _LONGEST:
             return None
         packed = payload.pop()
         payload += _PAD[len(payload) - 4]
@@ -303,7 +326,7 @@ class WireCodec:
             and type(recipient) is str
             and recipient
             and type(kind) is int
-            and 0 <= kind < len(_KINDS)
+            and 0 <= kind < _N_KINDS
             and type(created) is float
             and type(packed) is bytes
             and hdrs is None
@@ -320,8 +343,12 @@ class WireCodec:
         ):
             return None
         if self.verify:
-            verify_tag(packed, tag, self.keys)
-        body = msgpack.unpackb(packed, ext_hook=_no_ext)
+            if self.keys is None:
+                if tag != digest_tag(packed):
+                    return None
+            else:
+                verify_tag(packed, tag, self.keys)
+        body = _unpackb(packed, ext_hook=_no_ext)
         if type(body) is not dict:
             return None
         return Envelope._trusted(
@@ -383,7 +410,8 @@ class WireCodec:
         data: bytes | memoryview = memoryview(frame)[pos:]
         if flags & _F_COMPRESSED:
             dict_id = flags >> 4
-            if dict_id != DICTIONARY_ID:
+            decompress = self._zstd.decompress.get(dict_id)
+            if decompress is None:
                 raise DecodeError(
                     "unknown_dictionary", f"dictionary {dict_id} is not known here", offset=1
                 )
@@ -396,7 +424,7 @@ class WireCodec:
                     offset=pos,
                 )
             try:
-                data = self._zstd.ops[2](data, max_output_size=length)
+                data = decompress(data, max_output_size=length)
             except zstandard.ZstdError as exc:
                 raise DecodeError("bad_compression", str(exc), offset=pos) from exc
         elif flags >> 4:
