@@ -35,6 +35,55 @@ def test_ids_sort_by_creation_and_are_unique() -> None:
     assert abs(id_time(ids[-1]) - time.time()) < 5
 
 
+def test_ids_are_unique_across_threads_and_a_forked_child() -> None:
+    import subprocess
+    import sys
+    import threading
+
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        out.extend(new_id() for _ in range(20_000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for out in made for i in out]
+    assert len(set(every)) == len(every)
+    assert all(out == sorted(out) for out in made)
+
+    # a fresh interpreter, since forking one that runs threads is frowned upon
+    script = (
+        "import os\n"
+        "from acp.protocol import new_id\n"
+        "read, write = os.pipe()\n"
+        "before = new_id()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.write(write, new_id().encode())\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(before, os.read(read, 64).decode(), new_id())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    before, child, after = out.stdout.split()
+    # the child draws its sequence again: its low 80 bits do not follow the parent's
+    assert int(child[12:], 16) - int(before[12:], 16) not in range(1, 4)
+    assert child not in (before, after)
+
+
+def test_ids_keep_sorting_when_the_wall_clock_steps_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from acp.protocol import ids
+
+    first = new_id()
+    monkeypatch.setattr(ids, "_clock", lambda: time.time_ns() - 3_600_000_000_000)
+    later = [new_id() for _ in range(100)]
+    assert [first, *later] == sorted([first, *later])
+    assert len(set(later)) == len(later)
+
+
 def test_envelope_is_immutable_and_reply_keeps_the_thread() -> None:
     env = Envelope.for_body(
         {"cmd": "ASSIGN", "to": "x"}, sender="a", recipient="b", traceparent="tp", tenant="t1"
