@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acp.errors import DecodeError, FrameTooLarge, IntegrityError
+from acp.errors import ConfigError, DecodeError, FrameTooLarge, IntegrityError
 from acp.protocol import Envelope, KeyRing, MessageKind, WireCodec, body_bytes, make_tag, verify_tag
 from acp.protocol.check import check_bodies, same_json
 
@@ -194,6 +194,11 @@ def test_new_frames_use_dictionary_two_and_frames_of_dictionary_one_still_decode
     assert _frame_with_dictionary(codec, env, 2) == frame
     old = _frame_with_dictionary(codec, env, 1)  # as written before dictionary 2, still in Redis
     assert old != frame
+    # what a writer sends while readers that know only dictionary 1 still run
+    assert WireCodec(dictionary=1).encode(env) == old
+    body_frame = WireCodec(dictionary=1).encode_body(PIPELINE)
+    assert body_frame[1] == 0x11
+    assert codec.decode_body(body_frame) == PIPELINE
     decoded = codec.decode(old)
     assert decoded == codec.decode(frame)
     assert decoded.model_dump(exclude={"hash"}) == env.model_dump(exclude={"hash"})
@@ -216,6 +221,11 @@ def test_dictionary_two_is_dictionary_one_behind_entropy_tables() -> None:
     )
     with pytest.raises(KeyError):
         dictionary(3)
+
+
+def test_a_dictionary_this_version_does_not_know_cannot_be_chosen() -> None:
+    with pytest.raises(ConfigError, match="wire dictionary 7"):
+        WireCodec(dictionary=7)
 
 
 def test_unknown_dictionary_is_named() -> None:

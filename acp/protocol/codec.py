@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 import zstandard
 
-from acp.errors import DecodeError, FrameTooLarge
+from acp.errors import ConfigError, DecodeError, FrameTooLarge
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
 from acp.protocol.integrity import KeyRing, digest_tag, make_tag, verify_tag
@@ -88,7 +88,6 @@ _BLANK: dict[str, Any] = {name: _DEFAULTS.get(name) for name in _OPTIONAL}
 
 _FIRST = _MAGIC | VERSION
 _HEADS = [bytes((_FIRST, f)) for f in range(256)]
-_BODY_COMPRESSED = _F_COMPRESSED | (DICTIONARY_ID << 4)
 _TEXT = frozenset((str, type(None)))
 #: the envelope fields of a frame's header, in wire order, up to the tag
 _HEAD_FIELDS = operator.itemgetter("id", "kind", "sender", "recipient", *_OPTIONAL[:-2])
@@ -128,31 +127,41 @@ def zstd_parameters() -> zstandard.ZstdCompressionParameters:
     )
 
 
+def _zstd_dict(dict_id: int) -> zstandard.ZstdCompressionDict:
+    data, full = dictionary(dict_id)
+    kind = zstandard.DICT_TYPE_FULLDICT if full else zstandard.DICT_TYPE_RAWCONTENT
+    return zstandard.ZstdCompressionDict(data, dict_type=kind)
+
+
+def _decompressor(zdict: zstandard.ZstdCompressionDict) -> Callable[..., bytes]:
+    return zstandard.ZstdDecompressor(
+        dict_data=zdict, format=zstandard.FORMAT_ZSTD1_MAGICLESS
+    ).decompress
+
+
 class _Zstd(threading.local):
     """zstd contexts per thread (they are not safe to share); ``threading.local``
-    runs ``__init__`` again in each new thread. New frames are compressed with
-    dictionary ``DICTIONARY_ID``; frames made with any known one still decode."""
+    runs ``__init__`` again, with the same arguments, in each new thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, dict_id: int) -> None:
         params = zstd_parameters()
-        #: dictionary id -> the decompressor's bound method
-        self.decompress: dict[int, Callable[..., bytes]] = {}
-        for dict_id in DICTIONARY_IDS:
-            data, full = dictionary(dict_id)
-            kind = zstandard.DICT_TYPE_FULLDICT if full else zstandard.DICT_TYPE_RAWCONTENT
-            d = zstandard.ZstdCompressionDict(data, dict_type=kind)
-            if dict_id == DICTIONARY_ID:
-                d.precompute_compress(compression_params=params)
-                compress = zstandard.ZstdCompressor(dict_data=d, compression_params=params).compress
-            self.decompress[dict_id] = zstandard.ZstdDecompressor(
-                dict_data=d, format=zstandard.FORMAT_ZSTD1_MAGICLESS
-            ).decompress
+        zdict = _zstd_dict(dict_id)
+        zdict.precompute_compress(compression_params=params)
+        #: dictionary id -> the decompressor's bound method (others added when met)
+        self.decompress = {dict_id: _decompressor(zdict)}
         # Bound methods in one tuple: a single thread-local lookup per frame.
         self.ops = (
             msgpack.Packer(use_bin_type=True).pack,
-            compress,
-            self.decompress[DICTIONARY_ID],
+            zstandard.ZstdCompressor(dict_data=zdict, compression_params=params).compress,
+            self.decompress[dict_id],
         )
+
+    def decompressor(self, dict_id: int) -> Callable[..., bytes] | None:
+        """The decompressor for frames made with ``dict_id``; None if it is unknown."""
+        found = self.decompress.get(dict_id)
+        if found is None and dict_id in DICTIONARY_IDS:
+            found = self.decompress[dict_id] = _decompressor(_zstd_dict(dict_id))
+        return found
 
 
 def _bad_start(first: int, flags: int) -> None:
@@ -202,7 +211,10 @@ class WireCodec:
     """Encode envelopes (and bare bodies) to frames and back.
 
     ``keys`` switches integrity tags from digests to HMAC; ``verify=False`` skips
-    checking tags on decode (for tools that only inspect).
+    checking tags on decode (for tools that only inspect). ``dictionary`` is the
+    one new frames are compressed with; frames made with any known dictionary
+    decode. A reader learns a dictionary before writers may use it: while
+    readers older than dictionary 2 still run, write with ``dictionary=1``.
     """
 
     def __init__(
@@ -212,12 +224,20 @@ class WireCodec:
         max_frame: int = DEFAULT_MAX_FRAME,
         compress: bool = True,
         verify: bool = True,
+        dictionary: int = DICTIONARY_ID,
     ) -> None:
+        if dictionary not in DICTIONARY_IDS:
+            raise ConfigError(
+                f"wire dictionary {dictionary} is unknown; this version knows {DICTIONARY_IDS}"
+            )
         self.keys = keys
         self.max_frame = max_frame
         self.compress_enabled = compress
         self.verify = verify
-        self._zstd = _Zstd()
+        self.dictionary = dictionary
+        #: the flags of a compressed frame made here (envelope bit aside)
+        self._compressed = _F_COMPRESSED | (dictionary << 4)
+        self._zstd = _Zstd(dictionary)
 
     # -- encoding ---------------------------------------------------------------
 
@@ -261,7 +281,7 @@ class WireCodec:
             packed = compress(raw)
             if len(packed) < n:
                 data = packed
-                flags |= _F_COMPRESSED | (DICTIONARY_ID << 4)
+                flags |= self._compressed
         if n < 0x80:
             return _HEADS[flags] + _BYTES[n] + data
         if n < 0x4000:
@@ -297,7 +317,7 @@ class WireCodec:
         else:
             return None
         data: bytes
-        if flags == _BODY_COMPRESSED | kind_bits:
+        if flags == self._compressed | kind_bits:
             if not 0 < length <= self.max_frame or frame[pos] & 0xE0:
                 return None
             data = self._zstd.ops[2](frame[pos:], max_output_size=length)
@@ -410,7 +430,7 @@ class WireCodec:
         data: bytes | memoryview = memoryview(frame)[pos:]
         if flags & _F_COMPRESSED:
             dict_id = flags >> 4
-            decompress = self._zstd.decompress.get(dict_id)
+            decompress = self._zstd.decompressor(dict_id)
             if decompress is None:
                 raise DecodeError(
                     "unknown_dictionary", f"dictionary {dict_id} is not known here", offset=1

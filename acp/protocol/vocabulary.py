@@ -22,6 +22,7 @@ what each dictionary gives.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import msgpack
@@ -659,6 +660,7 @@ _SAMPLES: list[dict[str, Any]] = [
 ]
 
 
+@functools.cache
 def dictionary_bytes() -> bytes:
     """Raw-content dictionary: words and keys first, whole sample bodies last.
 
@@ -676,7 +678,8 @@ def sample_bodies() -> list[dict[str, Any]]:
 
 
 # zstd's entropy header of dictionary 2 (magic, id, literal and sequence tables,
-# repeat offsets), as ``bench/dictionary.py --make-entropy`` printed it. Frozen.
+# repeat offsets), as ``bench/dictionary.py --make-entropy`` printed it with
+# libzstd 1.5.7 (backports.zstd 1.8). Frozen.
 _ENTROPY_2 = bytes.fromhex(
     "37a430ec6e279a0851107844c639ccc033620940e2d56c3dbe49a3138ef31194"
     "4f81bc497ce5c7c3b2fa7051fdaabffcec2144824d325a694913d94b2216c053"
