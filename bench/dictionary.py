@@ -44,7 +44,12 @@ from _acp import BODY  # noqa: E402
 
 from acp.agents.examples import collect_examples  # noqa: E402
 from acp.protocol import Envelope, WireCodec, classify_body, vocabulary  # noqa: E402
-from acp.protocol.codec import zstd_parameters  # noqa: E402
+from acp.protocol.codec import zstd_dictionary, zstd_parameters  # noqa: E402
+
+
+def _payload(frame: bytes) -> bytes:
+    """An uncompressed frame's payload: what the codec hands zstd."""
+    return frame[4:] if frame[2] & 0x80 else frame[3:]
 
 
 def training_payloads() -> list[bytes]:
@@ -62,7 +67,7 @@ def training_payloads() -> list[bytes]:
             created_at=1_790_000_000.0 + i,
         )
         frame = plain.encode(env)
-        payloads.append(frame[4:] if frame[2] & 0x80 else frame[3:])
+        payloads.append(_payload(frame))
         payloads.append(msgpack.packb(body, use_bin_type=True))
     return payloads
 
@@ -87,16 +92,12 @@ def figures(paths: Sequence[str]) -> dict[str, Any]:
         len(json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode()) for b in examples
     )
     params = zstd_parameters()
-    frame = WireCodec(compress=False).encode(
-        Envelope.for_body(BODY, sender="bench", recipient="bench")
+    payload = _payload(
+        WireCodec(compress=False).encode(Envelope.for_body(BODY, sender="bench", recipient="bench"))
     )
-    payload = frame[4:] if frame[2] & 0x80 else frame[3:]
     out: dict[str, Any] = {"messages": len(examples), "json_bytes": json_bytes}
     for dict_id in (1, 2):
-        data, full = vocabulary.dictionary(dict_id)
-        d = zstandard.ZstdCompressionDict(
-            data, dict_type=zstandard.DICT_TYPE_FULLDICT if full else zstandard.DICT_TYPE_RAWCONTENT
-        )
+        d = zstd_dictionary(dict_id)
         d.precompute_compress(compression_params=params)
         compress = zstandard.ZstdCompressor(dict_data=d, compression_params=params).compress
         wire = 0

@@ -167,21 +167,17 @@ def test_zstd_frame_stating_its_own_size_is_refused() -> None:
     assert info.value.reason == "bad_compression"
 
 
-def _frame_with_dictionary(codec: WireCodec, env: Envelope, dict_id: int) -> bytes:
+def _frame_with_dictionary(env: Envelope, dict_id: int) -> bytes:
     """``env`` framed as a sender compressing with dictionary ``dict_id`` would."""
     import zstandard
 
-    from acp.protocol.codec import zstd_parameters
-    from acp.protocol.vocabulary import dictionary
+    from acp.protocol.codec import zstd_dictionary, zstd_parameters
 
     plain = WireCodec(compress=False).encode(env)
     length, payload = plain[2] & 0x7F | plain[3] << 7, plain[4:]
     assert len(payload) == length >= 0x80
-    data, full = dictionary(dict_id)
-    kind = zstandard.DICT_TYPE_FULLDICT if full else zstandard.DICT_TYPE_RAWCONTENT
-    zdict = zstandard.ZstdCompressionDict(data, dict_type=kind)
     packed = zstandard.ZstdCompressor(
-        dict_data=zdict, compression_params=zstd_parameters()
+        dict_data=zstd_dictionary(dict_id), compression_params=zstd_parameters()
     ).compress(payload)
     return bytes((0xA2, 0x03 | dict_id << 4)) + plain[2:4] + packed
 
@@ -191,8 +187,8 @@ def test_new_frames_use_dictionary_two_and_frames_of_dictionary_one_still_decode
     env = Envelope.for_body(PIPELINE, sender="pipeline-monitor", recipient="data-engineer")
     frame = codec.encode(env)
     assert frame[1] == 0x23  # compressed envelope, dictionary 2
-    assert _frame_with_dictionary(codec, env, 2) == frame
-    old = _frame_with_dictionary(codec, env, 1)  # as written before dictionary 2, still in Redis
+    assert _frame_with_dictionary(env, 2) == frame
+    old = _frame_with_dictionary(env, 1)  # as written before dictionary 2, still in Redis
     assert old != frame
     # what a writer sends while readers that know only dictionary 1 still run
     assert WireCodec(dictionary=1).encode(env) == old

@@ -11,7 +11,7 @@ from acp.protocol.commands import (
 )
 from acp.protocol.envelope import TIERS, Envelope
 from acp.protocol.ids import id_time, new_id
-from acp.protocol.integrity import KeyRing, body_bytes, make_tag, verify_tag
+from acp.protocol.integrity import KeyRing, body_bytes, digest_tag, make_tag, verify_tag
 from acp.protocol.render import render_body, render_envelope
 from acp.protocol.text import body_from_text, body_to_text, envelope_from_text, envelope_to_text
 from acp.protocol.workflow import Phase, Step, WorkflowSpec, parse_workflow
@@ -36,6 +36,7 @@ __all__ = [
     "body_to_text",
     "classify_body",
     "command_name",
+    "digest_tag",
     "envelope_from_text",
     "envelope_to_text",
     "id_time",

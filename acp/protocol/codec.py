@@ -35,7 +35,7 @@ from acp.protocol.envelope import Envelope
 from acp.protocol.integrity import KeyRing, digest_tag, make_tag, verify_tag
 from acp.protocol.vocabulary import DICTIONARY_ID, DICTIONARY_IDS, dictionary
 
-__all__ = ["DEFAULT_MAX_FRAME", "WireCodec", "zstd_parameters"]
+__all__ = ["DEFAULT_MAX_FRAME", "WireCodec", "zstd_dictionary", "zstd_parameters"]
 
 DEFAULT_MAX_FRAME = 1 << 20
 VERSION = 2
@@ -127,7 +127,8 @@ def zstd_parameters() -> zstandard.ZstdCompressionParameters:
     )
 
 
-def _zstd_dict(dict_id: int) -> zstandard.ZstdCompressionDict:
+def zstd_dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
+    """Wire dictionary ``dict_id`` (see ``acp.protocol.vocabulary``) as zstd takes it."""
     data, full = dictionary(dict_id)
     kind = zstandard.DICT_TYPE_FULLDICT if full else zstandard.DICT_TYPE_RAWCONTENT
     return zstandard.ZstdCompressionDict(data, dict_type=kind)
@@ -145,7 +146,7 @@ class _Zstd(threading.local):
 
     def __init__(self, dict_id: int) -> None:
         params = zstd_parameters()
-        zdict = _zstd_dict(dict_id)
+        zdict = zstd_dictionary(dict_id)
         zdict.precompute_compress(compression_params=params)
         #: dictionary id -> the decompressor's bound method (others added when met)
         self.decompress = {dict_id: _decompressor(zdict)}
@@ -160,7 +161,7 @@ class _Zstd(threading.local):
         """The decompressor for frames made with ``dict_id``; None if it is unknown."""
         found = self.decompress.get(dict_id)
         if found is None and dict_id in DICTIONARY_IDS:
-            found = self.decompress[dict_id] = _decompressor(_zstd_dict(dict_id))
+            found = self.decompress[dict_id] = _decompressor(zstd_dictionary(dict_id))
         return found
 
 
@@ -397,7 +398,7 @@ class WireCodec:
         try:
             data = self._quick_open(frame, 0)
             if data is not None:
-                body = msgpack.unpackb(data, ext_hook=_no_ext)
+                body = _unpackb(data, ext_hook=_no_ext)
                 if type(body) is dict:
                     return body
         except Exception:

@@ -122,8 +122,6 @@ def verify_tag(
     """
     if not tag:
         raise IntegrityError("message has no integrity tag")
-    if keys is None and type(body) is bytes and tag == digest_tag(body):
-        return  # the common case, on every message a consumer reads
     scheme, _, rest = tag.partition(".")
     data = _data(body)
     if scheme == "d2":
