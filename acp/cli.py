@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,17 +21,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from acp.agents import (
-    AgentBase,
-    AgentDefinition,
-    Catalogue,
-    ClaudeAgent,
-    claude_client,
-    load_catalogue,
-    load_config,
-)
+from acp.agents import AgentBase, AgentDefinition, Catalogue, RuntimeConfig, load_config
 from acp.agents.examples import collect_examples
-from acp.errors import ACPError, DefinitionError, ProtocolError, UnknownAgent
+from acp.catalogue import choose_agents, find_workflow
+from acp.errors import ACPError, DefinitionError, ProtocolError, RequestTimeout, UnknownAgent
 from acp.logs import configure_logging
 from acp.protocol import (
     Envelope,
@@ -43,17 +37,18 @@ from acp.protocol import (
     render_envelope,
 )
 from acp.protocol.check import check_bodies
-from acp.runtime.bus import DeadLetter, RedisBus
-from acp.runtime.client import Client
+from acp.runtime.bus import BusOptions, DeadLetter, RedisBus
+from acp.runtime.client import Client, Result, ResultState
 from acp.runtime.connect import redis_url_for_cli
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.demo import run_demo
-from acp.runtime.keys import COORDINATORS
+from acp.runtime.keys import COORDINATORS, INTAKE
 from acp.runtime.metrics import Metrics, serve_metrics
+from acp.runtime.options import bus_options
 from acp.runtime.settings import ENV_REDIS_URL
 from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import agent_queues, read_status
-from acp.runtime.targets import default_catalogue_paths, resolve_targets
+from acp.runtime.targets import resolve_targets
 from acp.runtime.worker import Service, Worker, serve_until_signalled
 from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_TOPIC
 
@@ -89,10 +84,19 @@ def _global(
 
 
 _PATHS_HELP = "Definition files or folders (every *.md in a folder except README.md)."
+_PATHS_HELP_DEFAULT = (
+    _PATHS_HELP + " Default: $ACP_AGENTS, else ./agents if present, else the shipped catalogue."
+)
 
 
-def _catalogue(paths: list[Path]) -> Catalogue:
-    return load_catalogue(*paths)
+def _catalogue(paths: list[Path] | None) -> Catalogue:
+    """The definitions a command uses (see ``choose_agents``), said on stderr."""
+    choice = choose_agents(paths)
+    catalogue = choice.load()
+    typer.echo(choice.describe(catalogue), err=True)
+    if not catalogue.definitions and not catalogue.errors:
+        typer.echo(f"note: no agent definitions (*.md) in {choice.source}", err=True)
+    return catalogue
 
 
 def _print_errors(errors: list[DefinitionError], *, err: bool) -> None:
@@ -103,8 +107,9 @@ def _print_errors(errors: list[DefinitionError], *, err: bool) -> None:
 @agents_app.command("list")
 def agents_list(
     paths: Annotated[
-        list[Path], typer.Argument(help=_PATHS_HELP, metavar="PATH", show_default=False)
-    ],
+        list[Path] | None,
+        typer.Argument(help=_PATHS_HELP_DEFAULT, metavar="PATH", show_default=False),
+    ] = None,
 ) -> None:
     """List the agents defined in PATHS as a table.
 
@@ -143,7 +148,7 @@ def agents_show(
     ],
     paths: Annotated[
         list[Path] | None,
-        typer.Option("--from", "-f", help=_PATHS_HELP + " Repeatable; default: agents/."),
+        typer.Option("--from", "-f", help=_PATHS_HELP_DEFAULT + " Repeatable."),
     ] = None,
     lines: Annotated[int, typer.Option(help="System prompt lines to show.", min=0)] = 12,
 ) -> None:
@@ -151,7 +156,7 @@ def agents_show(
 
     Example: acp agents show data-engineer --from agents/ --from ../shared/corpus
     """
-    catalogue = _catalogue(paths or [Path("agents")])
+    catalogue = _catalogue(paths)
     try:
         d = catalogue.get(name)
     except UnknownAgent as exc:
@@ -211,8 +216,9 @@ def agents_show(
 @agents_app.command("validate")
 def agents_validate(
     paths: Annotated[
-        list[Path], typer.Argument(help=_PATHS_HELP, metavar="PATH", show_default=False)
-    ],
+        list[Path] | None,
+        typer.Argument(help=_PATHS_HELP_DEFAULT, metavar="PATH", show_default=False),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a summary.")
     ] = False,
@@ -316,18 +322,48 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-async def _on_bus(url: str, work: Callable[[RedisBus], Awaitable[_T]]) -> _T:
-    async with RedisBus.from_url(url, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT) as bus:
+def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
+    """``anyio.run``, with the runtime's errors (also from inside a task group) as one
+    line on stderr and exit 1: a user sees what went wrong, not a traceback."""
+    try:
+        return anyio.run(fn)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+    except BaseExceptionGroup as group:
+        first = _first_acp_error(group)
+        if first is None:
+            raise
+        raise _fail(str(first)) from None
+
+
+def _first_acp_error(group: BaseExceptionGroup[Any]) -> ACPError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ACPError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _first_acp_error(exc)):
+            return found
+    return None
+
+
+async def _on_bus(
+    url: str, work: Callable[[RedisBus], Awaitable[_T]], options: BusOptions | None
+) -> _T:
+    async with RedisBus.from_url(url, options, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT) as bus:
         return await work(bus)
 
 
-def _with_bus(redis: str | None, work: Callable[[RedisBus], Awaitable[_T]]) -> _T:
+def _with_bus(
+    redis: str | None,
+    work: Callable[[RedisBus], Awaitable[_T]],
+    options: BusOptions | None = None,
+) -> _T:
     """Run ``work`` on the named server. Library errors (bad or missing URL, server
     unreachable) become one line on stderr and exit 1; they never hold the password."""
     try:
-        return anyio.run(_on_bus, redis_url_for_cli(redis), work)
+        url = redis_url_for_cli(redis)
     except ACPError as exc:
         raise _fail(str(exc)) from None
+    return _run(lambda: _on_bus(url, work, options))
 
 
 async def _require_dest(bus: RedisBus, dest: str) -> None:
@@ -652,22 +688,31 @@ class CacheTTL(StrEnum):
     one_hour = "1h"
 
 
+_CONFIG_OPTION = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Runtime configuration: tiers, complexity, budgets, result records "
+        "(default: $ACP_CONFIG, else the shipped runtime/acp.toml).",
+        show_default=False,
+    ),
+]
 _AGENTS_OPTION = Annotated[
     list[Path] | None,
     typer.Option(
         "--agents",
-        help="Definition files or folders (default: $ACP_AGENTS or ./agents).",
+        help=_PATHS_HELP_DEFAULT,
         show_default=False,
     ),
 ]
 
 
 def _claude_factory(
-    config: Path | None, base_url: str | None, cache_ttl: Literal["5m", "1h"]
+    runtime_config: RuntimeConfig, base_url: str | None, cache_ttl: Literal["5m", "1h"]
 ) -> Callable[[AgentDefinition], AgentBase]:
-    runtime_config = load_config(config)
-
     def build(definition: AgentDefinition) -> AgentBase:
+        from acp.agents.claude import ClaudeAgent, claude_client  # the SDK loads slowly
+
         client = claude_client(base_url=base_url)  # MissingAPIKey names ANTHROPIC_API_KEY
         return ClaudeAgent(definition, client=client, config=runtime_config, cache_ttl=cache_ttl)
 
@@ -692,9 +737,7 @@ def worker_command(
             help="Stable worker id (default host-pid); a restart under it resumes its work."
         ),
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="Tier/complexity configuration (default runtime/acp.toml).")
-    ] = None,
+    config: _CONFIG_OPTION = None,
     base_url: Annotated[
         str | None,
         typer.Option(envvar="ANTHROPIC_BASE_URL", help="Anthropic API or a compatible gateway."),
@@ -706,20 +749,21 @@ def worker_command(
 ) -> None:
     """Run agents: Python handlers and Claude-backed definitions, until Ctrl-C / SIGTERM.
 
-    Example: acp worker data-engineer examples.pipeline_doctor:agent --redis redis://127.0.0.1:6379/0
+    Example: acp worker data-engineer acp.catalogue.pipeline_doctor:agent --redis redis://127.0.0.1:6379/0
     """
     try:
-        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        runtime_config = load_config(config)
+        catalogue = _catalogue(agents)
         ttl: Literal["5m", "1h"] = "1h" if cache_ttl is CacheTTL.one_hour else "5m"
         resolved = resolve_targets(
-            targets, catalogue=catalogue, claude=_claude_factory(config, base_url, ttl)
+            targets, catalogue=catalogue, claude=_claude_factory(runtime_config, base_url, ttl)
         )
         url = redis_url_for_cli(redis)
     except ACPError as exc:
         raise _fail(str(exc)) from None
 
     async def run() -> None:
-        async with RedisBus.from_url(url) as bus:
+        async with RedisBus.from_url(url, bus_options(runtime_config)) as bus:
             metrics = Metrics() if metrics_port is not None else None
             worker = Worker(bus, resolved, concurrency=concurrency, worker_id=name, metrics=metrics)
             typer.echo(
@@ -728,10 +772,7 @@ def worker_command(
             )
             await _serve_with_metrics(metrics, metrics_port, worker)
 
-    try:
-        anyio.run(run)
-    except ACPError as exc:
-        raise _fail(str(exc)) from None
+    _run(run)
 
 
 @app.command("send")
@@ -741,37 +782,116 @@ def send_command(
         str, typer.Option("--json", help="The ACP body, as JSON text.", metavar="BODY")
     ],
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the reply and print it.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 60.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to wait for the reply (with --wait). It is also the command's "
+            "deadline: work still queued when it passes is dropped, not run and paid for."
+        ),
+    ] = 60.0,
+    no_deadline: Annotated[
+        bool,
+        typer.Option(
+            "--no-deadline",
+            help="With --wait: let the command run even after the wait ends "
+            "(follow it with acp result ID). Without --wait a command has no deadline.",
+        ),
+    ] = False,
     human: Annotated[bool, typer.Option("--human", help="Render the reply for a person.")] = False,
     tier: Annotated[
         str | None, typer.Option(help="Override the agent's tier for this message.")
     ] = None,
+    config: _CONFIG_OPTION = None,
     redis: _RedisOption = None,
 ) -> None:
     """Send a command to an agent; with --wait, print its reply as JSON (or rendered).
+
+    Every command sent is tracked: `acp result ID` says later where it stands
+    (queued, parked, running, done, dead) and shows its reply.
 
     Example: acp send data-engineer --json '{"cmd":"PIPELINE_STATUS","component_id":"etl"}' --wait
     """
     try:
         payload = body_from_text(body)
+        options = bus_options(load_config(config))
     except ProtocolError as exc:
         raise _fail(f"--json: {exc}", 2) from None
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
 
-    async def run(bus: RedisBus) -> Envelope:
+    async def run(bus: RedisBus) -> tuple[Envelope, Envelope | None]:
         client = Client(bus, sender="cli")
-        if wait:
-            return await client.request(agent, payload, timeout=timeout, tier=tier)
-        return await client.send(agent, payload, tier=tier)
+        if not wait:
+            return await client.send(agent, payload, tier=tier), None
+        deadline = None if no_deadline else time.time() + timeout
+        env = client.command(agent, payload, reply=True, tier=tier, deadline=deadline, track=True)
+        try:
+            return env, await client.request_envelope(env, timeout=timeout)
+        except RequestTimeout as exc:
+            raise _fail(f"{exc}\nfollow it: acp result {env.id} --wait") from None
 
-    result = _with_bus(redis, run)
-    if not wait:
-        typer.echo(json.dumps({"sent": result.id, "to": agent}))
-    elif human:
-        typer.echo(render_envelope(result))
-    else:
-        typer.echo(body_to_text(result.body))
-    if wait and result.kind is MessageKind.ERROR:
+    sent, reply = _with_bus(redis, run, options)
+    if reply is None:
+        typer.echo(json.dumps({"sent": sent.id, "to": agent}))
+        typer.echo(f"follow it: acp result {sent.id} --wait", err=True)
+        return
+    typer.echo(render_envelope(reply) if human else body_to_text(reply.body))
+    if reply.kind is MessageKind.ERROR:
         raise typer.Exit(1)
+
+
+@app.command("result")
+def result_command(
+    msg_id: Annotated[str, typer.Argument(help="The message id acp send printed.", metavar="ID")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the command is done or dead.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    human: Annotated[bool, typer.Option("--human", help="Render the reply for a person.")] = False,
+    redis: _RedisOption = None,
+) -> None:
+    """Where a command sent earlier stands: queued, parked (no worker for its agent),
+    running, done (with its reply) or dead (with the reason and how to replay it).
+
+    Exits 0 when done, 1 when dead or unknown, 3 when still on its way.
+
+    Example: acp result 0193a5c2e4f1b2c3d4e5f60718293a4b --wait
+    """
+
+    async def look(bus: RedisBus) -> Result:
+        return await Client(bus).result(msg_id, wait=timeout if wait else None)
+
+    result = _with_bus(redis, look)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), default=str))
+    else:
+        _show_result(result, human=human)
+    if result.state is ResultState.DONE:
+        code = 1 if result.reply is not None and result.reply.kind is MessageKind.ERROR else 0
+    else:
+        code = 3 if not result.final and result.state is not ResultState.UNKNOWN else 1
+    raise typer.Exit(code)
+
+
+def _show_result(result: Result, *, human: bool) -> None:
+    if result.state is ResultState.UNKNOWN:
+        typer.echo(
+            f"{result.msg_id}: unknown (not sent with acp send or Client.send, "
+            "or its record expired; see [results] in the runtime config)"
+        )
+        return
+    what = f"{result.command or 'message'} to {result.agent or '?'}"
+    when = f" at {_when(result.updated_at)}" if result.updated_at else ""
+    detail = f": {result.detail}" if result.detail and not result.final else ""
+    typer.echo(f"{result.msg_id}: {what}: {result.state.value}{when}{detail}")
+    if result.state is ResultState.DEAD and result.reply is not None:
+        body = result.reply.body
+        typer.echo(f"  reason   {body.get('reason')} after {body.get('attempts')} attempt(s)")
+        typer.echo(f"  error    {_first_line(str(body.get('detail', '')))}")
+        typer.echo(f"  replay   {body.get('replay')}")
+    elif result.reply is not None:
+        typer.echo(render_envelope(result.reply) if human else body_to_text(result.reply.body))
 
 
 # --- acp coordinator / acp status ---------------------------------------------
@@ -780,9 +900,7 @@ def send_command(
 @app.command("coordinator")
 def coordinator_command(
     redis: _RedisOption = None,
-    config: Annotated[
-        Path | None, typer.Option(help="Tiers, complexity and budgets (default runtime/acp.toml).")
-    ] = None,
+    config: _CONFIG_OPTION = None,
     agents: _AGENTS_OPTION = None,
     name: Annotated[str | None, typer.Option(help="Coordinator id (default host-pid).")] = None,
     lease_ttl: Annotated[
@@ -802,13 +920,13 @@ def coordinator_command(
     """
     try:
         runtime_config = load_config(config)
-        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        catalogue = _catalogue(agents)
         url = redis_url_for_cli(redis)
     except ACPError as exc:
         raise _fail(str(exc)) from None
 
     async def run() -> None:
-        async with RedisBus.from_url(url) as bus:
+        async with RedisBus.from_url(url, bus_options(runtime_config)) as bus:
             metrics = Metrics() if metrics_port is not None else None
             coordinator = Coordinator(
                 bus, runtime_config, definitions=catalogue.definitions, coordinator_id=name,
@@ -817,10 +935,11 @@ def coordinator_command(
             typer.echo(f"coordinator {coordinator.id} on {bus.settings.redacted_url}", err=True)
             await _serve_with_metrics(metrics, metrics_port, coordinator)
 
-    try:
-        anyio.run(run)
-    except ACPError as exc:
-        raise _fail(str(exc)) from None
+    _run(run)
+
+
+def _rate(rate: float | None) -> str:
+    return "no work finished yet" if rate is None else f"{rate:.1%}"
 
 
 def _status_view(status: dict[str, Any]) -> Group:
@@ -855,7 +974,7 @@ def _status_view(status: dict[str, Any]) -> Group:
             tiers,
             Text(
                 f"cost today ${cost['total_usd']:.4f}{budget} · waiting for a worker: "
-                f"{agents_['waiting_for_a_worker']} · success rate: {agents_['success_rate']}"
+                f"{agents_['waiting_for_a_worker']} · success rate: {_rate(agents_['success_rate'])}"
             ),
         ]
     else:
@@ -905,7 +1024,7 @@ def status_command(
 def demo_command(
     agents: _AGENTS_OPTION = None,
     messages: Annotated[int, typer.Option(help="Commands of traffic to send.", min=1)] = 300,
-    config: Annotated[Path | None, typer.Option(help="Tiers, complexity and budgets.")] = None,
+    config: _CONFIG_OPTION = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with the summary as JSON.")] = False,
 ) -> None:
     """A complete run on one screen: a private server, the coordinator, workers,
@@ -920,12 +1039,13 @@ def demo_command(
             "error"
         )  # the demo narrates; its expected warnings (dead letters) would clutter it
     try:
-        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
-        summary = anyio.run(
-            lambda: run_demo(catalogue, load_config(config), say=console.print, messages=messages)
-        )
+        catalogue = _catalogue(agents)
+        runtime_config = load_config(config)
     except ACPError as exc:
         raise _fail(str(exc)) from None
+    summary = _run(
+        lambda: run_demo(catalogue, runtime_config, say=console.print, messages=messages)
+    )
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -952,7 +1072,7 @@ def up_command(
     data_dir: Annotated[
         str | None, typer.Option(help="Keep the private server's data here (default: temporary).")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="Tiers, complexity and budgets.")] = None,
+    config: _CONFIG_OPTION = None,
 ) -> None:
     """Run everything: a private Redis-protocol server (unless --redis), the
     coordinator and workers for every agent in the catalogue, with live status.
@@ -963,7 +1083,7 @@ def up_command(
     console = Console()
     try:
         runtime_config = load_config(config)
-        catalogue = load_catalogue(*(agents or default_catalogue_paths()))
+        catalogue = _catalogue(agents)
         plan = plan_agents(catalogue, runtime_config)
     except ACPError as exc:
         raise _fail(str(exc)) from None
@@ -999,10 +1119,7 @@ def up_command(
             stack.stop()
             tg.cancel_scope.cancel()
 
-    try:
-        anyio.run(run)
-    except ACPError as exc:
-        raise _fail(str(exc)) from None
+    _run(run)
 
 
 # --- acp run ------------------------------------------------------------------------
@@ -1014,69 +1131,91 @@ def _duration(seconds: float) -> str:
 
 @app.command("run")
 def run_command(
-    workflow: Annotated[
-        Path, typer.Argument(help="A workflow message, as JSON (the shapes definitions use).")
+    workflows: Annotated[
+        list[str],
+        typer.Argument(
+            help="Workflow messages as JSON files (the shapes definitions use), or the name "
+            "of a shipped workflow (health_check, release).",
+            metavar="WORKFLOW",
+        ),
     ],
     wait: Annotated[
-        bool, typer.Option("--wait", help="Show progress and print the report at the end.")
+        bool, typer.Option("--wait", help="Show progress and print each report at the end.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the report.")] = 3600.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reports.")] = 3600.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each report as JSON, one per line.")
+    ] = False,
     redis: _RedisOption = None,
 ) -> None:
-    """Start a workflow: phases in order, parallel steps at once, sequential in order,
+    """Start workflows: phases in order, parallel steps at once, sequential in order,
     each step's agent getting the previous phase's outputs. Needs a running coordinator.
+    Several workflows run side by side; exits 1 if any of them failed.
 
-    Example: acp run examples/workflows/release.json --wait
+    Example: acp run health_check examples/my-release.json --wait
     """
-    try:
-        body = body_from_text(workflow.read_text(encoding="utf-8"))
-        parse_workflow(body)  # refuse what is not a workflow before anything is sent
-    except (OSError, ACPError) as exc:
-        raise _fail(f"{workflow}: {exc}", 2) from None
+    bodies: list[dict[str, Any]] = []
+    for name in workflows:
+        try:
+            path = find_workflow(name)
+            body = body_from_text(path.read_text(encoding="utf-8"))
+            parse_workflow(body)  # refuse what is not a workflow before anything is sent
+        except (OSError, ACPError) as exc:
+            raise _fail(f"{name}: {exc}", 2) from None
+        bodies.append(body)
     console = Console(highlight=False, soft_wrap=True)
 
-    async def run(bus: RedisBus) -> Envelope | None:
+    async def run(bus: RedisBus) -> list[Envelope]:
         client = Client(bus, sender="cli", via="coordinator")
         if not await bus.members(COORDINATORS):
             console.print(
-                "[yellow]no coordinator is running: the workflow waits in its intake[/yellow]"
+                "[yellow]no coordinator is running: the workflows wait in its intake[/yellow]"
             )
         if not wait:
-            sent = await client.send(WORKFLOW_INTAKE, body)
-            typer.echo(json.dumps({"workflow_id": sent.id}))
-            return None
-        env = client.command(WORKFLOW_INTAKE, body, reply=True)
+            for body in bodies:
+                sent = await client.send(WORKFLOW_INTAKE, body, track=False)
+                typer.echo(json.dumps({"workflow_id": sent.id, "workflow": body.get("workflow")}))
+            return []
+        started = [client.command(WORKFLOW_INTAKE, body, reply=True) for body in bodies]
+        envs = {env.id: env for env in started}
+        reports: dict[str, Envelope] = {}
 
         async def follow() -> None:
             async for event in bus.subscribe(WORKFLOW_TOPIC):
-                if event.headers.get("workflow") != env.id:
+                if event.headers.get("workflow") not in envs:
                     continue
                 status = WireCodec(verify=False).decode(event.frame).body.get("workflow_status", {})
+                name = status.get("workflow")
                 if status.get("event") == "step":
                     mark = {"succeeded": "[green]ok[/green]", "running": "..."}.get(
                         status.get("step_status", ""), status.get("step_status")
                     )
-                    console.print(f"  step {status.get('step')} {status.get('agent')}: {mark}")
-                elif status.get("event") == "started":
                     console.print(
-                        f"workflow {status.get('workflow')} started: {status.get('steps')} steps"
+                        f"  {name} step {status.get('step')} {status.get('agent')}: {mark}"
                     )
+                elif status.get("event") == "started":
+                    console.print(f"workflow {name} started: {status.get('steps')} steps")
+
+        async def one(env: Envelope) -> None:
+            reports[env.id] = await client.request_envelope(env, timeout=timeout)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow)
             await anyio.sleep(0.05)
-            reply = await client.request_envelope(env, timeout=timeout)
+            async with anyio.create_task_group() as requests:
+                for env in started:
+                    requests.start_soon(one, env)
             tg.cancel_scope.cancel()
-        return reply
+        return [reports[env.id] for env in started]
 
-    report = _with_bus(redis, run)
-    if report is None:
-        return
-    if as_json:
-        typer.echo(body_to_text(report.body))
-    else:
+    reports = _with_bus(redis, run)
+    failed = False
+    for report in reports:
         r = report.body
+        failed = failed or report.kind is MessageKind.ERROR or r.get("status") == "failed"
+        if as_json:
+            typer.echo(body_to_text(r))
+            continue
         console.print(
             f"workflow {r.get('workflow')}: {r.get('status')} in {_duration(r.get('seconds', 0))}, "
             f"cost ${r.get('cost_usd', 0):.4f}"
@@ -1086,7 +1225,7 @@ def run_command(
                 f"  {step['step']:<28} {step['agent']:<24} {step['status']:<10} "
                 f"${step['cost_usd']:.4f} {_duration(step['seconds'])}"
             )
-    if report.kind is MessageKind.ERROR or report.body.get("status") == "failed":
+    if failed:
         raise typer.Exit(1)
 
 
@@ -1104,8 +1243,12 @@ def tail_command(
     ] = False,
     redis: _RedisOption = None,
 ) -> None:
-    """Follow messages as they flow into agents' queues, until Ctrl-C: compact JSON,
-    one message a line, or rendered for a person. It only watches: nothing is consumed.
+    """Follow messages as they flow into queues, until Ctrl-C: compact JSON, one
+    message a line, or rendered for a person. It only watches: nothing is consumed.
+
+    A command sent through the coordinator shows twice, one hop each: first in the
+    coordinator's intake ("hop": "coordinator", waiting to be scheduled), then in its
+    agent's queue ("hop": "agent", dispatched). Same id, one delivery.
 
     Example: acp tail --agent data-engineer --human
     """
@@ -1119,7 +1262,17 @@ def tail_command(
             except ACPError as exc:
                 typer.echo(json.dumps({"queue": delivery.dest, "undecodable": str(exc)}))
                 continue
-            typer.echo(render_envelope(env) if human else envelope_to_text(env))
+            hop = "coordinator" if delivery.dest == INTAKE else "agent"
+            if human:
+                where = (
+                    f"coordinator intake, for {env.recipient}"
+                    if hop == "coordinator"
+                    else f"{delivery.dest}'s queue"
+                )
+                typer.echo(f"-- {where}\n{render_envelope(env)}")
+            else:
+                record = json.loads(envelope_to_text(env))
+                typer.echo(json.dumps({"queue": delivery.dest, "hop": hop, **record}))
 
     with contextlib.suppress(KeyboardInterrupt):
         _with_bus(redis, follow)

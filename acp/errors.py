@@ -16,6 +16,7 @@
     │   ├── ConnectionLost          the server went away and did not come back in time
     │   ├── RequestTimeout          no reply before the deadline
     │   └── LeaseLost               another consumer owns the entry now (fencing)
+    ├── Stalled                     something waited for did not happen in time (says what, why)
     ├── ServerError                 the embedded Redis-protocol server
     │   └── ServerNotFound          no server binary available
     └── AgentError                  raised by or about agent handlers
@@ -52,6 +53,7 @@ __all__ = [
     "ServerError",
     "ServerNotFound",
     "SpendLimitReached",
+    "Stalled",
     "UnknownAgent",
     "UnknownCommand",
 ]
@@ -157,6 +159,13 @@ class RequestTimeout(BusError):
 
 class LeaseLost(BusError):
     code = "lease_lost"
+
+
+class Stalled(ACPError):
+    """A step that was waited for did not happen in time; the message says what
+    did not answer and, as far as the runtime can tell, why."""
+
+    code = "stalled"
 
 
 class ServerError(ACPError):

@@ -14,7 +14,7 @@ and inside an envelope (the two payloads the codec compresses). ``--make-entropy
 Python 3.14's ``compression.zstd``); the header it printed is frozen in
 ``acp/protocol/vocabulary.py``, since frames name their dictionary by id.
 
-The figures (PATHs default to ``agents/``): compact JSON bytes, wire bytes
+The figures (PATHs default to the shipped catalogue, ``acp/catalogue/agents/``): compact JSON bytes, wire bytes
 and the ratio for each dictionary, and the time to compress the benchmark's
 envelope payload, best of seven.
 """
@@ -118,7 +118,7 @@ def figures(paths: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="*", default=[str(ROOT / "agents")])
+    parser.add_argument("paths", nargs="*", default=[str(ROOT / "acp" / "catalogue" / "agents")])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--make-entropy", action="store_true")
     args = parser.parse_args(argv)

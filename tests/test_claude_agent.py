@@ -17,14 +17,10 @@ import httpx2
 import pytest
 from pydantic import BaseModel, Field
 
-from acp.agents.claude import (
-    ClaudeAgent,
-    RateLimitSnapshot,
-    RateLimitWindow,
-    claude_client,
-)
+from acp.agents.claude import ClaudeAgent, claude_client
 from acp.agents.config import RuntimeConfig, Usage
 from acp.agents.definition import AgentDefinition
+from acp.agents.ratelimits import RateLimitSnapshot, RateLimitWindow
 from acp.agents.sdk import Context
 from acp.errors import MissingAPIKey, Rejected, RetryableError, SpendLimitReached
 from acp.protocol import Envelope, body_to_text
@@ -382,11 +378,13 @@ async def test_deadline_caps_the_request_timeout() -> None:
     assert api.requests[0].extensions["timeout"]["read"] == 12.5
 
 
-async def test_deadline_already_passed_makes_no_call() -> None:
+async def test_deadline_already_passed_makes_no_call_and_dead_letters_the_message() -> None:
     api = FakeAPI(ok("ok"))
     agent, _ = make_agent(api, now=lambda: 1_000.0)
-    reply, _ = await run(agent, envelope(), deadline=999.0)
-    assert reply["error"] == "deadline_exceeded"
+    with pytest.raises(Rejected) as refused:
+        await run(agent, envelope(), deadline=999.0)
+    assert refused.value.reason == "deadline"
+    assert "1.0s ago" in str(refused.value)
     assert api.requests == []
 
 

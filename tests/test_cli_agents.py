@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from acp.cli import app
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-PROJECT_AGENTS = Path(__file__).resolve().parents[1] / "agents"
+PROJECT_AGENTS = Path(__file__).resolve().parents[1] / "acp" / "catalogue" / "agents"
 
 needs_corpus = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"shared agent corpus not found at {CORPUS}"
@@ -65,7 +65,7 @@ def test_validate_project_agents_exits_0() -> None:
 
     assert code == 0
     assert report["errors"] == []
-    assert len(report["agents"]) == 4
+    assert len(report["agents"]) == 5
     assert all(a["commands"] for a in report["agents"])
 
 
@@ -92,7 +92,7 @@ def test_validate_summary_without_json(tmp_path: Path) -> None:
     assert "1 problem" in failing.stdout
     assert passing.exit_code == 0
     assert "ok  data-engineer" in passing.stdout
-    assert "4 agents" in passing.stdout
+    assert "5 agents" in passing.stdout
 
 
 def test_list_shows_a_table() -> None:
@@ -136,3 +136,31 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 
     assert result.exit_code == 0
     assert f"Example: acp agents {command}" in result.stdout
+
+
+def test_without_paths_every_command_uses_and_names_the_same_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$ACP_AGENTS if set, else ./agents if present, else the shipped catalogue; always said."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ACP_AGENTS", raising=False)
+    shipped = invoke("list")
+    assert shipped.exit_code == 0
+    assert "agents: the shipped catalogue (acp.catalogue, 5 definitions)" in shipped.stderr
+    assert "pipeline-doctor" in shipped.stdout
+
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "solo.md").write_text(
+        "---\nname: solo\ndescription: Works alone.\nmodel: haiku\n---\nYou work alone.\n"
+    )
+    local = invoke("validate")
+    assert local.exit_code == 0
+    assert "agents: ./agents (1 definition)" in local.stderr
+    assert "ok  solo" in local.stdout
+    shown = invoke("show", "solo")
+    assert shown.exit_code == 0
+    assert "agents: ./agents" in shown.stderr
+
+    monkeypatch.setenv("ACP_AGENTS", str(PROJECT_AGENTS))
+    from_env = invoke("list")
+    assert f"agents: {PROJECT_AGENTS} (from ACP_AGENTS)" in from_env.stderr

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from acp.cli import app
 
-AGENTS = Path(__file__).resolve().parents[1] / "agents"
+AGENTS = Path(__file__).resolve().parents[1] / "acp" / "catalogue" / "agents"
 runner = CliRunner()
 
 

@@ -40,7 +40,7 @@ def test_a_sigkilled_leader_is_replaced_and_work_keeps_flowing(redis_url: str) -
     first = start_coordinator(redis_url, "coord-a")
     wait_for(lambda: leader(redis_url) == "coord-a")
     second = start_coordinator(redis_url, "coord-b")
-    worker = start_worker(redis_url, "examples.pipeline_doctor:agent")
+    worker = start_worker(redis_url, "acp.catalogue.pipeline_doctor:agent")
     body = json.dumps(
         {"cmd": "PIPELINE_STATUS", "component_id": "etl", "data_flow": {"quality_score": 0.95}}
     )

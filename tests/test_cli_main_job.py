@@ -56,6 +56,7 @@ def test_up_runs_until_interrupted_and_stops_cleanly() -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Redis at redis://127.0.0.1:" in out
-    assert "agents running: pipeline-monitor" in out
+    assert "agents running: pipeline-doctor" in out
+    assert "pipeline-monitor" in out
     assert "waiting for ANTHROPIC_API_KEY" in out
     assert "stopping" in out

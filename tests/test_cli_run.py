@@ -25,7 +25,7 @@ def test_run_wait_prints_the_report(redis_url: str, tmp_path: Path) -> None:
     path = tmp_path / "health.json"
     path.write_text(json.dumps(workflow))
     coordinator = start_coordinator(redis_url, "c1")
-    worker = start_worker(redis_url, "examples.pipeline_doctor:agent")
+    worker = start_worker(redis_url, "acp.catalogue.pipeline_doctor:agent")
     try:
         wait_for(lambda: leader(redis_url) == "c1")
         done = acp(redis_url, "run", str(path), "--wait", "--json", "--timeout", "60", timeout=90)

@@ -60,7 +60,7 @@ def acp(url: str, *args: str, timeout: float = 30) -> subprocess.CompletedProces
 
 
 def test_send_wait_prints_the_reply_of_a_python_worker(redis_url: str) -> None:
-    worker = start_worker(redis_url, "examples.pipeline_doctor:agent")
+    worker = start_worker(redis_url, "acp.catalogue.pipeline_doctor:agent")
     try:
         body = {
             "cmd": "PIPELINE_STATUS",
@@ -126,7 +126,7 @@ def test_sigterm_with_work_in_flight_loses_nothing(redis_url: str) -> None:
 def test_a_claude_backed_agent_without_a_key_refuses_to_start(redis_url: str) -> None:
     env = {k: v for k, v in env_for(redis_url).items() if k != "ANTHROPIC_API_KEY"}
     done = subprocess.run(
-        [*ACP, "worker", "data-engineer", "--agents", str(ROOT / "agents")],
+        [*ACP, "worker", "data-engineer", "--agents", str(ROOT / "acp" / "catalogue" / "agents")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 1

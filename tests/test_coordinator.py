@@ -13,13 +13,21 @@ import pytest
 from conftest import BusFactory
 from fake_anthropic import FakeAnthropic
 
-from acp.agents import AgentDefinition, ClaudeAgent, RuntimeConfig, claude_client, load_config
+from acp.agents import (
+    AgentDefinition,
+    ClaudeAgent,
+    RuntimeConfig,
+    claude_client,
+    load_catalogue,
+    load_config,
+)
+from acp.catalogue import shipped_agents
+from acp.catalogue.pipeline_doctor import agent as doctor_agent
 from acp.protocol import MessageKind
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.coordinator import EVENTS_TOPIC, INTAKE, Coordinator
 from acp.runtime.worker import Worker
-from examples.pipeline_doctor import agent as doctor_agent
 
 pytestmark = pytest.mark.anyio
 OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1)
@@ -29,6 +37,8 @@ AUDITOR = AgentDefinition(
     system_prompt="You audit streaming pipelines and answer in JSON.",
 )  # fmt: skip
 PIPELINE = {"cmd": "PIPELINE_STATUS", "component_id": "etl", "data_flow": {"quality_score": 0.5}}
+#: known to the coordinator (so its work is parked, not refused, while no worker runs)
+DOCTOR = load_catalogue(shipped_agents()).get("pipeline-doctor")
 
 
 @pytest.fixture
@@ -53,7 +63,7 @@ async def coordinator(
         coord = Coordinator(
             bus,
             cfg,
-            definitions={"stream-auditor": AUDITOR},
+            definitions={"stream-auditor": AUDITOR, "pipeline-doctor": DOCTOR},
             lease_ttl=1.0,
             status_interval=0.5,
             registry_interval=0.1,
@@ -161,7 +171,8 @@ async def test_work_over_budget_is_refused_with_an_event_and_never_reaches_the_a
             async def follow() -> None:
                 async for event in bus.subscribe(EVENTS_TOPIC):
                     events.append(json.loads(event.frame)["coordinator_event"])
-                    return
+                    if len(events) == 2:
+                        return
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(follow)
@@ -169,9 +180,11 @@ async def test_work_over_budget_is_refused_with_an_event_and_never_reaches_the_a
                 reply = await Client(bus).request("stream-auditor", {"cmd": "AUDIT"}, timeout=10)
             (letter,) = await coord.bus.dead_letters(INTAKE)
     assert reply.kind is MessageKind.ERROR
-    assert reply.body["error"] in ("budget", "too_large")
-    assert events[0]["kind"] == "refused"
-    assert letter.reason == reply.body["error"]
+    assert reply.body["error"] == "dead_letter"
+    assert reply.body["reason"] in ("budget", "too_large")
+    assert sorted(e["kind"] for e in events) == ["dead_letter", "refused"]
+    assert letter.reason == reply.body["reason"]
+    assert reply.body["dead_letter"] == {"dest": INTAKE, "entry_id": letter.entry_id}
     assert api.requests == []
 
 

@@ -22,7 +22,7 @@ from acp.errors import AgentError, DefinitionError, UnknownAgent
 from acp.protocol import TIERS, MessageKind
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-PROJECT_AGENTS = Path(__file__).resolve().parents[1] / "agents"
+PROJECT_AGENTS = Path(__file__).resolve().parents[1] / "acp" / "catalogue" / "agents"
 
 needs_corpus = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"shared agent corpus not found at {CORPUS}"
@@ -166,11 +166,12 @@ def test_project_catalogue_validates_cleanly() -> None:
     } == {
         "architecture-reviewer": ("opus", "high"),
         "data-engineer": ("sonnet", "medium"),
+        "pipeline-doctor": ("haiku", "low"),
         "pipeline-monitor": ("haiku", "low"),
         "triage-clerk": ("haiku", "low"),
     }
     assert catalogue.get("architecture-reviewer").allowed_tiers == ["opus", "sonnet"]
-    assert catalogue.get("pipeline-monitor").entrypoint == "examples.pipeline_monitor:agent"
+    assert catalogue.get("pipeline-monitor").entrypoint == "acp.catalogue.pipeline_monitor:agent"
 
 
 @pytest.mark.parametrize(
@@ -729,7 +730,9 @@ def test_exported_members() -> None:
         "Handler",
         "Price",
         "RateLimitSnapshot",
+        "RateLimitWindow",
         "Reply",
+        "Results",
         "RuntimeConfig",
         "Tier",
         "TierSpec",

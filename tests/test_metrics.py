@@ -56,7 +56,7 @@ def test_workers_and_coordinators_serve_metrics(redis_url: str) -> None:
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     worker = subprocess.Popen(
-        [*ACP, "worker", "examples.pipeline_doctor:agent", "--metrics-port", str(worker_port)],
+        [*ACP, "worker", "acp.catalogue.pipeline_doctor:agent", "--metrics-port", str(worker_port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

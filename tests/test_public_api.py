@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-PUBLIC_MODULES = ["acp.protocol", "acp.agents", "acp.errors"]
+PUBLIC_MODULES = ["acp.protocol", "acp.agents", "acp.errors", "acp.runtime", "acp.catalogue"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -20,7 +20,8 @@ def test_all_names_resolve_and_nothing_public_is_missing(name: str) -> None:
     for attr, value in vars(module).items():
         if attr.startswith("_") or inspect.ismodule(value):
             continue
-        defined_here = getattr(value, "__module__", "").startswith("acp")
+        home = getattr(value, "__module__", "")
+        defined_here = home == name or home.startswith(name + ".")
         if (inspect.isclass(value) or inspect.isfunction(value)) and defined_here:
             assert attr in exported, f"{name}.{attr} is public but not in __all__"
 
@@ -31,3 +32,23 @@ def test_every_error_descends_from_the_root() -> None:
     for attr in errors.__all__:
         assert issubclass(getattr(errors, attr), errors.ACPError)
         assert attr in errors.__doc__, f"{attr} missing from the tree in the docstring"
+
+
+def test_the_runtime_surface_is_lazy_and_complete() -> None:
+    """``acp.runtime`` names its public classes and loads them only when used, so a
+    command that sends a message never pays for the anthropic SDK."""
+    import subprocess
+    import sys
+
+    import acp.runtime
+
+    assert sorted(acp.runtime.__all__) == sorted(acp.runtime._WHERE)
+    probe = (
+        "import sys, acp.cli, acp.runtime, acp.agents; "
+        "from acp.runtime import Client, Worker, Coordinator; "
+        "print('anthropic' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"

@@ -52,7 +52,7 @@ def test_entrypoint_must_be_the_agent_the_definition_names(tmp_path: Path) -> No
 
 
 def test_module_attr_targets_and_their_errors() -> None:
-    assert import_agent("examples.pipeline_doctor:agent").name == "pipeline-doctor"
+    assert import_agent("acp.catalogue.pipeline_doctor:agent").name == "pipeline-doctor"
     with pytest.raises(ConfigError, match="module:attr"):
         import_agent("no-colon")
     with pytest.raises(ConfigError, match="cannot import"):
@@ -62,8 +62,12 @@ def test_module_attr_targets_and_their_errors() -> None:
 
 
 def test_unknown_names_and_duplicates(tmp_path: Path) -> None:
-    folder = catalogue(tmp_path, **{"only-one": "entrypoint: examples.pipeline_doctor:agent\n"})
+    folder = catalogue(
+        tmp_path, **{"only-one": "entrypoint: acp.catalogue.pipeline_doctor:agent\n"}
+    )
     with pytest.raises(UnknownAgent):
         resolve_targets(["nobody"], catalogue=load_catalogue(folder))
     with pytest.raises(ConfigError, match="more than once"):
-        resolve_targets(["examples.pipeline_doctor:agent"] * 2, catalogue=load_catalogue(folder))
+        resolve_targets(
+            ["acp.catalogue.pipeline_doctor:agent"] * 2, catalogue=load_catalogue(folder)
+        )

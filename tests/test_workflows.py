@@ -38,7 +38,7 @@ from acp.runtime.workflows import (
 pytestmark = pytest.mark.anyio
 FAST = BusOptions(min_idle=2.0, reclaim_interval=0.1)
 REPORTS = "tester.reports"
-EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
+EXAMPLES = Path(__file__).parent.parent / "acp" / "catalogue" / "workflows"
 codec = WireCodec()
 
 AUDIO = {
@@ -397,6 +397,10 @@ async def test_the_release_example_runs(backend: Backend) -> None:
     ]
     measure = rec.bodies["2.readiness.2.1"]
     assert (measure["cmd"], measure["window_s"]) == ("MEASURE", 5)
+    # a step naming its command sends each of its fields once (no copy under "task")
+    triage = rec.bodies["1.triage.1"]
+    assert "task" not in triage
+    assert triage["request"]["title"] == "Open issues tagged release-1.4"
     assert list(rec.bodies["2.readiness.2.2"]["inputs"]) == ["1.triage.1", "2.readiness.2.1"]
     assert rec.envs["1.triage.1"].deadline is not None
 

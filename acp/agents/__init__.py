@@ -3,13 +3,19 @@
 Also the Python agent SDK (handlers per command and the context they get) and
 the tier/complexity configuration. Depends on ``acp.protocol`` only; nothing
 here knows about a bus or Redis.
+
+The Claude-backed agent (``ClaudeAgent``, ``claude_client``) is imported when
+first used: the anthropic SDK takes about a second to import, which a command
+that only sends a message should not pay.
 """
 
-from acp.agents.claude import ClaudeAgent, RateLimitSnapshot, claude_client
+from typing import TYPE_CHECKING, Any
+
 from acp.agents.config import (
     Budgets,
     ComplexityClass,
     Price,
+    Results,
     RuntimeConfig,
     TierSpec,
     Usage,
@@ -26,6 +32,7 @@ from acp.agents.definition import (
     tier_of,
 )
 from acp.agents.loader import Catalogue, load_catalogue, load_definition
+from acp.agents.ratelimits import RateLimitSnapshot, RateLimitWindow
 from acp.agents.sdk import Agent, AgentBase, Context, Handler, Reply
 
 __all__ = [
@@ -45,7 +52,9 @@ __all__ = [
     "Handler",
     "Price",
     "RateLimitSnapshot",
+    "RateLimitWindow",
     "Reply",
+    "Results",
     "RuntimeConfig",
     "Tier",
     "TierSpec",
@@ -56,3 +65,16 @@ __all__ = [
     "load_definition",
     "tier_of",
 ]
+
+if TYPE_CHECKING:
+    from acp.agents.claude import ClaudeAgent, claude_client
+
+_LAZY = {"ClaudeAgent", "claude_client"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from acp.agents import claude
+
+        return getattr(claude, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,6 @@ model, tier, token usage and cost, so budgets can be enforced downstream.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import inspect
 import json
@@ -32,7 +31,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, get_args
 
 import anthropic
@@ -45,12 +43,14 @@ from anthropic.types import (
     TextBlock,
     TextBlockParam,
 )
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from acp.agents.config import ComplexityClass, RuntimeConfig, TierSpec, Usage
 from acp.agents.definition import MODEL_ALIASES, AgentDefinition, tier_of
+from acp.agents.ratelimits import RateLimitCallback, RateLimitSnapshot
+from acp.agents.ratelimits import retry_after as read_retry_after
 from acp.agents.sdk import AgentBase, Context
-from acp.errors import ConfigError, MissingAPIKey, RetryableError, SpendLimitReached
+from acp.errors import ConfigError, MissingAPIKey, Rejected, RetryableError, SpendLimitReached
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
 from acp.protocol.text import body_to_text
@@ -62,9 +62,6 @@ __all__ = [
     "STRUCTURED_JSON",
     "CacheTTL",
     "ClaudeAgent",
-    "RateLimitCallback",
-    "RateLimitSnapshot",
-    "RateLimitWindow",
     "TierTotals",
     "claude_client",
 ]
@@ -87,112 +84,6 @@ _SPEND_LIMIT_ERRORS: tuple[type[anthropic.APIStatusError], ...] = (
     anthropic.PaymentRequiredError,  # includes LinkedOrganizationSpendLimitReachedError
 )
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-# -- rate limits ----------------------------------------------------------------------
-
-
-class RateLimitWindow(BaseModel):
-    """One ``anthropic-ratelimit-<kind>-*`` triple; absent headers stay ``None``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset: datetime | None = None
-
-
-class RateLimitSnapshot(BaseModel):
-    """What one API response said about our limits: the coordinator's view of capacity."""
-
-    model_config = ConfigDict(frozen=True)
-
-    tier: str
-    model: str
-    status_code: int
-    observed_at: datetime
-    #: seconds the API asked us to wait (``retry-after-ms`` / ``retry-after``)
-    retry_after: float | None = None
-    requests: RateLimitWindow | None = None
-    input_tokens: RateLimitWindow | None = None
-    output_tokens: RateLimitWindow | None = None
-    tokens: RateLimitWindow | None = None
-
-    @classmethod
-    def from_headers(
-        cls,
-        headers: Mapping[str, str],
-        *,
-        tier: str,
-        model: str,
-        status_code: int,
-        observed_at: datetime | None = None,
-    ) -> RateLimitSnapshot | None:
-        """The snapshot in ``headers``, or None when they carry no limit information."""
-        windows: dict[str, RateLimitWindow] = {}
-        for kind in _LIMIT_KINDS:
-            window = _window(headers, f"anthropic-ratelimit-{kind.replace('_', '-')}-")
-            if window is not None:
-                windows[kind] = window
-        retry_after = _retry_after(headers)
-        if not windows and retry_after is None:
-            return None
-        return cls(
-            tier=tier,
-            model=model,
-            status_code=status_code,
-            observed_at=observed_at or datetime.now(UTC),
-            retry_after=retry_after,
-            **windows,
-        )
-
-
-#: called with (tier, snapshot) after every response that carries limit headers
-RateLimitCallback = Callable[[str, RateLimitSnapshot], Awaitable[None] | None]
-
-
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    try:
-        return int(headers[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def _time_header(headers: Mapping[str, str], name: str) -> datetime | None:
-    value = headers.get(name)
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)  # RFC 3339, "Z" accepted since 3.11
-    except ValueError:
-        return None
-
-
-def _window(headers: Mapping[str, str], prefix: str) -> RateLimitWindow | None:
-    window = RateLimitWindow(
-        limit=_int_header(headers, prefix + "limit"),
-        remaining=_int_header(headers, prefix + "remaining"),
-        reset=_time_header(headers, prefix + "reset"),
-    )
-    return None if window == RateLimitWindow() else window
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, read the way the SDK reads it (``_base_client.py``): the
-    non-standard ``retry-after-ms`` first, then ``retry-after`` as seconds or a date."""
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        try:
-            return max(float(headers[name]) / scale, 0.0)
-        except (KeyError, ValueError):
-            continue
-    value = headers.get("retry-after")
-    if value:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-    return None
 
 
 # -- the client -----------------------------------------------------------------------
@@ -359,8 +250,14 @@ class ClaudeAgent(AgentBase):
         self._schemas = {cmd: anthropic.transform_schema(m) for cmd, m in self.reply_models.items()}
         self._system = self._system_blocks()
 
+    kind = "claude"
+
     def __repr__(self) -> str:
         return f"ClaudeAgent({self.name!r}, tier={self.tier!r}, model={self.definition.model!r})"
+
+    def watch_rate_limits(self, callback: RateLimitCallback) -> None:
+        if self.on_rate_limits is None:  # one set by the caller wins
+            self.on_rate_limits = callback
 
     async def handle(self, env: Envelope, ctx: Context) -> dict[str, Any] | None:
         if env.kind not in _MODEL_KINDS:
@@ -483,13 +380,16 @@ class ClaudeAgent(AgentBase):
         return {"user_id": hashlib.sha256(who).hexdigest()[:32]}
 
     def _timeout(self, ctx: Context, plan: _Plan) -> float:
-        """The complexity class's timeout, cut short by the sender's deadline."""
+        """The complexity class's timeout, cut short by the sender's deadline. Past the
+        deadline nobody waits for the answer: refuse before paying for it (the message
+        is dead-lettered as ``deadline`` and its sender told)."""
         timeout = plan.complexity.timeout_s
         if ctx.deadline is not None:
             timeout = min(timeout, ctx.deadline - self._now())
         if timeout <= 0:
-            raise _Stop(
-                {"error": "deadline_exceeded", "detail": "no time left before the deadline"}
+            raise Rejected(
+                "deadline",
+                f"deadline passed {-timeout:.1f}s ago, before the call to {plan.model}",
             )
         return timeout
 
@@ -556,7 +456,7 @@ class ClaudeAgent(AgentBase):
             if exc.request_id:
                 body["request_id"] = exc.request_id
             raise _Stop(body)
-        return _retry_after(exc.response.headers)
+        return read_retry_after(exc.response.headers)
 
     async def _back_off(
         self, attempt: int, retry_after: float | None, reason: str, ctx: Context, ledger: _Ledger

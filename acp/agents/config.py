@@ -23,6 +23,7 @@ __all__ = [
     "Budgets",
     "ComplexityClass",
     "Price",
+    "Results",
     "RuntimeConfig",
     "TierSpec",
     "Usage",
@@ -105,10 +106,18 @@ class Budgets(_Frozen):
     per_tenant_daily_usd: dict[str, float] = Field(default_factory=dict)
 
 
+class Results(_Frozen):
+    """How long, and how many, result records are kept (``acp result``)."""
+
+    ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    max_entries: int = Field(default=100_000, ge=1)
+
+
 class RuntimeConfig(_Frozen):
     tiers: dict[str, TierSpec]
     complexity: dict[str, ComplexityClass]
     budgets: Budgets = Field(default_factory=Budgets)
+    results: Results = Field(default_factory=Results)
 
     def tier(self, name: str) -> TierSpec:
         try:

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from pydantic import BaseModel
 
+from acp.agents.ratelimits import RateLimitCallback
 from acp.errors import UnknownCommand
 from acp.protocol.body import MessageKind
 from acp.protocol.commands import CommandModel, CommandRegistry
@@ -87,6 +88,15 @@ class AgentBase(abc.ABC):
     tier: str
     complexity: str
     version: str = "0"
+    #: "python" for handlers in code; "claude" for agents whose work is model calls,
+    #: the only work that uses model capacity (the coordinator schedules it)
+    kind: str = "python"
+
+    def watch_rate_limits(self, callback: RateLimitCallback) -> None:
+        """Hand the model API's rate-limit headers to ``callback`` after each call
+        (a worker publishes them for the coordinator); agents that call no model
+        have nothing to report."""
+        return None
 
     @abc.abstractmethod
     async def handle(self, env: Envelope, ctx: Context) -> dict[str, Any] | None:

@@ -13,11 +13,15 @@ leader (its commits no longer own the entries) and makes failover take seconds.
 
 Only Claude-backed agents use model capacity, so only their work goes through
 the policy; work for Python agents is forwarded at once. Work for an agent with
-no live worker is parked, visible in the status, until one announces itself.
+no live worker is parked, visible in the status, until one announces itself or
+its deadline passes. Work for an agent nobody knows (not in the catalogue, no
+worker ever served it here) is refused at once: a typo must not wait forever.
+Whatever is refused goes to the dead letters, and its sender gets the error reply.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import socket
@@ -30,27 +34,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
-from acp.agents.claude import RateLimitSnapshot
 from acp.agents.config import RuntimeConfig, Usage
 from acp.agents.definition import AgentDefinition
+from acp.agents.ratelimits import RateLimitSnapshot
 from acp.errors import Rejected
+from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
 from acp.runtime.bus.redis import RedisBus
-from acp.runtime.keys import COORDINATORS, INTAKE
+from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
 from acp.runtime.metrics import Metrics, Sample
-from acp.runtime.processor import Processor, to_outgoing
+from acp.runtime.processor import DeadLettered, Processor
+from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import PLATFORM_TOPIC, agent_queues
 from acp.runtime.tracing import hop, outgoing_trace
-from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC, WORKERS
+from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC
 from acp.runtime.workflow_store import MemoryWorkflowStore, RedisWorkflowStore, WorkflowStore
-from acp.runtime.workflows import WORKFLOW_INTAKE, WorkflowRunner, send_via
+from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_REPLIES, WorkflowRunner, send_via
 
 __all__ = [
     "COORDINATORS",
@@ -61,7 +66,7 @@ __all__ = [
     "Coordinator",
 ]
 
-log = structlog.get_logger("acp.coordinator")
+log = get_logger("acp.coordinator")
 
 
 #: the lease the leading coordinator holds
@@ -76,6 +81,8 @@ class _Waiter:
     agent: str
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: tuple[str, Dispatch | Rejection | None] | None = None
+    #: when it was parked for want of a worker (epoch seconds)
+    parked_at: float | None = None
 
     def resolve(self, kind: str, item: Dispatch | Rejection | None = None) -> None:
         self.outcome = (kind, item)
@@ -134,6 +141,8 @@ class Coordinator:
         self._waiters: dict[str, _Waiter] = {}
         self._parked: dict[str, _Waiter] = {}
         self._live: dict[str, _Live] = {}
+        #: agents whose queue exists on this server (a worker served them once)
+        self._queues: set[str] = set()
         self._wake = anyio.Event()
         self._stopping = anyio.Event()
         #: set once this coordinator has led (tests and ``acp up`` wait for it)
@@ -189,6 +198,7 @@ class Coordinator:
             processor = Processor(
                 self.bus, INTAKE, self._admit, codec=self.codec, consumer=consumer,
                 concurrency=self.max_waiting, accept=lambda env: True, grace=0.5,
+                agent_of=self._route, on_dead=self._dead_lettered,
             )  # fmt: skip
             store = self.workflow_store or (
                 RedisWorkflowStore(self.bus.redis)
@@ -266,6 +276,8 @@ class Coordinator:
             return await self._wait_and_decide(env, agent)
 
     async def _wait_and_decide(self, env: Envelope, agent: str) -> list[Envelope]:
+        if not await self._known(agent):
+            raise Rejected("unknown_agent", self._unknown(agent))
         traceparent, tracestate = outgoing_trace(env)
         env = env.evolve(
             traceparent=traceparent, tracestate=tracestate
@@ -274,6 +286,8 @@ class Coordinator:
         self._waiters[env.id] = waiter
         try:
             self._place(waiter)
+            if waiter.parked_at is not None and env.headers and is_tracked(env):
+                await self.bus.send(self._parked_record(waiter))
             await waiter.done.wait()
         finally:
             self._waiters.pop(env.id, None)
@@ -286,20 +300,69 @@ class Coordinator:
             assert isinstance(item, Dispatch)
             return [env.evolve(recipient=agent, tier=item.tier)]
         if kind in ("dead", "refused"):
-            # Tell the requester now; the dead letter keeps the work for an operator
-            # to replay (after raising a budget, say).
+            # the processor dead-letters it and tells the requester; an operator can
+            # replay it (after raising a budget, say)
             assert isinstance(item, Rejection)
-            if env.reply_to:
-                error = env.reply(
-                    {"error": item.reason, "detail": item.detail}, kind=MessageKind.ERROR
-                )
-                await self.bus.send(to_outgoing(error, self.codec.encode(error)))
             raise Rejected(item.reason, item.detail)
+        if kind == "expired":
+            raise Rejected("deadline", self._expired(waiter))
         raise anyio.get_cancelled_exc_class()()  # abandoned: this leader stepped down
+
+    async def _known(self, agent: str) -> bool:
+        """In the catalogue, served by a live worker, or served here before. Asked
+        again of the server before saying no: a worker may have just started."""
+        if agent in self.definitions or agent in self._live or agent in self._queues:
+            return True
+        await self._refresh_registry()
+        return agent in self._live or agent in self._queues
+
+    def _unknown(self, agent: str) -> str:
+        known = sorted({*self.definitions, *self._live, *self._queues})
+        close = difflib.get_close_matches(agent, known, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        return (
+            f"no agent named {agent!r}: it is not in the coordinator's catalogue "
+            f"({len(self.definitions)} definitions) and no worker has served it on this "
+            f"server{hint}"
+        )
+
+    def _expired(self, waiter: _Waiter) -> str:
+        assert waiter.env.deadline is not None
+        late = self.clock() - waiter.env.deadline
+        if waiter.parked_at is not None:
+            waited = self.clock() - waiter.parked_at
+            return (
+                f"deadline passed {late:.1f}s ago after {waited:.1f}s waiting for a worker "
+                f"of {waiter.agent} (no live worker)"
+            )
+        return f"deadline passed {late:.1f}s ago before {waiter.agent} could take it"
+
+    def _parked_record(self, waiter: _Waiter) -> Any:
+        return result_record(
+            waiter.env.id, ResultState.PARKED, agent=waiter.agent,
+            command=waiter.env.command,
+            detail=f"no live worker for {waiter.agent}; waiting in the coordinator since "
+            f"{datetime.fromtimestamp(waiter.parked_at or self.clock(), UTC):%H:%M:%S} UTC",
+        )  # fmt: skip
+
+    async def _dead_lettered(self, letter: DeadLettered) -> None:
+        """Every refusal is an event too: operators follow ``coordinator.events``."""
+        env = letter.env
+        record = {
+            "kind": "dead_letter",
+            "reason": letter.reason,
+            "detail": letter.error,
+            "msg_id": letter.delivery.msg_id,
+            "agent": self._route(env) if env is not None else None,
+            "at": self.clock(),
+            "dead_letter": {"dest": letter.delivery.dest, "entry_id": letter.entry_id},
+        }
+        await self.bus.publish(EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode())
 
     def _place(self, waiter: _Waiter) -> None:
         live = self._live.get(waiter.agent)
         if live is None:
+            waiter.parked_at = waiter.parked_at or self.clock()
             self._parked[waiter.env.id] = waiter
             return
         if live.kind != "claude":
@@ -368,22 +431,37 @@ class Coordinator:
 
     async def _follow_registry(self) -> None:
         while True:
-            live: dict[str, _Live] = {}
-            for raw in (await self.bus.members(WORKERS)).values():
-                info = json.loads(raw)
-                agent = str(info.get("agent"))
-                known = live.get(agent)
-                live[agent] = _Live(
-                    kind=str(info.get("kind", "python")),
-                    tier=str(info.get("tier", "sonnet")),
-                    complexity=str(info.get("complexity", "medium")),
-                    workers=(known.workers if known else 0) + 1,
-                )
-            self._live = live
-            for waiter in [w for w in self._parked.values() if w.agent in live]:
-                del self._parked[waiter.env.id]
-                self._place(waiter)
+            await self._refresh_registry()
+            now = self.clock()
+            for waiter in list(self._parked.values()):
+                if waiter.env.deadline is not None and waiter.env.deadline <= now:
+                    del self._parked[waiter.env.id]
+                    waiter.resolve("expired")
             await anyio.sleep(self.registry_interval)
+
+    async def _refresh_registry(self) -> None:
+        """Who serves which agent now, and which agents ever had a queue here."""
+        self._queues = {
+            dest
+            for dest in await self.bus.destinations()
+            if not dest.startswith(INBOX_PREFIX)
+            and dest not in (INTAKE, RESULTS, WORKFLOW_INTAKE, WORKFLOW_REPLIES)
+        }
+        live: dict[str, _Live] = {}
+        for raw in (await self.bus.members(WORKERS)).values():
+            info = json.loads(raw)
+            agent = str(info.get("agent"))
+            known = live.get(agent)
+            live[agent] = _Live(
+                kind=str(info.get("kind", "python")),
+                tier=str(info.get("tier", "sonnet")),
+                complexity=str(info.get("complexity", "medium")),
+                workers=(known.workers if known else 0) + 1,
+            )
+        self._live = live
+        for waiter in [w for w in self._parked.values() if w.agent in live]:
+            del self._parked[waiter.env.id]
+            self._place(waiter)
 
     async def _follow_completions(self) -> None:
         async for event in self.bus.subscribe(COMPLETIONS_TOPIC):

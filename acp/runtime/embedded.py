@@ -42,9 +42,9 @@ from typing import Any, Final, Literal, Self
 import anyio
 import anyio.lowlevel
 import redis
-import structlog
 
 from acp.errors import ConfigError, ServerError, ServerNotFound
+from acp.logs import get_logger
 from acp.runtime.settings import RedisSettings
 
 __all__ = [
@@ -55,7 +55,7 @@ __all__ = [
     "find_server_binary",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: environment variable naming the server binary to launch (path or name on PATH)
 ENV_REDIS_SERVER: Final = "ACP_REDIS_SERVER"

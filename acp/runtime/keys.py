@@ -19,6 +19,8 @@ __all__ = [
     "GROUP",
     "INBOX_PREFIX",
     "INTAKE",
+    "RESULTS",
+    "WORKERS",
     "Keys",
     "check_name",
     "counters_hash",
@@ -74,9 +76,20 @@ class Keys:
 INTAKE = "coordinator"
 #: presence group of live coordinators
 COORDINATORS = "coordinators"
+#: presence group of live workers (one member per worker and agent)
+WORKERS = "workers"
 
 #: destinations that are a client's reply inbox start with this
 INBOX_PREFIX = "inbox."
+
+
+#: the destination whose entries are result records, one per tracked message (the
+#: latest wins), kept for a bounded time and count instead of queued; the dot keeps
+#: it apart from agent names, which cannot have one
+RESULTS = "acp.results"
+#: the result records (hash: message id -> record) and their age index (sorted set)
+RESULT_RECORDS = f"{PREFIX}:{{{RESULTS}}}:records"
+RESULT_INDEX = f"{PREFIX}:{{{RESULTS}}}:index"
 
 
 def inbox_name(client_id: str) -> str:

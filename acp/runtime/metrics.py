@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
-import structlog
 from anyio.abc import SocketStream, TaskStatus
+
+from acp.logs import get_logger
 
 __all__ = ["Metrics", "Sample", "serve_metrics"]
 
-log = structlog.get_logger("acp.metrics")
+log = get_logger("acp.metrics")
 
 Labels = tuple[tuple[str, str], ...]
 #: seconds: from a millisecond hop to a long model call

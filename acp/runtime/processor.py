@@ -2,10 +2,15 @@
 
 The processor is where frames become envelopes: it decodes each delivery,
 sends what cannot be trusted (undecodable, oversized, tampered, addressed to
-someone else, past its deadline) to the dead letters with a typed reason,
-runs the handler on the rest with bounded concurrency, and commits results
-in groups: a message, its effects (replies, handoffs) and its acknowledgement
-land together or not at all.
+someone else, past its deadline, delivered too often) to the dead letters with a
+typed reason, runs the handler on the rest with bounded concurrency, and commits
+results in groups: a message, its effects (replies, handoffs) and its
+acknowledgement land together or not at all.
+
+A sender is never left waiting on a dead letter: when the message names a
+``reply_to``, it gets an error reply at once with the reason, the agent, the
+attempts and the dead letter's id to replay it. Tracked messages
+(``acp.runtime.results``) also get their reply, or that error, recorded.
 
 Long handlers keep their lease: the processor renews in-flight entries well
 inside ``min_idle``; an entry another consumer took over is not committed.
@@ -15,6 +20,7 @@ period; what does not finish stays pending and another consumer reclaims it.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from collections import deque
@@ -23,17 +29,33 @@ from dataclasses import dataclass, field
 
 import anyio
 import anyio.lowlevel
-import structlog
 from anyio.abc import TaskStatus
 
 from acp.errors import DecodeError, Rejected, RetryableError
+from acp.logs import Logger, get_logger
+from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
-from acp.runtime.bus.base import H_CORRELATION, Bus, CommitStatus, Delivery, Outgoing
+from acp.runtime.bus.base import (
+    H_CORRELATION,
+    Bus,
+    CommitStatus,
+    Delivery,
+    Outgoing,
+    spent_error,
+)
+from acp.runtime.keys import RESULTS
+from acp.runtime.results import ResultState, is_tracked, result_record
 
-__all__ = ["Handler", "Processor", "ProcessorStats", "to_outgoing"]
+__all__ = ["DeadLettered", "Handler", "Processor", "ProcessorStats", "to_outgoing"]
 
-log = structlog.get_logger("acp.processor")
+log = get_logger("acp.processor")
+_REPLY_KINDS = frozenset({MessageKind.REPLY, MessageKind.ERROR})
+
+
+def _derived_id(msg_id: str, what: str) -> str:
+    return hashlib.blake2b(f"{msg_id}:{what}".encode(), digest_size=16).hexdigest()
+
 
 #: takes a message, returns the messages it causes (replies, handoffs, statuses)
 Handler = Callable[[Envelope], Awaitable[Sequence[Envelope]]]
@@ -43,6 +65,21 @@ def to_outgoing(env: Envelope, frame: bytes, dest: str | None = None) -> Outgoin
     """The bus item for ``env``: to its recipient unless ``dest`` says otherwise."""
     headers = {H_CORRELATION: env.correlation_id} if env.correlation_id else {}
     return Outgoing(dest or env.recipient, env.id, frame, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """A message this processor moved to the dead letters (what ``on_dead`` hears)."""
+
+    delivery: Delivery
+    #: None when the frame could not be decoded
+    env: Envelope | None
+    reason: str
+    error: str
+    #: the dead letter's entry id (what ``acp dlq replay`` takes)
+    entry_id: str
+    #: whether the handler ran (False: refused at admission, before any work)
+    ran: bool = False
 
 
 @dataclass
@@ -73,7 +110,13 @@ class Processor:
         grace: float = 30.0,
         accept: Callable[[Envelope], bool] | None = None,
         route: Callable[[Envelope], str] | None = None,
+        agent_of: Callable[[Envelope], str] | None = None,
+        on_start: Callable[[Envelope], Awaitable[None]] | None = None,
+        on_dead: Callable[[DeadLettered], Awaitable[None]] | None = None,
     ) -> None:
+        """``agent_of`` names the agent a message is for in error replies (default: its
+        recipient); ``on_start`` runs before the handler, ``on_dead`` after a message
+        went to the dead letters (and its sender was told)."""
         self.bus = bus
         self.dest = dest
         self.handler = handler
@@ -88,6 +131,9 @@ class Processor:
         #: where an effect goes (default: its recipient); a worker routes commands
         #: through the coordinator when one runs
         self.route = route or (lambda env: env.recipient)
+        self.agent_of = agent_of or (lambda env: env.recipient)
+        self.on_start = on_start
+        self.on_dead = on_dead
         self.stats = ProcessorStats()
         self._in_flight: dict[str, Delivery] = {}
         #: entries another consumer took over: their results are discarded, not committed
@@ -164,7 +210,11 @@ class Processor:
                 self._room = anyio.Event()
                 continue
             batch = await self.bus.consume(
-                self.dest, self.consumer, count=min(free, self.batch), block=self.block
+                self.dest,
+                self.consumer,
+                count=min(free, self.batch),
+                block=self.block,
+                keep_spent=True,  # dead-lettered here, where the sender can be told
             )
             if batch:
                 self._in_flight.update({d.entry_id: d for d in batch})
@@ -226,23 +276,31 @@ class Processor:
             else:
                 assert isinstance(env, Envelope)
                 try:
+                    if self.on_start is not None:
+                        await self.on_start(env)
                     results = await self.handler(env)
                     # a result that cannot be encoded fails its message, not the worker
                     encode, route = self.codec.encode, self.route
                     effects = (
                         [to_outgoing(r, encode(r), route(r)) for r in results] if results else []
                     )
+                    if effects and env.headers and is_tracked(env):
+                        effects = self._record_replies(env, results, effects)
                 except Rejected as exc:
-                    await self._reject(delivery, exc.reason, str(exc))
+                    await self._reject(delivery, exc.reason, str(exc), env, ran=True)
                 except RetryableError as exc:
-                    self._about(env).warning("handler_retry", error=str(exc))
-                    await self.bus.retry(
-                        delivery, self.consumer, error=str(exc), delay=exc.retry_after
-                    )
-                    self.stats.retried += 1
+                    if delivery.deliveries >= self.bus.options.max_deliveries:
+                        await self._reject(delivery, "max_deliveries", str(exc), env, ran=True)
+                    else:
+                        self._about(env).warning("handler_retry", error=str(exc))
+                        await self.bus.retry(
+                            delivery, self.consumer, error=str(exc), delay=exc.retry_after
+                        )
+                        self.stats.retried += 1
                 except Exception as exc:
                     self._about(env).exception("handler_failed")
-                    await self._reject(delivery, "handler_error", f"{type(exc).__name__}: {exc}")
+                    error = f"{type(exc).__name__}: {exc}"
+                    await self._reject(delivery, "handler_error", error, env, ran=True)
                 else:
                     outcome = effects
         finally:
@@ -255,31 +313,97 @@ class Processor:
         if outcome is not None and not lost and not self._flushing:
             await self._flush()
 
-    def _admit(self, delivery: Delivery) -> Envelope | tuple[str, str]:
-        """The envelope to hand to the handler, or why the delivery is a dead letter."""
+    def _admit(self, delivery: Delivery) -> Envelope | tuple[str, str, Envelope | None]:
+        """The envelope to hand to the handler, or why the delivery is a dead letter
+        (with the envelope when there is one, so its sender can be told)."""
         try:
             env = self.codec.decode(delivery.frame)
         except DecodeError as exc:
-            return f"decode:{exc.reason}", str(exc)
+            return f"decode:{exc.reason}", str(exc), None
+        if delivery.deliveries > self.bus.options.max_deliveries:
+            return "max_deliveries", spent_error(delivery), env
         if not self.accept(env):
-            return "unknown_recipient", f"addressed to {env.recipient!r}, read from {self.dest!r}"
+            return (
+                "unknown_recipient",
+                f"addressed to {env.recipient!r}, read from {self.dest!r}",
+                env,
+            )
         if env.deadline is not None and env.expired():
-            return "deadline", f"deadline passed {time.time() - env.deadline:.1f}s ago"
+            return "deadline", f"deadline passed {time.time() - env.deadline:.1f}s ago", env
         if delivery.deliveries != env.attempt:
             env = env.evolve(attempt=delivery.deliveries)
         return env
 
-    def _about(self, env: Envelope) -> structlog.stdlib.BoundLogger:
-        """The logger for one message (bound only when there is something to say)."""
-        bound: structlog.stdlib.BoundLogger = self._log.bind(
-            msg_id=env.id, command=env.command, attempt=env.attempt
-        )
-        return bound
+    def _record_replies(
+        self, env: Envelope, results: Sequence[Envelope], effects: list[Outgoing]
+    ) -> list[Outgoing]:
+        """A tracked message's reply is also its result record (committed with it)."""
+        out: list[Outgoing] = []
+        for result, effect in zip(results, effects, strict=True):
+            is_reply = result.correlation_id == env.id and result.kind in _REPLY_KINDS
+            if effect.dest != RESULTS:
+                out.append(effect)
+            if is_reply:
+                out.append(
+                    result_record(
+                        env.id, ResultState.DONE, agent=self.agent_of(env),
+                        command=env.command, frame=effect.frame,
+                    )
+                )  # fmt: skip
+        return out
 
-    async def _reject(self, delivery: Delivery, reason: str, error: str) -> None:
+    def _about(self, env: Envelope) -> Logger:
+        """The logger for one message (bound only when there is something to say)."""
+        return self._log.bind(msg_id=env.id, command=env.command, attempt=env.attempt)
+
+    async def _reject(
+        self,
+        delivery: Delivery,
+        reason: str,
+        error: str,
+        env: Envelope | None = None,
+        *,
+        ran: bool = False,
+    ) -> None:
         self._log.warning("dead_letter", msg_id=delivery.msg_id, reason=reason, error=error)
-        await self.bus.dead_letter(delivery, self.consumer, reason=reason, error=error)
+        entry_id = await self.bus.dead_letter(delivery, self.consumer, reason=reason, error=error)
+        if entry_id is None:
+            return  # another consumer took the entry over: it is theirs to settle
         self.stats.dead_lettered += 1
+        letter = DeadLettered(delivery, env, reason, error, entry_id, ran)
+        if env is not None and (env.reply_to or (env.headers and is_tracked(env))):
+            await self.bus.send_many(self._dead_notices(letter, env))
+        if self.on_dead is not None:
+            await self.on_dead(letter)
+
+    def _dead_notices(self, letter: DeadLettered, env: Envelope) -> list[Outgoing]:
+        """The error reply a dead letter's sender gets, and its result record."""
+        dest, entry_id = letter.delivery.dest, letter.entry_id
+        agent = self.agent_of(env)
+        body = {
+            "error": "dead_letter",
+            "reason": letter.reason,
+            "agent": agent,
+            "command": env.command,
+            "attempts": letter.delivery.deliveries,
+            "detail": letter.error,
+            "dead_letter": {"dest": dest, "entry_id": entry_id},
+            "replay": f"acp dlq replay {dest} {entry_id}",
+        }
+        # the same id however often this runs: a repeat is dropped by the bus
+        reply = env.reply(body, kind=MessageKind.ERROR, id=_derived_id(env.id, "dead"))
+        frame = self.codec.encode(reply)
+        out = [to_outgoing(reply, frame)] if env.reply_to else []
+        if env.headers and is_tracked(env):
+            out.append(
+                result_record(
+                    env.id, ResultState.DEAD, agent=agent, command=env.command,
+                    detail=f"{letter.reason}: {letter.error}", frame=frame,
+                    extra={"dlq_dest": dest, "dlq_entry": entry_id, "reason": letter.reason,
+                           "attempts": str(letter.delivery.deliveries)},
+                )
+            )  # fmt: skip
+        return out
 
     # -- committing --------------------------------------------------------------------
 

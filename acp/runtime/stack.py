@@ -18,15 +18,16 @@ from typing import Literal
 import anyio
 from anyio.abc import TaskStatus
 
-from acp.agents.claude import ClaudeAgent, claude_client
 from acp.agents.config import RuntimeConfig
 from acp.agents.definition import AgentDefinition
 from acp.agents.loader import Catalogue
 from acp.agents.sdk import AgentBase
+from acp.errors import Stalled
 from acp.runtime.bus.base import BusOptions
 from acp.runtime.bus.redis import RedisBus
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.embedded import EmbeddedServer
+from acp.runtime.options import bus_options
 from acp.runtime.settings import RedisSettings
 from acp.runtime.targets import import_agent
 from acp.runtime.worker import Worker
@@ -53,7 +54,11 @@ def plan_agents(
     """Which agents can run here: every Python agent; Claude ones only with a key."""
     plan = StackPlan()
     key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-    client = claude_client(api_key=key, base_url=base_url) if key else None
+    client = None
+    if key:
+        from acp.agents.claude import ClaudeAgent, claude_client  # the SDK loads slowly
+
+        client = claude_client(api_key=key, base_url=base_url)
     for definition in catalogue.definitions.values():
         if definition.entrypoint:
             plan.agents.append(_python_agent(definition))
@@ -116,9 +121,10 @@ class Stack:
                 await stack.enter_async_context(server)
                 url = server.url
             self.url = url
-            bus = await stack.enter_async_context(RedisBus.from_url(url, self.options))
+            options = self.options or bus_options(self.config)
+            bus = await stack.enter_async_context(RedisBus.from_url(url, options))
             self.settings = bus.settings
-            coordinator_bus = await stack.enter_async_context(RedisBus.from_url(url, self.options))
+            coordinator_bus = await stack.enter_async_context(RedisBus.from_url(url, options))
             self.coordinator = Coordinator(
                 coordinator_bus,
                 self.config,
@@ -130,8 +136,14 @@ class Stack:
                 if self.plan.agents:
                     self.worker = Worker(bus, self.plan.agents, heartbeat=1.0)
                     await tg.start(self.worker.run)
-                with anyio.fail_after(30):
+                with anyio.move_on_after(30):
                     await self.coordinator.has_led.wait()
+                if not self.coordinator.has_led.is_set():
+                    raise Stalled(
+                        f"the coordinator did not take the lead within 30 s on "
+                        f"{bus.settings.redacted_url}: another coordinator holds the lease "
+                        "(see acp status)"
+                    )
                 task_status.started()
                 await self._stopping.wait()
                 if self.worker is not None:

@@ -8,8 +8,7 @@ from typing import Any
 
 from acp.protocol.codec import WireCodec
 from acp.runtime.bus.base import Bus, QueueStats
-from acp.runtime.keys import COORDINATORS, INBOX_PREFIX
-from acp.runtime.worker import WORKERS
+from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, WORKERS
 
 __all__ = ["PLATFORM_TOPIC", "agent_queues", "read_status"]
 

@@ -8,7 +8,6 @@ without an API key refuses to start and consumes nothing.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,9 +85,3 @@ def resolve_targets(
     if duplicates:
         raise ConfigError(f"agents named more than once: {', '.join(duplicates)}")
     return agents
-
-
-def default_catalogue_paths() -> list[Path]:
-    """``ACP_AGENTS`` (os.pathsep-separated) or ``./agents``."""
-    env = os.environ.get("ACP_AGENTS")
-    return [Path(p) for p in env.split(os.pathsep)] if env else [Path("agents")]

@@ -18,23 +18,25 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from acp import __version__
-from acp.agents.claude import ClaudeAgent, RateLimitSnapshot
+from acp.agents.ratelimits import RateLimitSnapshot
 from acp.agents.sdk import AgentBase
 from acp.errors import SchemaError, SpendLimitReached, UnknownCommand
+from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus
-from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE
+from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
 from acp.runtime.metrics import Metrics, Sample
-from acp.runtime.processor import Processor, ProcessorStats, to_outgoing
+from acp.runtime.processor import DeadLettered, Processor, ProcessorStats, to_outgoing
+from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.tracing import hop, outgoing_trace, record_reply
 
 __all__ = [
@@ -43,17 +45,14 @@ __all__ = [
     "PROGRESS_TOPIC",
     "RATE_LIMIT_TOPIC",
     "STATUS_TOPIC",
-    "WORKERS",
     "Service",
     "Worker",
     "WorkerContext",
     "serve_until_signalled",
 ]
 
-log = structlog.get_logger("acp.worker")
+log = get_logger("acp.worker")
 
-#: presence group every live worker announces itself in
-WORKERS = "workers"
 #: topic of status updates agents publish
 STATUS_TOPIC = "status"
 #: topic of progress reports of in-flight messages
@@ -211,6 +210,8 @@ class Worker:
                 concurrency=concurrency,
                 grace=grace,
                 route=self.route,
+                on_start=self._started,
+                on_dead=partial(self._dead, agent),
             )
             for agent in self.agents
         }
@@ -222,9 +223,8 @@ class Worker:
         if metrics is not None:
             metrics.collector(self._collect)
         for agent in self.agents:
-            # Claude-backed agents report rate-limit headers; the coordinator follows them.
-            if isinstance(agent, ClaudeAgent) and agent.on_rate_limits is None:
-                agent.on_rate_limits = self._publish_rate_limits
+            # model-backed agents report rate-limit headers; the coordinator follows them
+            agent.watch_rate_limits(self._publish_rate_limits)
 
     def stop(self) -> None:
         """Stop reading; in-flight work finishes within the grace period."""
@@ -274,8 +274,29 @@ class Worker:
             if agent.tier == tier:
                 self.processors[agent.name].pause(seconds)
 
+    async def _started(self, env: Envelope) -> None:
+        """A tracked message is running here now (``acp result`` says so)."""
+        if env.headers and is_tracked(env):
+            record = result_record(
+                env.id, ResultState.RUNNING, agent=env.recipient, command=env.command,
+                detail=f"on worker {self.worker_id}, attempt {env.attempt}",
+            )  # fmt: skip
+            await self.bus.send(record)
+
+    async def _dead(self, agent: AgentBase, letter: DeadLettered) -> None:
+        """A message refused before its handler ran (past its deadline, delivered too
+        often) ends as surely as a reply: the coordinator hears of it like of any other
+        completion, so the capacity it held comes back. A handler that ran has said so."""
+        if letter.env is not None and not letter.ran:
+            await self._completed(agent, letter.env, None, dead=letter.reason)
+
     async def _completed(
-        self, agent: AgentBase, env: Envelope, body: dict[str, Any] | None
+        self,
+        agent: AgentBase,
+        env: Envelope,
+        body: dict[str, Any] | None,
+        *,
+        dead: str | None = None,
     ) -> None:
         """Tell the coordinator this message no longer holds capacity, and what it cost."""
         meta = body.get("_acp") if isinstance(body, dict) else None
@@ -292,6 +313,7 @@ class Worker:
                 "tenant": env.tenant,
                 "created_at": env.created_at,
                 "finished_at": time.time(),
+                **({"dead": dead} if dead else {}),
             }
         }
         if self.metrics is not None:
@@ -382,7 +404,7 @@ class Worker:
                 "tier": agent.tier,
                 "complexity": agent.complexity,
                 # only Claude calls use model capacity; the coordinator schedules those
-                "kind": "claude" if isinstance(agent, ClaudeAgent) else "python",
+                "kind": agent.kind,
                 "capacity": self.concurrency,
                 "in_flight": stats.in_flight,
                 "handled": stats.handled,
@@ -488,12 +510,18 @@ class Worker:
         kind: MessageKind = MessageKind.REPLY,
         trace: tuple[str | None, str | None] | None = None,
     ) -> list[Envelope]:
-        """Replies go where the sender asked (``reply_to``); without one there is none."""
-        if body is None or not env.reply_to:
+        """Replies go where the sender asked (``reply_to``); a tracked message without
+        one has its reply kept as its result; otherwise there is none."""
+        if body is None:
+            return []
+        tracked = bool(env.headers) and is_tracked(env)
+        if not env.reply_to and not tracked:
             return []
         if kind is MessageKind.REPLY and "error" in body:
             kind = MessageKind.ERROR
         reply = env.reply(body, kind=kind)
+        if not env.reply_to:
+            reply = reply.evolve(recipient=RESULTS)
         if trace is not None:
             reply = reply.evolve(traceparent=trace[0], tracestate=trace[1])
         return [reply]

@@ -29,11 +29,11 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from acp.errors import ConnectionLost
+from acp.logs import get_logger
 from acp.runtime.keys import PREFIX, check_name
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "workflow_key",
 ]
 
-log = structlog.get_logger("acp.workflows.store")
+log = get_logger("acp.workflows.store")
 T = TypeVar("T")
 
 #: ids of workflows not finished yet (resumed when a runner starts)

@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from acp.errors import BusError, ConfigError, Rejected, RetryableError, SchemaError
+from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
@@ -77,7 +77,7 @@ __all__ = [
     "step_id",
 ]
 
-log = structlog.get_logger("acp.workflows")
+log = get_logger("acp.workflows")
 
 #: where workflow messages are sent to be started (``acp run``)
 WORKFLOW_INTAKE = "workflows"
@@ -556,17 +556,21 @@ class WorkflowRunner:
         """The step command; the same on every send (the bus keeps only the first)."""
         task = launch.step.payload
         cmd = task.get("cmd")
-        # a task naming its own command is that command: its fields at the top, so the
-        # agent's typed model for it parses them; all of them also stay in "task"
-        body = {k: v for k, v in task.items() if k not in _RESERVED} if cmd else {}
+        if isinstance(cmd, str) and cmd:
+            # a task naming its own command is that command: its fields at the top, so
+            # the agent's typed model for it parses them; "task" keeps only the fields
+            # whose names the runner's own would hide (each field is sent once: a model
+            # pays for every input token)
+            body = {k: v for k, v in task.items() if k not in _RESERVED}
+            hidden = {k: v for k, v in task.items() if k in _RESERVED and k != "cmd"}
+        else:
+            body, hidden, cmd = {}, dict(task), STEP_COMMAND
         body.update(
-            cmd=cmd if isinstance(cmd, str) and cmd else STEP_COMMAND,
-            workflow=wf.spec.name,
-            workflow_id=wf.id,
-            step=launch.path,
-            task=task,
+            cmd=cmd, workflow=wf.spec.name, workflow_id=wf.id, step=launch.path,
             inputs=launch.inputs,
-        )
+        )  # fmt: skip
+        if hidden:
+            body["task"] = hidden
         return Envelope(
             id=sid,
             kind=MessageKind.COMMAND,

@@ -35,11 +35,11 @@ from typing import NamedTuple, Self
 
 import anyio
 import anyio.lowlevel
-import structlog
 
 from acp.errors import BusClosed, RequestTimeout
+from acp.logs import get_logger
 from acp.protocol.ids import new_id
-from acp.runtime.keys import INBOX_PREFIX, check_name, inbox_name
+from acp.runtime.keys import INBOX_PREFIX, RESULTS, check_name, inbox_name
 
 __all__ = [
     "Bus",
@@ -50,12 +50,22 @@ __all__ = [
     "Event",
     "Outgoing",
     "QueueStats",
+    "ResultRecord",
 ]
 
-log = structlog.get_logger("acp.bus")
+log = get_logger("acp.bus")
 
 #: header names the bus itself sets; user headers must not start with "acp-"
 H_CORRELATION = "acp-corr"
+#: on an item for ``RESULTS``: "1" when the record is final (a later record that is
+#: not final leaves it alone: a late "running" never hides a reply)
+H_FINAL = "acp-final"
+
+
+def is_eager(dest: str) -> bool:
+    """Replies to a client's inbox and result records leave with the commit itself
+    (they carry no effects of their own, so a duplicate is harmless)."""
+    return dest.startswith(INBOX_PREFIX) or dest == RESULTS
 
 
 INBOX_CONSUMER = "client"
@@ -87,6 +97,11 @@ class Delivery(NamedTuple):
     deliveries: int
     #: errors of earlier attempts, oldest first (kept for the dead-letter record)
     history: tuple[str, ...] = ()
+
+
+def spent_error(delivery: Delivery) -> str:
+    """What a delivery past ``max_deliveries`` died of: its last error, if it had one."""
+    return delivery.history[-1] if delivery.history else "redelivered after the consumer stopped"
 
 
 @dataclass(slots=True)
@@ -121,6 +136,21 @@ class DeadLetter:
     deliveries: int
     history: tuple[str, ...]
     dead_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """The latest record sent to ``RESULTS`` for one message (by its ``acp-corr`` header)."""
+
+    msg_id: str
+    headers: Mapping[str, str]
+    frame: bytes
+    #: server time of the write, epoch seconds
+    updated_at: float
+
+    @property
+    def final(self) -> bool:
+        return self.headers.get(H_FINAL) == "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +198,10 @@ class BusOptions:
     #: outbox entries older than this were left by a committer that died before
     #: forwarding them; consumers of the destination forward them
     relay_after: float = 5.0
+    #: result records (``RESULTS``) are kept this long after their last write ...
+    result_ttl: float = 24 * 3600.0
+    #: ... and at most this many, the oldest dropped first
+    result_max: int = 100_000
 
 
 class Bus(abc.ABC):
@@ -227,7 +261,10 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
-        """Append each item unless its message id was sent within ``dedup_ttl``."""
+        """Append each item unless its message id was sent within ``dedup_ttl``; items
+        for ``RESULTS`` replace the record of their ``acp-corr`` message instead (a
+        record that is not final never replaces a final one), within ``result_ttl``
+        and ``result_max``."""
 
     @abc.abstractmethod
     async def _read(
@@ -286,7 +323,8 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def _dead_letter(
         self, delivery: Delivery, consumer: str | None, *, reason: str, error: str
-    ) -> bool: ...
+    ) -> str | None:
+        """The dead letter's entry id, or None when ``consumer`` no longer owns it."""
 
     @abc.abstractmethod
     async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]: ...
@@ -353,6 +391,10 @@ class Bus(abc.ABC):
     async def stats(self, dest: str) -> QueueStats: ...
 
     @abc.abstractmethod
+    async def _lookup_result(self, msg_id: str) -> ResultRecord | None:
+        """The latest result record of ``msg_id``, if one is kept."""
+
+    @abc.abstractmethod
     async def destinations(self) -> list[str]: ...
 
     # -- the public surface, with the policy -----------------------------------
@@ -368,12 +410,20 @@ class Bus(abc.ABC):
             await self._send(items)
 
     async def consume(
-        self, dest: str, consumer: str, *, count: int = 100, block: float = 1.0
+        self,
+        dest: str,
+        consumer: str,
+        *,
+        count: int = 100,
+        block: float = 1.0,
+        keep_spent: bool = False,
     ) -> list[Delivery]:
         """The next batch for ``consumer``: its own leftovers first (after a
         restart), then abandoned and due-retry entries, then new ones.
 
-        Entries past ``max_deliveries`` are dead-lettered here and not returned.
+        Entries past ``max_deliveries`` are dead-lettered here and not returned,
+        unless ``keep_spent``: then they are returned and the caller dead-letters
+        them (a processor does, to tell the sender why).
         """
         self._check_open()
         check_name(dest)
@@ -397,14 +447,13 @@ class Bus(abc.ABC):
         if not batch:
             batch = await self._read(dest, consumer, count=count, block=block, own=False)
         limit = self.options.max_deliveries
+        if keep_spent:
+            return batch
         spent = [d for d in batch if d.deliveries > limit]
         for delivery in spent:
-            last = (
-                delivery.history[-1]
-                if delivery.history
-                else "redelivered after the consumer stopped"
+            await self._dead_letter(
+                delivery, consumer, reason="max_deliveries", error=spent_error(delivery)
             )
-            await self._dead_letter(delivery, consumer, reason="max_deliveries", error=last)
             log.warning(
                 "dead_lettered", dest=dest, msg_id=delivery.msg_id, deliveries=delivery.deliveries
             )
@@ -425,7 +474,7 @@ class Bus(abc.ABC):
                 raise ValueError("a commit batch must hold deliveries of one destination")
             for effect in effects:
                 check_name(effect.dest)
-                if effect.dest.startswith(INBOX_PREFIX):
+                if is_eager(effect.dest):
                     eager.append(effect)
         statuses, outbox = await self._commit(dest, consumer, items, eager)
         if outbox:  # the done items' effects are in the outbox: forward them now
@@ -434,7 +483,7 @@ class Bus(abc.ABC):
                 for (_, effects), status in zip(items, statuses, strict=True)
                 if status is CommitStatus.DONE
                 for effect in effects
-                if not effect.dest.startswith(INBOX_PREFIX)
+                if not is_eager(effect.dest)
             ]
             await self._forward(dest, send, outbox)
         return statuses
@@ -451,14 +500,16 @@ class Bus(abc.ABC):
         Past ``max_deliveries`` it is dead-lettered instead. False if ownership was lost."""
         self._check_open()
         if delivery.deliveries >= self.options.max_deliveries:
-            return await self._dead_letter(delivery, consumer, reason="max_deliveries", error=error)
+            dead = await self._dead_letter(delivery, consumer, reason="max_deliveries", error=error)
+            return dead is not None
         wait = self.backoff(delivery.deliveries) if delay is None else max(delay, 0.0)
         return await self._retry(delivery, consumer, due=time.time() + wait, error=error)
 
     async def dead_letter(
         self, delivery: Delivery, consumer: str, *, reason: str, error: str
-    ) -> bool:
-        """Move the entry to the destination's dead-letter stream now (bad frame, fatal error)."""
+    ) -> str | None:
+        """Move the entry to the destination's dead-letter stream now (bad frame, fatal
+        error): the dead letter's entry id, or None if ``consumer`` lost the entry."""
         self._check_open()
         return await self._dead_letter(delivery, consumer, reason=reason, error=error)
 
@@ -508,6 +559,11 @@ class Bus(abc.ABC):
             raise waiter.error
         assert waiter.reply is not None
         return waiter.reply
+
+    async def result(self, msg_id: str) -> ResultRecord | None:
+        """The latest result record of ``msg_id`` (see ``RESULTS``), if one is kept."""
+        self._check_open()
+        return await self._lookup_result(msg_id)
 
     @staticmethod
     def reply_headers(

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import anyio
 
 from acp.runtime.bus.base import (
+    H_CORRELATION,
+    H_FINAL,
     Bus,
     BusOptions,
     CommitStatus,
@@ -27,8 +29,9 @@ from acp.runtime.bus.base import (
     Event,
     Outgoing,
     QueueStats,
+    ResultRecord,
 )
-from acp.runtime.keys import check_name
+from acp.runtime.keys import RESULTS, check_name
 
 __all__ = ["MemoryBroker", "MemoryBus"]
 
@@ -82,6 +85,8 @@ class MemoryBroker:
         self.leases: dict[str, tuple[str, int, float]] = {}
         self.lease_tokens: dict[str, int] = {}
         self.counters: dict[str, dict[str, float]] = {}
+        #: result records by message id, oldest write first
+        self.results: OrderedDict[str, ResultRecord] = OrderedDict()
         self._seq = itertools.count()
         self._last_ms = 0
 
@@ -138,6 +143,9 @@ class MemoryBus(Bus):
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
         now = time.time()
         for item in items:
+            if item.dest == RESULTS:
+                self._record(item, now)
+                continue
             q = self.broker.queue(item.dest)
             _expire(q.sent, now - self.options.dedup_ttl)
             if item.msg_id in q.sent:
@@ -145,6 +153,21 @@ class MemoryBus(Bus):
             q.sent[item.msg_id] = now
             self._append(item.dest, _Entry(item.msg_id, item.frame, dict(item.headers)))
         await anyio.lowlevel.checkpoint()
+
+    def _record(self, item: Outgoing, now: float) -> None:
+        records = self.broker.results
+        msg_id = item.headers.get(H_CORRELATION, item.msg_id)
+        old = records.get(msg_id)
+        if old is not None and old.final and item.headers.get(H_FINAL) != "1":
+            return
+        records.pop(msg_id, None)
+        records[msg_id] = ResultRecord(msg_id, dict(item.headers), item.frame, now)
+        cutoff = now - self.options.result_ttl
+        while records and (
+            len(records) > self.options.result_max
+            or next(iter(records.values())).updated_at < cutoff
+        ):
+            records.popitem(last=False)
 
     def _deliver(self, dest: str, entry_id: str, consumer: str, times: int) -> Delivery:
         q = self.broker.queue(dest)
@@ -285,10 +308,10 @@ class MemoryBus(Bus):
 
     async def _dead_letter(
         self, delivery: Delivery, consumer: str | None, *, reason: str, error: str
-    ) -> bool:
+    ) -> str | None:
         q = self.broker.queue(delivery.dest)
         if consumer is not None and not self._owned(q, delivery.entry_id, consumer):
-            return False
+            return None
         self._ack(q, delivery.entry_id)
         history = (
             (*delivery.history, error)
@@ -309,7 +332,7 @@ class MemoryBus(Bus):
             dead_at=time.time(),
         )
         await anyio.lowlevel.checkpoint()
-        return True
+        return dead_id
 
     async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         q = self.broker.queue(dest)
@@ -472,6 +495,13 @@ class MemoryBus(Bus):
     async def destinations(self) -> list[str]:
         self._check_open()
         return sorted(self.broker.queues)
+
+    async def _lookup_result(self, msg_id: str) -> ResultRecord | None:
+        await anyio.lowlevel.checkpoint()
+        record = self.broker.results.get(msg_id)
+        if record is not None and record.updated_at < time.time() - self.options.result_ttl:
+            return None
+        return record
 
 
 def _expire(stamps: dict[str, float], before: float) -> None:

@@ -20,14 +20,16 @@ from typing import Any, Literal, TypeVar
 import anyio
 import msgpack
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from acp.errors import ConfigError, ConnectionLost
+from acp.logs import get_logger
 from acp.runtime.bus import scripts
 from acp.runtime.bus.base import (
+    H_CORRELATION,
+    H_FINAL,
     INBOX_CONSUMER,
     NO_HEADERS,
     Bus,
@@ -38,6 +40,7 @@ from acp.runtime.bus.base import (
     Event,
     Outgoing,
     QueueStats,
+    ResultRecord,
 )
 from acp.runtime.bus.connection import timed_sends
 from acp.runtime.bus.lines import Lines
@@ -45,6 +48,9 @@ from acp.runtime.keys import (
     DESTINATIONS,
     GROUP,
     INBOX_PREFIX,
+    RESULT_INDEX,
+    RESULT_RECORDS,
+    RESULTS,
     Keys,
     counters_hash,
     lease_keys,
@@ -55,7 +61,7 @@ from acp.runtime.settings import RedisSettings
 
 __all__ = ["Durability", "RedisBus"]
 
-log = structlog.get_logger("acp.bus.redis")
+log = get_logger("acp.bus.redis")
 T = TypeVar("T")
 Durability = Literal["fast", "safe"]
 _SEP = b"\x1e"
@@ -73,7 +79,8 @@ _INBOX_CLEANUP_BATCH = 64
 _PENDING_SCAN = 1_000_000
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
-    "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS", "LEASE", "UNLEASE"
+    "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
+    "LEASE", "UNLEASE", "RESULT",
 )  # fmt: skip
 
 
@@ -317,31 +324,55 @@ class RedisBus(Bus):
 
     # -- primitives -------------------------------------------------------------------
 
-    async def _send_calls(self, items: Sequence[Outgoing]) -> list[tuple[list[str], list[Any]]]:
-        """(keys, args) of the SEND script calls that put ``items`` on their queues."""
+    async def _send_commands(self, items: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
+        """The script calls that put ``items`` on their queues (SEND, one per destination
+        and 500 items) or into the result records (RESULT), ready for ``Lines.run``."""
         by_dest: dict[str, list[Outgoing]] = {}
         for item in items:
             by_dest.setdefault(item.dest, []).append(item)
         dedup_ms = int(self.options.dedup_ttl * 1000)
-        calls: list[tuple[list[str], list[Any]]] = []
+        commands: list[tuple[Any, ...]] = []
         for dest, group in by_dest.items():
+            if dest == RESULTS:
+                commands.append(self._results_command(group))
+                continue
             keys = await self._retrying(partial(self._ensure_group, dest))
             expire_ms = int(self.options.inbox_ttl * 1000) if dest.startswith(INBOX_PREFIX) else 0
             for start in range(0, len(group), 500):
                 packed = _pack([_packed_item(item) for item in group[start : start + 500]])
                 housekeeping = self._housekeeping(keys.sent)
-                calls.append(
-                    ([keys.stream, keys.sent], [dedup_ms, expire_ms, packed, housekeeping])
+                commands.append(
+                    self._script(
+                        "SEND",
+                        [keys.stream, keys.sent],
+                        [dedup_ms, expire_ms, packed, housekeeping],
+                    )
                 )
-        return calls
+        return commands
 
-    def _sends(self, calls: Sequence[tuple[list[str], list[Any]]]) -> list[tuple[Any, ...]]:
-        """The SEND script calls (from ``_send_calls``) as commands for ``Lines.run``."""
-        return [self._script("SEND", keys, args) for keys, args in calls]
+    def _results_command(self, items: Sequence[Outgoing]) -> tuple[Any, ...]:
+        records = [
+            [
+                item.headers.get(H_CORRELATION, item.msg_id),
+                item.headers.get(H_FINAL, "0"),
+                msgpack.packb([dict(item.headers), item.frame], use_bin_type=True),
+            ]
+            for item in items
+        ]
+        return self._script(
+            "RESULT",
+            [RESULT_RECORDS, RESULT_INDEX],
+            [
+                int(self.options.result_ttl * 1000),
+                self.options.result_max,
+                _pack(records),
+                self._housekeeping(RESULT_INDEX),
+            ],
+        )
 
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
         # every destination's SEND in one round trip (each is safe to run twice)
-        commands = self._sends(await self._send_calls(items))
+        commands = await self._send_commands(items)
         await self._retrying(partial(self.lines.run, commands))
         await self._durable()
 
@@ -402,7 +433,7 @@ class RedisBus(Bus):
         # listener hands the same replies in again
         read_ids = self._inbox_read + [d.entry_id for d in seen]
         drop = read_ids if self._inbox_cleanup_due(read_ids) else []
-        commands = self._sends(await self._send_calls(sends)) if sends else []
+        commands = await self._send_commands(sends) if sends else []
         if commands and self.durability == "safe" and self._waitaof:
             commands.append(("WAITAOF", 1, 0, 5000))
         if drop:
@@ -482,7 +513,7 @@ class RedisBus(Bus):
             ],
         )
         # One round trip: this commit (deleting what the last one forwarded), its replies.
-        commands = [commit, *self._sends(await self._send_calls(eager))]
+        commands = [commit, *await self._send_commands(eager)]
         replies = await self._retrying(partial(self.lines.run, commands))
         await self._durable()
         letters, outbox = replies[0]
@@ -540,7 +571,7 @@ class RedisBus(Bus):
 
     async def _dead_letter(
         self, delivery: Delivery, consumer: str | None, *, reason: str, error: str
-    ) -> bool:
+    ) -> str | None:
         keys = Keys(delivery.dest)
         history = (
             (*delivery.history, error)
@@ -553,7 +584,7 @@ class RedisBus(Bus):
             "reason", reason, "error", error, "deliveries", str(delivery.deliveries),
             "entry", delivery.entry_id, "at", str(time.time()),
         ]  # fmt: skip
-        ok = await self._retrying(
+        dead_id: Any = await self._retrying(
             partial(
                 self._eval,
                 "DEAD",
@@ -562,7 +593,7 @@ class RedisBus(Bus):
             )
         )
         await self._durable()
-        return bool(ok)
+        return dead_id.decode() if dead_id else None
 
     async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         keys = Keys(dest)
@@ -767,6 +798,14 @@ class RedisBus(Bus):
             )
 
         return await self._retrying(read)
+
+    async def _lookup_result(self, msg_id: str) -> ResultRecord | None:
+        raw: Any = await self._retrying(lambda: self.redis.hget(RESULT_RECORDS, msg_id))
+        if not raw:
+            return None
+        # "<final flag><server ms, 13 digits><msgpack [headers, frame]>" (the RESULT script)
+        headers, frame = msgpack.unpackb(raw[14:], raw=False)
+        return ResultRecord(msg_id, headers, frame, int(raw[1:14]) / 1000)
 
     async def destinations(self) -> list[str]:
         self._check_open()

@@ -197,15 +197,51 @@ return #due
 )
 
 # KEYS: stream, dead-stream. ARGV: group, consumer ('' = skip the ownership check),
-# entry_id, then the dead-letter fields.
+# entry_id, then the dead-letter fields. Returns the dead letter's id, or false.
 DEAD = (
     _OWNED
     + """
-if ARGV[2] ~= '' and not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+if ARGV[2] ~= '' and not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return false end
+local dead = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
-return 1
+return dead
+"""
+)
+
+# KEYS: records hash, index sorted set (one hash tag). ARGV: ttl_ms, max records,
+# packed items (a msgpack array of {message id, final '1' or '0', record}), housekeeping
+# ('1' to drop records older than the ttl). A record is stored as its final flag,
+# the server's time in milliseconds (13 digits) and the record; one that is not
+# final never replaces one that is. Past ``max records`` the oldest go, up to 1000
+# a call. Returns how many records were written.
+RESULT = (
+    _NOW
+    + """
+local items = cmsgpack.unpack(ARGV[3])
+local stamp = string.format('%013d', now)
+local written = 0
+for _, item in ipairs(items) do
+  local id, final = item[1], item[2]
+  local old = final ~= '1' and redis.call('HGET', KEYS[1], id)
+  if not (old and string.sub(old, 1, 1) == '1') then
+    redis.call('HSET', KEYS[1], id, final .. stamp .. item[3])
+    redis.call('ZADD', KEYS[2], now, id)
+    written = written + 1
+  end
+end
+local function drop(ids)
+  if #ids > 0 then
+    redis.call('HDEL', KEYS[1], unpack(ids))
+    redis.call('ZREM', KEYS[2], unpack(ids))
+  end
+end
+if ARGV[4] == '1' then
+  drop(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, 1000))
+end
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
+if excess > 0 then drop(redis.call('ZRANGE', KEYS[2], 0, math.min(excess, 1000) - 1)) end
+return written
 """
 )
 

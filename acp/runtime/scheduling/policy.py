@@ -75,7 +75,7 @@ from acp.runtime.scheduling.buckets import TokenBucket
 from acp.runtime.scheduling.budgets import BudgetLedger, BudgetScope
 
 if TYPE_CHECKING:
-    from acp.agents.claude import RateLimitSnapshot
+    from acp.agents.ratelimits import RateLimitSnapshot
 
 __all__ = [
     "Decisions",

@@ -1,6 +1,7 @@
-"""A Python agent in under 25 lines. Run it, then ask it (see the README):
+"""A Python agent in under 25 lines: the demo's traffic target, shipped in the package
+(``agents/pipeline-doctor.md`` names it as its entrypoint). Run it, then ask it:
 
-acp worker examples.pipeline_doctor:agent --redis redis://127.0.0.1:6379/0
+acp worker pipeline-doctor --redis redis://127.0.0.1:6379/0
 acp send pipeline-doctor --wait --json '{"cmd": "PIPELINE_STATUS", "component_id": "etl",
     "data_flow": {"quality_score": 0.82, "processing_lag": "25m"}}'
 """
