@@ -1163,7 +1163,8 @@ def run_command(
         except (OSError, ACPError) as exc:
             raise _fail(f"{name}: {exc}", 2) from None
         bodies.append(body)
-    console = Console(highlight=False, soft_wrap=True)
+    # with --json, stdout carries only the reports: progress goes to stderr
+    console = Console(highlight=False, soft_wrap=True, stderr=as_json)
 
     async def run(bus: RedisBus) -> list[Envelope]:
         client = Client(bus, sender="cli", via="coordinator")

@@ -103,3 +103,63 @@ async def run_acp_rtt(url: str, requests: int) -> list[float]:
                     times.append(time.perf_counter() - start)
             processor.stop()
     return times
+
+
+async def run_acp_inflight(
+    url: str, requests: int, *, in_flight: int = 100, via: str = "direct"
+) -> dict[str, float | int]:
+    """``Client.request`` kept ``in_flight`` deep by as many tasks, against a worker
+    running a Python agent that echoes; ``via="coordinator"`` puts a coordinator
+    between them, as ``acp up`` runs it. Requests per second and latency percentiles."""
+    from acp.agents import Agent, load_config
+    from acp.runtime import Client, Coordinator, Worker
+
+    echo = Agent("echo", tier="haiku", complexity="low")
+
+    @echo.command("ECHO")
+    async def answer(body: dict[str, object], ctx: object) -> dict[str, object]:
+        return {"component_id": body["component_id"], "healthy": True}
+
+    ask = {**BODY, "cmd": "ECHO"}
+
+    latencies: list[float] = []
+    issued = 0
+    async with (
+        RedisBus.from_url(url, OPTIONS) as worker_bus,
+        RedisBus.from_url(url, OPTIONS) as coordinator_bus,
+        RedisBus.from_url(url, OPTIONS) as client_bus,
+        anyio.create_task_group() as tg,
+    ):
+        coordinator = None
+        if via == "coordinator":
+            coordinator = Coordinator(coordinator_bus, load_config(), registry_interval=0.2)
+            await tg.start(coordinator.run)
+            await coordinator.has_led.wait()
+        worker = Worker(worker_bus, [echo], concurrency=in_flight)
+        await tg.start(worker.run)
+        client = Client(client_bus, via="coordinator" if coordinator else "direct")
+        await client.request("echo", ask, timeout=30)  # warm: groups, scripts, registry
+
+        async def loop() -> None:
+            nonlocal issued
+            while issued < requests:
+                issued += 1
+                sent = time.perf_counter()
+                reply = await client.request("echo", ask, timeout=60)
+                assert "error" not in reply.body, reply.body
+                latencies.append(time.perf_counter() - sent)
+
+        start, cpu = time.perf_counter(), time.process_time()
+        async with anyio.create_task_group() as clients:
+            for _ in range(in_flight):
+                clients.start_soon(loop)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        worker.stop()
+        if coordinator is not None:
+            coordinator.stop()
+        tg.cancel_scope.cancel()
+    return {
+        "requests_per_s": requests / elapsed,
+        "cpu_us_per_request": cpu / requests * 1e6,
+        "latencies": latencies,  # type: ignore[dict-item]
+    }

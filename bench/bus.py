@@ -54,6 +54,8 @@ STREAM: Final = b"bench:raw"
 GROUP: Final = "bench"
 REQ_STREAM: Final = b"bench:rtt:req"
 REP_STREAM: Final = b"bench:rtt:rep"
+RR_REQ: Final = b"bench:rr:req"
+RR_REP: Final = b"bench:rr:rep"
 FIELD: Final = b"m"
 #: mean size of an ACP body in the real corpus, in compact JSON (FACTS.md)
 PAYLOAD_TARGET: Final = 370
@@ -310,6 +312,79 @@ async def raw_rtt(
         await server.aclose()
 
 
+# --- raw request/reply, many in flight ---------------------------------------------------
+
+
+async def raw_inflight(
+    url: str, requests: int, *, in_flight: int = 100, payload: bytes = b""
+) -> dict[str, Any]:
+    """A plain redis-py request/reply loop keeping ``in_flight`` requests out: what a
+    competent engineer writes for the same job as ``Client.request`` under load.
+
+    The caller sends its new requests in the same pipeline as its next XREAD BLOCK
+    of the reply stream (one round trip per batch of replies); the responder reads
+    requests with XREADGROUP COUNT 100 and answers a batch with one pipeline of
+    XADDs and one XACK. Each reply names its request, so latency is per request.
+    """
+    payload = payload or make_payloads(1)[0]
+    caller = client(url)
+    server = client(url)
+    await server.xgroup_create(RR_REQ, GROUP, id="0", mkstream=True)
+    await caller.ping()
+    stop = asyncio.Event()
+
+    async def respond() -> None:
+        while not stop.is_set():
+            reply = await server.xreadgroup(GROUP, "r1", {RR_REQ: b">"}, count=100, block=200)
+            entries = _entries(reply)
+            if not entries:
+                continue
+            pipe = server.pipeline(transaction=False)
+            for _, fields in entries:
+                pipe.xadd(RR_REP, {FIELD: fields[FIELD], b"c": fields[b"c"]})
+            pipe.xack(RR_REQ, GROUP, *(entry_id for entry_id, _ in entries))
+            await pipe.execute()
+
+    latencies: list[float] = []
+    sent_at: dict[int, float] = {}
+    issued = 0
+    done = 0
+    last = b"0-0"
+    fresh = min(in_flight, requests)
+    responder = asyncio.create_task(respond())
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        while done < requests:
+            pipe = caller.pipeline(transaction=False)
+            now = time.perf_counter()
+            for _ in range(fresh):
+                sent_at[issued] = now
+                pipe.xadd(RR_REQ, {FIELD: payload, b"c": issued})
+                issued += 1
+            pipe.xread({RR_REP: last}, count=in_flight, block=5000)
+            entries = _entries((await pipe.execute())[-1])
+            if not entries:
+                raise TimeoutError("no reply within 5 s")
+            now = time.perf_counter()
+            for entry_id, fields in entries:
+                latencies.append(now - sent_at.pop(int(fields[b"c"])))
+                last = entry_id
+            done += len(entries)
+            fresh = min(len(entries), requests - issued)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        stop.set()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(responder, 2.0)
+        await caller.aclose()
+        await server.aclose()
+    return {
+        "requests_per_s": requests / elapsed,
+        "cpu_us_per_request": cpu / requests * 1e6,
+        "latencies": latencies,
+    }
+
+
 # --- the ACP path ------------------------------------------------------------------------
 
 
@@ -320,7 +395,8 @@ def load_acp() -> tuple[Any, str | None]:
         benchmark = importlib.import_module("_acp")
     except ImportError as exc:
         return None, f"bench/_acp.py is not importable: {exc}"
-    missing = [f for f in ("run_acp_throughput", "run_acp_rtt") if not hasattr(benchmark, f)]
+    needed = ("run_acp_throughput", "run_acp_rtt", "run_acp_inflight")
+    missing = [f for f in needed if not hasattr(benchmark, f)]
     if missing:
         return None, f"bench/_acp.py lacks {', '.join(missing)}"
     return benchmark, None
@@ -358,15 +434,33 @@ async def deadline(what: str, seconds: float) -> AsyncIterator[None]:
 
 
 async def run_phases(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Raw and ACP throughput interleaved ``--repeat`` times (medians reported), then
-    both round trips in as many interleaved rounds (samples pooled)."""
+    """The phases ``--phases`` names, each raw and acp interleaved ``--repeat`` times."""
     payloads = make_payloads(args.messages)
     acp, acp_skipped = load_acp()
+    result: dict[str, Any] = {
+        "messages": args.messages,
+        "payload_bytes": round(sum(map(len, payloads)) / max(len(payloads), 1), 1),
+    }
+    if acp is None:
+        result["acp_skipped"] = acp_skipped
+    if "throughput" in args.phases:
+        result |= await throughput_phase(url, args, payloads, acp)
+    if "rtt" in args.phases:
+        result |= await rtt_phase(url, args, payloads, acp)
+    if "inflight" in args.phases:
+        result |= await inflight_phase(url, args, payloads, acp)
+    await reset(url)
+    return result
+
+
+async def throughput_phase(
+    url: str, args: argparse.Namespace, payloads: list[bytes], acp: Any
+) -> dict[str, Any]:
+    """Raw and ACP throughput interleaved ``--repeat`` times (medians reported)."""
     raw_runs: list[dict[str, Any]] = []
     acp_runs: list[dict[str, Any]] = []
     limit = args.timeout
     warm = min(2000, args.messages)
-
     # Warm the server and both code paths (imports, scripts, allocations); not measured.
     await reset(url)
     async with deadline("raw warm-up", limit):
@@ -388,43 +482,19 @@ async def run_phases(url: str, args: argparse.Namespace) -> dict[str, Any]:
             await reset(url)
             async with deadline("run_acp_throughput", limit):
                 acp_runs.append(await acp.run_acp_throughput(url, args.messages))
-    # Round trips in interleaved rounds too: latency drifts with the machine's load.
-    raw_samples: list[float] = []
-    acp_samples: list[float] = []
-    per_round = max(1, args.rtt_requests // args.repeat)
-    for _ in range(args.repeat):
-        await reset(url)
-        async with deadline("raw round trips", limit):
-            raw_samples += await raw_rtt(
-                url, per_round, warmup=50, hiredis=args.hiredis, payload=payloads[0]
-            )
-        if acp is not None:
-            await reset(url)
-            async with deadline("run_acp_rtt", limit):
-                acp_samples += await acp.run_acp_rtt(url, per_round)
-    await reset(url)
-
     raw_rate = statistics.median(r["msgs_per_s"] for r in raw_runs)
     result: dict[str, Any] = {
-        "messages": args.messages,
         "acp_msgs_per_s": None,
         "raw_msgs_per_s": round(raw_rate, 1),
         "ratio": None,
-        "acp_rtt_p50_ms": None,
-        "acp_rtt_p99_ms": None,
-        "raw_rtt_p50_ms": _ms(raw_samples, 50),
-        "raw_rtt_p99_ms": _ms(raw_samples, 99),
         "lost": None,
         "duplicates": None,
         "raw_lost": sum(r["lost"] for r in raw_runs),
         "raw_duplicates": sum(r["duplicates"] for r in raw_runs),
         "raw_unacked": sum(r["unacked"] for r in raw_runs),
         "raw_runs_msgs_per_s": [round(r["msgs_per_s"], 1) for r in raw_runs],
-        "payload_bytes": round(sum(map(len, payloads)) / max(len(payloads), 1), 1),
     }
-    if acp is None:
-        result["acp_skipped"] = acp_skipped
-    else:
+    if acp_runs:
         acp_rate = statistics.median(float(r["msgs_per_s"]) for r in acp_runs)
         result |= {
             "acp_msgs_per_s": round(acp_rate, 1),
@@ -433,9 +503,77 @@ async def run_phases(url: str, args: argparse.Namespace) -> dict[str, Any]:
             "duplicates": sum(int(r["duplicates"]) for r in acp_runs),
             "acp_runs_msgs_per_s": [round(float(r["msgs_per_s"]), 1) for r in acp_runs],
         }
-        if acp_samples:
-            result["acp_rtt_p50_ms"] = _ms(acp_samples, 50)
-            result["acp_rtt_p99_ms"] = _ms(acp_samples, 99)
+    return result
+
+
+async def rtt_phase(
+    url: str, args: argparse.Namespace, payloads: list[bytes], acp: Any
+) -> dict[str, Any]:
+    """Both round trips in ``--repeat`` interleaved rounds (samples pooled): latency
+    drifts with the machine's load."""
+    raw_samples: list[float] = []
+    acp_samples: list[float] = []
+    per_round = max(1, args.rtt_requests // args.repeat)
+    for _ in range(args.repeat):
+        await reset(url)
+        async with deadline("raw round trips", args.timeout):
+            raw_samples += await raw_rtt(
+                url, per_round, warmup=50, hiredis=args.hiredis, payload=payloads[0]
+            )
+        if acp is not None:
+            await reset(url)
+            async with deadline("run_acp_rtt", args.timeout):
+                acp_samples += await acp.run_acp_rtt(url, per_round)
+    result: dict[str, Any] = {
+        "acp_rtt_p50_ms": None,
+        "acp_rtt_p99_ms": None,
+        "raw_rtt_p50_ms": _ms(raw_samples, 50),
+        "raw_rtt_p99_ms": _ms(raw_samples, 99),
+    }
+    if acp_samples:
+        result["acp_rtt_p50_ms"] = _ms(acp_samples, 50)
+        result["acp_rtt_p99_ms"] = _ms(acp_samples, 99)
+    return result
+
+
+async def inflight_phase(
+    url: str, args: argparse.Namespace, payloads: list[bytes], acp: Any
+) -> dict[str, Any]:
+    """Request/reply with ``--in-flight`` requests out at once: the plain redis-py loop,
+    ``Client.request`` straight to a worker, and through a coordinator, interleaved
+    ``--inflight-repeat`` times (rates: medians; latencies: pooled)."""
+    n, depth = args.inflight_requests, args.in_flight
+    runs: dict[str, list[dict[str, Any]]] = {"raw": [], "direct": [], "coordinator": []}
+    if acp is not None:  # warm both acp paths once: imports, scripts, groups
+        for via in ("direct", "coordinator"):
+            await reset(url)
+            async with deadline(f"acp {via} in-flight warm-up", args.timeout):
+                await acp.run_acp_inflight(url, min(n, 500), in_flight=depth, via=via)
+    for _ in range(args.inflight_repeat):
+        await reset(url)
+        async with deadline("raw in-flight request/reply", args.timeout):
+            runs["raw"].append(await raw_inflight(url, n, in_flight=depth, payload=payloads[0]))
+        if acp is None:
+            continue
+        for via in ("direct", "coordinator"):
+            await reset(url)
+            async with deadline(f"acp {via} in-flight request/reply", args.timeout):
+                runs[via].append(await acp.run_acp_inflight(url, n, in_flight=depth, via=via))
+    result: dict[str, Any] = {"inflight_requests": n, "in_flight": depth}
+    raw_rate = statistics.median(r["requests_per_s"] for r in runs["raw"])
+    for path, path_runs in runs.items():
+        if not path_runs:
+            continue
+        rate = statistics.median(r["requests_per_s"] for r in path_runs)
+        pooled = [t for r in path_runs for t in r["latencies"]]
+        result[f"rr_{path}_per_s"] = round(rate, 1)
+        result[f"rr_{path}_p50_ms"] = _ms(pooled, 50)
+        result[f"rr_{path}_p95_ms"] = _ms(pooled, 95)
+        result[f"rr_{path}_cpu_us"] = round(
+            statistics.median(r["cpu_us_per_request"] for r in path_runs), 1
+        )
+        if path != "raw":
+            result[f"rr_{path}_ratio"] = round(rate / raw_rate, 3)
     return result
 
 
@@ -476,6 +614,7 @@ def context(server: EmbeddedServer, args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "count": args.count,
         "repeat": args.repeat,
+        "phases": sorted(args.phases),
         "rtt_requests": args.rtt_requests,
         "cpus": os.cpu_count(),
     }
@@ -494,19 +633,44 @@ def render_table(result: dict[str, Any]) -> str:
             return f"{value:,.3f}{unit}" if value < 10 else f"{value:,.0f}{unit}"
         return f"{value}{unit}"
 
-    rows = [
-        ("", "acp", "raw redis-py"),
-        ("msgs/s", fmt(result["acp_msgs_per_s"]), fmt(result["raw_msgs_per_s"])),
-        ("rtt p50", fmt(result["acp_rtt_p50_ms"], " ms"), fmt(result["raw_rtt_p50_ms"], " ms")),
-        ("rtt p99", fmt(result["acp_rtt_p99_ms"], " ms"), fmt(result["raw_rtt_p99_ms"], " ms")),
-        ("lost", fmt(result["lost"]), fmt(result["raw_lost"])),
-        ("duplicates", fmt(result["duplicates"]), fmt(result["raw_duplicates"])),
-    ]
+    rows = [("", "acp", "raw redis-py")]
+    if "raw_msgs_per_s" in result:
+        rows += [
+            ("msgs/s", fmt(result["acp_msgs_per_s"]), fmt(result["raw_msgs_per_s"])),
+            ("lost", fmt(result["lost"]), fmt(result["raw_lost"])),
+            ("duplicates", fmt(result["duplicates"]), fmt(result["raw_duplicates"])),
+        ]
+    if "raw_rtt_p50_ms" in result:
+        rows += [
+            ("rtt p50", fmt(result["acp_rtt_p50_ms"], " ms"), fmt(result["raw_rtt_p50_ms"], " ms")),
+            ("rtt p99", fmt(result["acp_rtt_p99_ms"], " ms"), fmt(result["raw_rtt_p99_ms"], " ms")),
+        ]
+    if "rr_raw_per_s" in result:
+        depth = result["in_flight"]
+        for path in ("direct", "coordinator"):
+            rows += [
+                (
+                    f"{depth} in flight, {path}: req/s",
+                    fmt(result.get(f"rr_{path}_per_s")),
+                    fmt(result["rr_raw_per_s"]),
+                ),
+                (
+                    f"{depth} in flight, {path}: p50 / p95",
+                    f"{fmt(result.get(f'rr_{path}_p50_ms'))} / {fmt(result.get(f'rr_{path}_p95_ms'), ' ms')}",
+                    f"{fmt(result['rr_raw_p50_ms'])} / {fmt(result['rr_raw_p95_ms'], ' ms')}",
+                ),
+            ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}".rstrip() for a, b, c in rows]
     lines.insert(1, "-" * (sum(widths) + 4))
-    ratio = result["ratio"]
-    lines.append(f"ratio acp/raw: {fmt(ratio)}" + ("" if ratio is None else " (goal 0.7)"))
+    if "ratio" in result:
+        ratio = result["ratio"]
+        lines.append(f"ratio acp/raw: {fmt(ratio)}" + ("" if ratio is None else " (goal 0.7)"))
+    for path, goal in (("direct", 0.6), ("coordinator", 0.4)):
+        if result.get(f"rr_{path}_ratio") is not None:
+            lines.append(
+                f"request/reply {path} ratio acp/raw: {fmt(result[f'rr_{path}_ratio'])} (goal {goal})"
+            )
     if result.get("acp_skipped"):
         lines.append(f"acp skipped: {result['acp_skipped']}")
     for name in _peers.PEERS:
@@ -520,6 +684,7 @@ def render_table(result: dict[str, Any]) -> str:
             lines.append(f"{name}: skipped ({result['peers_skipped'][name]})")
     lines.append(
         f"{result['messages']} messages of ~{result['payload_bytes']:.0f} B; "
+        f"phases {', '.join(sorted(result['phases']))}; "
         f"{result['server']} ({result['durability']}); Python {result['python']}, "
         f"redis-py {result['redis_py']}, hiredis {'on' if result['hiredis'] else 'off'}; "
         f"batch {result['batch']}, count {result['count']}, median of {result['repeat']}"
@@ -555,6 +720,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="raw loop parser (--no-hiredis shows what hiredis buys)",
     )
+    parser.add_argument(
+        "--phases",
+        type=lambda text: set(text.split(",")),
+        default={"throughput", "rtt", "inflight"},
+        help="comma-separated: throughput, rtt, inflight (default: all)",
+    )
+    parser.add_argument("--in-flight", type=int, default=100, help="requests out at once")
+    parser.add_argument(
+        "--inflight-requests", type=int, default=3000, help="requests per in-flight run"
+    )
+    parser.add_argument(
+        "--inflight-repeat", type=int, default=3, help="in-flight runs (median reported)"
+    )
     parser.add_argument("--durability", choices=("normal", "safe"), default="normal")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument("--peer-timeout", type=float, default=180.0, help="seconds per peer")
@@ -564,7 +742,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="interpreter with arq installed (arq pins redis<6; $ACP_BENCH_ARQ_PYTHON)",
     )
     args = parser.parse_args(argv)
-    for name in ("messages", "repeat", "rtt_requests", "batch", "count"):
+    unknown = args.phases - {"throughput", "rtt", "inflight"}
+    if unknown:
+        parser.error(f"--phases: unknown phase(s) {', '.join(sorted(unknown))}")
+    for name in ("messages", "repeat", "rtt_requests", "batch", "count", "in_flight"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args

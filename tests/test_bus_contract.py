@@ -527,3 +527,21 @@ async def test_an_observer_follows_new_entries_without_taking_them(make_bus: Mak
         assert (
             len(await bus.consume("agent-a", "c1", count=10, block=0.5)) == 2
         )  # still there to consume
+
+
+async def test_a_consumer_that_stops_leaves_the_group_unless_it_holds_entries(
+    bus_backend: BusFactory,
+) -> None:
+    """A worker restarted under a new name (the default, host-pid) leaves nothing of its
+    old self in the group; one that still holds entries keeps them for a reclaim."""
+    async with bus_backend(BusOptions(min_idle=60.0)) as bus:
+        await bus.send(Outgoing("q", "m1", b"x"))
+        (held,) = await bus.consume("q", "w-1", block=0.1)
+        await bus.consume("q", "w-2", block=0.05)
+        assert (await bus.stats("q")).consumers == 2
+        assert not await bus.leave("q", "w-1")  # holds m1
+        assert await bus.leave("q", "w-2")
+        assert (await bus.stats("q")).consumers == 1
+        await bus.commit("w-1", [(held, [])])
+        assert await bus.leave("q", "w-1")
+        assert (await bus.stats("q")).consumers == 0

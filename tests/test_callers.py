@@ -216,3 +216,59 @@ async def test_a_result_can_be_looked_up_after_a_send_without_waiting(make_bus: 
     assert dead.dead_letter is not None
     assert dead.dead_letter["dest"] == "broken-agent"
     assert unknown.state is ResultState.UNKNOWN
+
+
+async def test_a_burst_of_requests_from_one_client_shares_a_few_connections(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 requests started at once from one client, on a fresh server: they batch
+    like everything else on the hot path, on a bounded number of connections, and
+    nothing is retried for want of one."""
+    import redis as sync_redis
+
+    from acp.runtime.bus import RedisBus
+
+    echo = Agent("echo", tier="haiku", complexity="low")
+
+    @echo.command("ECHO")
+    async def answer(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        return {"n": body["n"]}
+
+    def connections() -> int:
+        probe = sync_redis.Redis.from_url(redis_url)
+        try:
+            return len(probe.client_list()) - 1
+        finally:
+            probe.close()
+
+    peak = 0
+    async with (
+        RedisBus.from_url(redis_url, OPTIONS) as worker_bus,
+        RedisBus.from_url(redis_url, OPTIONS) as bus,
+        anyio.create_task_group() as tg,
+    ):
+        worker = Worker(worker_bus, [echo], concurrency=64, heartbeat=0.2, grace=1)
+        await tg.start(worker.run)
+        client = Client(bus, via="direct")
+        replies: list[int] = []
+
+        async def ask(n: int) -> None:
+            reply = await client.request("echo", {"cmd": "ECHO", "n": n}, timeout=60)
+            replies.append(reply.body["n"])
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, await anyio.to_thread.run_sync(connections))
+                await anyio.sleep(0.05)
+
+        tg.start_soon(watch)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as burst:
+                for n in range(300):
+                    burst.start_soon(ask, n)
+        worker.stop()
+        tg.cancel_scope.cancel()
+    assert sorted(replies) == list(range(300))
+    assert peak <= 12, f"{peak} connections for two bus clients"
+    assert not [r for r in caplog.records if "redis_retry" in r.getMessage()]

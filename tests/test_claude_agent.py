@@ -17,7 +17,7 @@ import httpx2
 import pytest
 from pydantic import BaseModel, Field
 
-from acp.agents.claude import ClaudeAgent, claude_client
+from acp.agents.claude import PREAMBLE, ClaudeAgent, claude_client
 from acp.agents.config import RuntimeConfig, Usage
 from acp.agents.definition import AgentDefinition
 from acp.agents.ratelimits import RateLimitSnapshot, RateLimitWindow
@@ -301,7 +301,8 @@ async def test_request_shape_for_a_plain_text_reply() -> None:
     assert sent["model"] == HAIKU
     assert sent["max_tokens"] == 1024  # complexity "low"
     assert sent["system"] == [
-        {"type": "text", "text": PROMPT, "cache_control": {"type": "ephemeral", "ttl": "5m"}}
+        {"type": "text", "text": PREAMBLE},
+        {"type": "text", "text": PROMPT, "cache_control": {"type": "ephemeral", "ttl": "5m"}},
     ]
     assert sent["messages"] == [{"role": "user", "content": body_to_text(body)}]
     # an opaque id, nothing readable (no tenant name, no agent name)
@@ -322,7 +323,7 @@ async def test_one_hour_cache_ttl_is_sent_and_priced() -> None:
     api = FakeAPI(ok("ok"))
     agent, _ = make_agent(api, cache_ttl="1h")
     reply, _ = await run(agent, envelope(command(structured=False)))
-    assert api.bodies[0]["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert api.bodies[0]["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     # 2000 cache-write tokens at the 1h price (0.20) instead of 0.125
     assert reply["_acp"]["cost_usd"] == pytest.approx((100 + 2000 * 0.20 + 30 + 250) / 1e6)
 
@@ -786,3 +787,114 @@ async def test_a_client_that_retries_is_given_no_retries() -> None:
     with pytest.raises(RetryableError):
         await agent.handle(envelope(), FakeContext(envelope()))
     assert len(api.requests) == 1
+
+
+# -- structure from the definition ------------------------------------------------------
+
+SYNTHESIST = """
+## Agent Coordination Protocol (ACP)
+
+```json
+{"cmd": "SYNTHESIZE", "input_report_id": "r1", "respond_format": "IDEATION_REPORT_v1"}
+```
+
+Response format:
+```json
+{"status": "complete", "frames_generated": 3, "coverage_achieved": 1.0,
+ "validation": {"schema_valid": true}, "dominant_axis": "cost", "hash": "syn_1"}
+```
+"""
+
+
+def synthesist(**extra: Any) -> AgentDefinition:
+    from acp.agents.loader import load_definition
+
+    return load_definition(_write_definition(SYNTHESIST, **extra))
+
+
+def _write_definition(body: str, **extra: Any) -> Any:
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    front = {
+        "name": "synthesist",
+        "description": "Synthesizes ideas into frames.",
+        "model": "sonnet",
+        "computational_complexity": "medium",
+        **extra,
+    }
+    path = Path(tempfile.mkdtemp()) / "synthesist.md"
+    path.write_text(f"---\n{yaml.safe_dump(front)}---\n\nYou synthesize.\n{body}")
+    return path
+
+
+async def test_a_named_structured_format_gets_the_declared_schema_and_a_parsed_reply() -> None:
+    answer = {
+        "status": "complete", "frames_generated": 3, "coverage_achieved": 1.0,
+        "validation": {"schema_valid": True}, "dominant_axis": "cost",
+    }  # fmt: skip
+    api = FakeAPI(ok(json.dumps(answer)))
+    agent, _ = make_agent(api, synthesist())
+    body = {"cmd": "SYNTHESIZE", "input_report_id": "r9", "respond_format": "IDEATION_REPORT_v1"}
+    reply, _ = await run(agent, envelope(body))
+    assert {k: v for k, v in reply.items() if k != "_acp"} == answer  # parsed, not {"text": ...}
+    schema = api.bodies[0]["output_config"]["format"]["schema"]
+    assert api.bodies[0]["output_config"]["format"]["type"] == "json_schema"
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["frames_generated"] == {"type": "integer"}
+    assert schema["properties"]["validation"]["properties"]["schema_valid"] == {"type": "boolean"}
+    assert "hash" not in schema["properties"]  # the runtime's tag, not the model's
+    assert set(schema["required"]) == set(answer)
+
+
+async def test_an_output_contract_adds_required_fields_and_a_missing_one_is_repaired() -> None:
+    defn = synthesist(
+        output_contract={"type": "IDEATION_REPORT", "required_fields": [
+            "frames (3-5 items)", "synthesis_rationale", "cross_frame_synergies (optional)"]},
+    )  # fmt: skip
+    partial = {"status": "complete", "frames_generated": 3, "coverage_achieved": 1.0,
+               "validation": {"schema_valid": True}, "dominant_axis": "cost"}  # fmt: skip
+    whole = {**partial, "frames": "a, b, c", "synthesis_rationale": "by cost"}
+    api = FakeAPI(ok(json.dumps(partial)), ok(json.dumps(whole)))
+    agent, _ = make_agent(api, defn)
+    body = {"cmd": "SYNTHESIZE", "respond_format": "IDEATION_REPORT_v1"}
+    reply, _ = await run(agent, envelope(body))
+    assert reply["synthesis_rationale"] == "by cost"
+    schema = api.bodies[0]["output_config"]["format"]["schema"]
+    assert {"frames", "synthesis_rationale"} <= set(schema["required"])
+    assert "cross_frame_synergies" in schema["properties"]
+    assert "cross_frame_synergies" not in schema["required"]
+    repair = api.bodies[1]["messages"][-1]["content"]
+    assert "missing required field(s): frames, synthesis_rationale" in repair
+
+
+async def test_plain_formats_and_no_format_get_text() -> None:
+    api = FakeAPI(ok("Three frames."), ok("Still three."))
+    agent, _ = make_agent(api, synthesist())
+    for body in (
+        {"cmd": "SYNTHESIZE", "respond_format": "MARKDOWN"},
+        {"cmd": "SYNTHESIZE"},
+    ):
+        reply, _ = await run(agent, envelope(body))
+        assert reply["text"] in ("Three frames.", "Still three.")
+    assert all("output_config" not in sent or "format" not in sent["output_config"]
+               for sent in api.bodies)  # fmt: skip
+
+
+def test_reply_examples_follow_the_command_they_answer() -> None:
+    from acp.agents import load_catalogue
+    from acp.agents.replies import reply_examples, reply_schema
+    from acp.catalogue import shipped_agents
+
+    catalogue = load_catalogue(shipped_agents())
+    triage = catalogue.get("triage-clerk")
+    (example,) = reply_examples(triage)["TRIAGE"]
+    assert "route_to" in example
+    schema = reply_schema(triage, "TRIAGE")
+    assert schema is not None
+    assert {"category", "urgency", "route_to"} <= set(schema["required"])
+    # status updates and workflows are not replies
+    assert reply_schema(catalogue.get("pipeline-monitor"), "PIPELINE_STATUS") is None

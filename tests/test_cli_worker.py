@@ -143,10 +143,15 @@ def test_send_wait_through_a_claude_backed_worker_and_a_fake_api(
 ) -> None:
     from fake_anthropic import FakeAnthropic
 
-    # a definition that is not in the repository, as a user would bring one
+    # a definition that is not in the repository, as a user would bring one; its ACP
+    # section declares the reply, in a format of its own
     (tmp_path / "stream-auditor.md").write_text(
         "---\nname: stream-auditor\ndescription: Audits streaming pipelines.\nmodel: sonnet\n"
-        "computational_complexity: medium\n---\n\nYou audit streaming pipelines and answer in JSON.\n"
+        "computational_complexity: medium\n---\n\nYou audit streaming pipelines.\n\n"
+        "## Agent Coordination Protocol (ACP)\n\n```json\n"
+        '{"cmd": "PIPELINE_STATUS", "component_id": "x", "respond_format": "AUDIT_REPORT_v2"}\n'
+        "```\n\n### Your reply\n\n```json\n"
+        '{"component_id": "x", "diagnosis": "lagging", "recommendations": ["scale"]}\n```\n'
     )
     with FakeAnthropic() as api:
         env = {**env_for(redis_url), "ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": api.url}
@@ -158,7 +163,7 @@ def test_send_wait_through_a_claude_backed_worker_and_a_fake_api(
             body = {
                 "cmd": "PIPELINE_STATUS",
                 "component_id": "clickstream",
-                "respond_format": "STRUCTURED_JSON",
+                "respond_format": "AUDIT_REPORT_v2",
             }
             done = subprocess.run(
                 [*ACP, "send", "stream-auditor", "--json", json.dumps(body), "--wait", "--timeout", "20"],
@@ -177,5 +182,14 @@ def test_send_wait_through_a_claude_backed_worker_and_a_fake_api(
     assert (
         call["headers"]["authorization"] == "Bearer test-key"
     )  # anthropic 2.x sends the key as a bearer token
-    assert call["body"]["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    # the runtime's preamble first, the definition after it, both under one cache mark
+    system = call["body"]["system"]
+    assert "Agent Coordination Protocol" in system[0]["text"]
+    assert "cache_control" not in system[0]
+    assert system[1]["text"].startswith("You audit streaming pipelines.")
+    assert system[1]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+    # the reply schema the definition declares, from the CLI (no library code)
+    schema = call["body"]["output_config"]["format"]["schema"]
+    assert set(schema["required"]) == {"component_id", "diagnosis", "recommendations"}
+    assert schema["properties"]["recommendations"] == {"type": "array", "items": {"type": "string"}}
     assert json.loads(call["body"]["messages"][0]["content"]) == body

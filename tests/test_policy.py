@@ -732,7 +732,7 @@ def test_scheduler_benchmark_meets_its_goals() -> None:
 def test_snapshots_published_by_claude_workers_are_observed() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from acp.agents.claude import RateLimitSnapshot, RateLimitWindow
+    from acp.agents.ratelimits import RateLimitSnapshot, RateLimitWindow
 
     seen = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
     snapshot = RateLimitSnapshot(

@@ -82,10 +82,13 @@ class DeclaredMessage(BaseModel):
     line: int
     #: inside the "Agent Coordination Protocol (ACP)" section
     in_acp_section: bool = False
+    #: the heading above the example and the line of text just before it
+    #: ("Your reply", "Response format:"): what the example is an example of
+    context: str = ""
 
     @classmethod
     def from_example(
-        cls, example: dict[str, Any], *, line: int, in_acp_section: bool
+        cls, example: dict[str, Any], *, line: int, in_acp_section: bool, context: str = ""
     ) -> DeclaredMessage:
         """Classify with the protocol's own rules so loader and runtime agree."""
         return cls(
@@ -95,6 +98,7 @@ class DeclaredMessage(BaseModel):
             example=example,
             line=line,
             in_acp_section=in_acp_section,
+            context=context,
         )
 
 

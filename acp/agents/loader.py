@@ -53,6 +53,8 @@ class _Block:
     content: str
     closed: bool
     in_acp: bool
+    #: the heading the block sits under and the line of text just before it
+    context: str = ""
 
     @property
     def language(self) -> str:
@@ -67,6 +69,7 @@ class _Opener:
     info: str
     indent: int
     in_acp: bool
+    context: str = ""
     content: list[str] = field(default_factory=list)
 
     def closed_by(self, match: re.Match[str]) -> bool:
@@ -79,7 +82,8 @@ class _Opener:
         )
 
     def block(self, *, closed: bool) -> _Block:
-        return _Block(self.line, self.info, "\n".join(self.content), closed, self.in_acp)
+        text = "\n".join(self.content)
+        return _Block(self.line, self.info, text, closed, self.in_acp, self.context)
 
 
 def _width(indent: str) -> int:
@@ -95,12 +99,14 @@ def _code_blocks(lines: list[str], first_line: int) -> list[_Block]:
     blocks: list[_Block] = []
     acp_level: int | None = None
     opener: _Opener | None = None
+    heading_text, last_text = "", ""
     for number, text in enumerate(lines, start=first_line):
         fence = _FENCE.match(text)
         if opener is not None:
             if fence and opener.closed_by(fence):
                 blocks.append(opener.block(closed=True))
                 opener = None
+                last_text = ""
             else:
                 opener.content.append(text)
             continue
@@ -108,7 +114,8 @@ def _code_blocks(lines: list[str], first_line: int) -> list[_Block]:
         if fence and not (fence["fence"][0] == "`" and "`" in fence["info"]):
             info = fence["info"].strip()
             indent = _width(fence["indent"])
-            opener = _Opener(number, fence["fence"], info, indent, acp_level is not None)
+            context = " / ".join(part for part in (heading_text, last_text) if part)
+            opener = _Opener(number, fence["fence"], info, indent, acp_level is not None, context)
             continue
         heading = _HEADING.match(text)
         if heading:
@@ -117,6 +124,9 @@ def _code_blocks(lines: list[str], first_line: int) -> list[_Block]:
                 acp_level = None
             if _ACP_TITLE in (heading["text"] or "").lower():
                 acp_level = level
+            heading_text, last_text = (heading["text"] or "").strip(), ""
+        elif text.strip():
+            last_text = text.strip()
     if opener is not None:
         blocks.append(opener.block(closed=False))
     return blocks
@@ -180,7 +190,9 @@ def _declared_messages(
             )
             continue
         messages.append(
-            DeclaredMessage.from_example(value, line=block.line, in_acp_section=block.in_acp)
+            DeclaredMessage.from_example(
+                value, line=block.line, in_acp_section=block.in_acp, context=block.context
+            )
         )
     return messages
 

@@ -13,7 +13,8 @@ letter with reason ``deadline``) instead of running it for nobody. Pass
 from __future__ import annotations
 
 import json
-import secrets
+import os
+import random
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -29,13 +30,19 @@ from acp.runtime.results import TRACK, Result, ResultState, read_result, result_
 
 __all__ = ["Client", "Result", "ResultState", "new_traceparent"]
 
+_rng = random.Random()  # seeded from the OS; again in a forked child, not to share ids
+os.register_at_fork(after_in_child=_rng.seed)
+_random_bits = _rng.getrandbits
 #: ``deadline=`` default of :meth:`Client.request`: the deadline is the timeout
 AT_TIMEOUT: Literal["timeout"] = "timeout"
 
 
 def new_traceparent() -> str:
-    """A fresh W3C ``traceparent`` (version 00, sampled)."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    """A fresh W3C ``traceparent`` (version 00, sampled). Trace ids must be unique and
+    random enough to sample by, not secret: the process's PRNG is a quarter of the
+    cost of the OS's, which a client sending thousands a second notices."""
+    bits = _random_bits(192) | 1 << 191  # never all zeros, which W3C forbids
+    return f"00-{bits >> 64:032x}-{bits & 0xFFFFFFFFFFFFFFFF | 1:016x}-01"
 
 
 class Client:

@@ -278,27 +278,31 @@ class Coordinator:
     async def _wait_and_decide(self, env: Envelope, agent: str) -> list[Envelope]:
         if not await self._known(agent):
             raise Rejected("unknown_agent", self._unknown(agent))
-        traceparent, tracestate = outgoing_trace(env)
-        env = env.evolve(
-            traceparent=traceparent, tracestate=tracestate
-        )  # the next hop is our child
         waiter = _Waiter(env, agent)
-        self._waiters[env.id] = waiter
-        try:
-            self._place(waiter)
-            if waiter.parked_at is not None and env.headers and is_tracked(env):
-                await self.bus.send(self._parked_record(waiter))
-            await waiter.done.wait()
-        finally:
-            self._waiters.pop(env.id, None)
-            self._parked.pop(env.id, None)
+        self._place(waiter)
+        if waiter.outcome is None:  # queued for capacity, or parked: wait for the decision
+            self._waiters[env.id] = waiter
+            try:
+                if waiter.parked_at is not None and env.headers and is_tracked(env):
+                    await self.bus.send(self._parked_record(waiter))
+                await waiter.done.wait()
+            finally:
+                self._waiters.pop(env.id, None)
+                self._parked.pop(env.id, None)
         assert waiter.outcome is not None
         kind, item = waiter.outcome
+        traceparent, tracestate = outgoing_trace(env)  # the next hop is our child
         if kind == "forward":
-            return [env.evolve(recipient=agent)]
+            if agent == env.recipient and traceparent == env.traceparent:
+                return [env]  # passed on as it came: the processor forwards its frame
+            return [env.evolve(recipient=agent, traceparent=traceparent, tracestate=tracestate)]
         if kind == "dispatch":
             assert isinstance(item, Dispatch)
-            return [env.evolve(recipient=agent, tier=item.tier)]
+            return [
+                env.evolve(
+                    recipient=agent, tier=item.tier, traceparent=traceparent, tracestate=tracestate
+                )
+            ]
         if kind in ("dead", "refused"):
             # the processor dead-letters it and tells the requester; an operator can
             # replay it (after raising a budget, say)
@@ -466,25 +470,35 @@ class Coordinator:
     async def _follow_completions(self) -> None:
         async for event in self.bus.subscribe(COMPLETIONS_TOPIC):
             try:
-                record = self.codec.decode(event.frame).body["completed"]
+                records = self.codec.decode(event.frame).body["completed"]
+                if isinstance(records, dict):  # one record per event, as workers sent it once
+                    records = [records]
+                if not isinstance(records, list):
+                    raise TypeError(type(records).__name__)
             except Exception:  # a foreign or broken event must not stop the coordinator
                 self._log.warning("bad_completion_event", event_id=event.event_id)
                 continue
-            ok = bool(record.get("ok"))
-            self._outcomes["ok" if ok else "failed"] += 1
-            if isinstance(record.get("created_at"), float) and isinstance(
-                record.get("finished_at"), float
-            ):
-                self._latencies.append(record["finished_at"] - record["created_at"])
-            usage = Usage(**record["usage"]) if isinstance(record.get("usage"), dict) else None
-            try:
-                charged = self.policy.complete(
-                    record["msg_id"], usage=usage, ok=ok, model=record.get("model")
-                )
-            except KeyError:
-                continue  # not work this leader dispatched (a Python agent, or before a failover)
-            self._wake.set()
-            await self._record_spend(charged, record)
+            for record in records:
+                if isinstance(record, dict) and isinstance(record.get("msg_id"), str):
+                    await self._completion(record)
+
+    async def _completion(self, record: dict[str, Any]) -> None:
+        """One finished message: outcome and latency for the status, capacity and spend."""
+        ok = bool(record.get("ok"))
+        self._outcomes["ok" if ok else "failed"] += 1
+        if isinstance(record.get("created_at"), float) and isinstance(
+            record.get("finished_at"), float
+        ):
+            self._latencies.append(record["finished_at"] - record["created_at"])
+        usage = Usage(**record["usage"]) if isinstance(record.get("usage"), dict) else None
+        try:
+            charged = self.policy.complete(
+                record["msg_id"], usage=usage, ok=ok, model=record.get("model")
+            )
+        except KeyError:
+            return  # not work this leader dispatched (a Python agent, or before a failover)
+        self._wake.set()
+        await self._record_spend(charged, record)
 
     async def _follow_rate_limits(self) -> None:
         async for event in self.bus.subscribe(RATE_LIMIT_TOPIC):

@@ -134,6 +134,8 @@ class Processor:
         self.agent_of = agent_of or (lambda env: env.recipient)
         self.on_start = on_start
         self.on_dead = on_dead
+        #: a stopped processor with nothing in flight leaves the consumer group
+        self.leave_on_stop = True
         self.stats = ProcessorStats()
         self._in_flight: dict[str, Delivery] = {}
         #: entries another consumer took over: their results are discarded, not committed
@@ -188,6 +190,9 @@ class Processor:
                 handlers.cancel_scope.cancel()
             await self._flush()
             outer.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            if not self._in_flight and self.leave_on_stop:
+                await self.bus.leave(self.dest, self.consumer)  # nothing left to drain
         self._log.info("processor_stopped", handled=self.stats.handled)
 
     # -- reading and handling ----------------------------------------------------------
@@ -279,10 +284,16 @@ class Processor:
                     if self.on_start is not None:
                         await self.on_start(env)
                     results = await self.handler(env)
-                    # a result that cannot be encoded fails its message, not the worker
-                    encode, route = self.codec.encode, self.route
+                    # a result that cannot be encoded fails its message, not the worker; the
+                    # message itself passed on unchanged (a forward) keeps its frame
+                    encode, route, frame = self.codec.encode, self.route, delivery.frame
                     effects = (
-                        [to_outgoing(r, encode(r), route(r)) for r in results] if results else []
+                        [
+                            to_outgoing(r, frame if r is env else encode(r), route(r))
+                            for r in results
+                        ]
+                        if results
+                        else []
                     )
                     if effects and env.headers and is_tracked(env):
                         effects = self._record_replies(env, results, effects)

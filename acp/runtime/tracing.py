@@ -10,8 +10,9 @@ record nothing; configure one (an exporter) to see them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
@@ -20,15 +21,40 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from acp.protocol.envelope import Envelope
 
-__all__ = ["hop", "outgoing_trace", "record_reply"]
+__all__ = ["hop", "outgoing_trace", "record_reply", "tracing"]
 
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("acp-runtime")
 
 
-@contextmanager
-def hop(name: str, env: Envelope, attributes: Mapping[str, Any]) -> Iterator[Span]:
+def tracing() -> bool:
+    """Whether a real tracer provider is set (an SDK); asked each time, since one
+    may be set after this module is imported. The API's own getter reads the
+    environment on every call while none is set: a module attribute is read first
+    (falling back to the getter if the API ever moves it)."""
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _PROVIDER_FROM_ENV:
+        return False
+    return not isinstance(trace.get_tracer_provider(), _NO_SDK)
+
+
+_UNKNOWN = object()
+_NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+#: auto-instrumentation names its provider here; the API loads it on first use
+_PROVIDER_FROM_ENV = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
+
+
+def hop(name: str, env: Envelope, attributes: Mapping[str, Any]) -> AbstractContextManager[Span]:
     """A consumer span for handling ``env``, child of the trace the envelope carries."""
+    if not tracing():  # nothing would be recorded: skip parsing the context
+        return _NO_SPAN
+    return _span(name, env, attributes)
+
+
+_NO_SPAN = nullcontext(trace.INVALID_SPAN)
+
+
+@contextmanager
+def _span(name: str, env: Envelope, attributes: Mapping[str, Any]) -> Iterator[Span]:
     carrier = {"traceparent": env.traceparent or "", "tracestate": env.tracestate or ""}
     parent = _propagator.extract(carrier) if env.traceparent else None
     attrs = {
@@ -45,6 +71,8 @@ def hop(name: str, env: Envelope, attributes: Mapping[str, Any]) -> Iterator[Spa
 def outgoing_trace(env: Envelope) -> tuple[str | None, str | None]:
     """The trace context messages sent from the current hop should carry: the
     current span's when one records, else what ``env`` came with."""
+    if not tracing():
+        return env.traceparent, env.tracestate
     span = trace.get_current_span()
     if not span.get_span_context().is_valid:
         return env.traceparent, env.tracestate

@@ -18,10 +18,11 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from acp import __version__
@@ -37,7 +38,7 @@ from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKER
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, ProcessorStats, to_outgoing
 from acp.runtime.results import ResultState, is_tracked, result_record
-from acp.runtime.tracing import hop, outgoing_trace, record_reply
+from acp.runtime.tracing import hop, outgoing_trace, record_reply, tracing
 
 __all__ = [
     "COMPLETIONS_TOPIC",
@@ -85,18 +86,16 @@ class WorkerContext:
     trace: tuple[str | None, str | None] | None = None
     reply_body: dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        self._log = log.bind(
-            agent=self.agent.name, msg_id=self.env.id, trace_id=_trace_id(self.env.traceparent)
-        )
-
     @property
     def envelope(self) -> Envelope:
         return self.env
 
-    @property
+    @cached_property
     def log(self) -> Any:
-        return self._log
+        """Bound when first used: most messages log nothing."""
+        return log.bind(
+            agent=self.agent.name, msg_id=self.env.id, trace_id=_trace_id(self.env.traceparent)
+        )
 
     @property
     def deadline(self) -> float | None:
@@ -216,6 +215,9 @@ class Worker:
             for agent in self.agents
         }
         self._running: dict[str, WorkerContext] = {}
+        #: completion records not yet published, and the signal that some are waiting
+        self._finished: list[dict[str, Any]] = []
+        self._finished_ready = anyio.Event()
         self._via_coordinator = False
         self._stopping = anyio.Event()
         self.spend_limit_pause = spend_limit_pause
@@ -240,6 +242,7 @@ class Worker:
             await self._announce()
             background.start_soon(self._heartbeats)
             background.start_soon(self._listen_for_cancels)
+            background.start_soon(self._publish_completions)
             try:
                 async with anyio.create_task_group() as tg:
                     for processor in self.processors.values():
@@ -253,6 +256,7 @@ class Worker:
             finally:
                 background.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
+                    await self._flush_completions()
                     for agent in self.agents:
                         await self.bus.withdraw(WORKERS, f"{self.worker_id}/{agent.name}")
         log.info("worker_stopped", worker=self.worker_id)
@@ -288,9 +292,9 @@ class Worker:
         often) ends as surely as a reply: the coordinator hears of it like of any other
         completion, so the capacity it held comes back. A handler that ran has said so."""
         if letter.env is not None and not letter.ran:
-            await self._completed(agent, letter.env, None, dead=letter.reason)
+            self._completed(agent, letter.env, None, dead=letter.reason)
 
-    async def _completed(
+    def _completed(
         self,
         agent: AgentBase,
         env: Envelope,
@@ -298,30 +302,43 @@ class Worker:
         *,
         dead: str | None = None,
     ) -> None:
-        """Tell the coordinator this message no longer holds capacity, and what it cost."""
+        """Tell the coordinator this message no longer holds capacity, and what it cost.
+
+        Records leave in batches (one event holds every record finished since the
+        last one left): one event per message would cost a round trip each."""
         meta = body.get("_acp") if isinstance(body, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         record = {
-            "completed": {
-                "msg_id": env.id,
-                "agent": agent.name,
-                "tier": meta.get("tier", env.tier or agent.tier),
-                "model": meta.get("model"),
-                "ok": body is not None and "error" not in body,
-                "usage": meta.get("usage"),
-                "cost_usd": meta.get("cost_usd", 0.0),
-                "tenant": env.tenant,
-                "created_at": env.created_at,
-                "finished_at": time.time(),
-                **({"dead": dead} if dead else {}),
-            }
+            "msg_id": env.id,
+            "agent": agent.name,
+            "tier": meta.get("tier", env.tier or agent.tier),
+            "model": meta.get("model"),
+            "ok": body is not None and "error" not in body,
+            "usage": meta.get("usage"),
+            "cost_usd": meta.get("cost_usd", 0.0),
+            "tenant": env.tenant,
+            "created_at": env.created_at,
+            "finished_at": time.time(),
         }
+        if dead:
+            record["dead"] = dead
         if self.metrics is not None:
-            self._measure(agent.name, record["completed"])
-        event = Envelope.for_body(
-            record, sender=agent.name, recipient="coordinator", correlation_id=env.id
-        )
-        await self.bus.publish(COMPLETIONS_TOPIC, self.codec.encode(event), {"agent": agent.name})
+            self._measure(agent.name, record)
+        self._finished.append(record)
+        self._finished_ready.set()
+
+    async def _publish_completions(self) -> None:
+        while True:
+            await self._finished_ready.wait()
+            self._finished_ready = anyio.Event()
+            await anyio.lowlevel.checkpoint()  # what finishes in this turn leaves with it
+            await self._flush_completions()
+
+    async def _flush_completions(self) -> None:
+        batch, self._finished = self._finished, []
+        if batch:
+            event = Envelope.for_body({"completed": batch}, sender=self.worker_id, recipient=INTAKE)
+            await self.bus.publish(COMPLETIONS_TOPIC, self.codec.encode(event))
 
     def _measure(self, agent: str, done: dict[str, Any]) -> None:
         assert self.metrics is not None
@@ -457,6 +474,8 @@ class Worker:
             if env.command == "CANCEL":
                 return self._reply(env, await self._cancel(env))
             ctx = WorkerContext(self, agent, env)
+            if not tracing():
+                return await run(ctx)
             attributes = {
                 "acp.agent": agent.name,
                 "acp.command": env.command,
@@ -493,8 +512,7 @@ class Worker:
                 return ctx.effects + self._reply(env, body, kind=MessageKind.ERROR, trace=ctx.trace)
             finally:
                 self._running.pop(env.id, None)
-                with anyio.CancelScope(shield=True):
-                    await self._completed(agent, env, body)
+                self._completed(agent, env, body)
             if ctx.scope.cancelled_caught:
                 body = {"cancelled": True, "msg_id": env.id}
             ctx.reply_body = body
@@ -519,11 +537,12 @@ class Worker:
             return []
         if kind is MessageKind.REPLY and "error" in body:
             kind = MessageKind.ERROR
-        reply = env.reply(body, kind=kind)
+        if trace is None:
+            reply = env.reply(body, kind=kind)
+        else:
+            reply = env.reply(body, kind=kind, traceparent=trace[0], tracestate=trace[1])
         if not env.reply_to:
             reply = reply.evolve(recipient=RESULTS)
-        if trace is not None:
-            reply = reply.evolve(traceparent=trace[0], tracestate=trace[1])
         return [reply]
 
 

@@ -25,10 +25,11 @@ and promote, request/reply); a backend implements a handful of primitives.
 from __future__ import annotations
 
 import abc
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType, TracebackType
 from typing import NamedTuple, Self
@@ -104,14 +105,22 @@ def spent_error(delivery: Delivery) -> str:
     return delivery.history[-1] if delivery.history else "redelivered after the consumer stopped"
 
 
-@dataclass(slots=True)
-class _Waiter:
-    """A request waiting for its reply: lighter than a memory stream per request."""
+def _time_out(waiter: asyncio.Future[Delivery], item: Outgoing, timeout: float) -> None:
+    error = RequestTimeout(
+        f"no reply from {item.dest!r} within {timeout:g}s (message {item.msg_id})"
+    )
+    _settle(waiter, None, error)
 
-    arrived: anyio.Event = field(default_factory=anyio.Event)
-    reply: Delivery | None = None
-    #: why the request could not be sent (it rode with a read that failed)
-    error: Exception | None = None
+
+def _settle(
+    waiter: asyncio.Future[Delivery], reply: Delivery | None, error: Exception | None
+) -> None:
+    """Resolve a request's future once: the first reply (or error) wins."""
+    if not waiter.done():
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(reply)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +211,9 @@ class BusOptions:
     result_ttl: float = 24 * 3600.0
     #: ... and at most this many, the oldest dropped first
     result_max: int = 100_000
+    #: a consumer that read nothing for this long and holds nothing is forgotten (a
+    #: worker that died, or was restarted under another name)
+    consumer_ttl: float = 3600.0
 
 
 class Bus(abc.ABC):
@@ -211,8 +223,13 @@ class Bus(abc.ABC):
         self.options = options or BusOptions()
         self.client_id = client_id or new_id()[-12:]
         self._open = False
-        self._waiters: dict[str, _Waiter] = {}
+        #: requests waiting for their reply, by message id. A bare asyncio future and a
+        #: timer handle cost a tenth of an anyio event and timeout scope, and a client
+        #: with a hundred requests out pays them for every one (anyio runs on asyncio
+        #: here: redis-py and the anthropic SDK need it)
+        self._waiters: dict[str, asyncio.Future[Delivery]] = {}
         self._next_reclaim: dict[tuple[str, str], float] = {}
+        self._next_prune: dict[str, float] = {}
         self._drained: set[tuple[str, str]] = set()
         self._drain_after: dict[tuple[str, str], str] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -221,11 +238,20 @@ class Bus(abc.ABC):
         self._riders: list[Outgoing] = []
         #: the listener's read is on the wire (a request cannot ride with it)
         self._reading = False
+        #: requests made while the listener's read is on the wire: one sender sends
+        #: them all in one round trip (and whatever arrives meanwhile in the next)
+        self._outbound: list[Outgoing] = []
+        self._sending = False
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        await self._connect()
+        try:
+            await self._connect()
+        except BaseException:  # refused at start (a check failed): close what was opened
+            with anyio.CancelScope(shield=True):
+                await self._disconnect()
+            raise
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._open = True
@@ -328,6 +354,11 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]: ...
+
+    @abc.abstractmethod
+    async def _prune(self, dest: str, consumer: str, *, idle: float) -> int:
+        """Delete consumers of ``dest`` (``consumer``, or any when empty) that hold no
+        pending entry and were idle at least ``idle`` seconds; how many went."""
 
     @abc.abstractmethod
     async def publish(
@@ -444,6 +475,9 @@ class Bus(abc.ABC):
             await self._promote(dest)
             await self._relay(dest, older_than=self.options.relay_after)
             batch = await self._reclaim(dest, consumer, min_idle=self.options.min_idle, count=count)
+            if now >= self._next_prune.get(dest, 0.0):
+                self._next_prune[dest] = now + min(self.options.consumer_ttl / 4, 300.0)
+                await self._prune(dest, "", idle=self.options.consumer_ttl)
         if not batch:
             batch = await self._read(dest, consumer, count=count, block=block, own=False)
         limit = self.options.max_deliveries
@@ -513,6 +547,13 @@ class Bus(abc.ABC):
         self._check_open()
         return await self._dead_letter(delivery, consumer, reason=reason, error=error)
 
+    async def leave(self, dest: str, consumer: str) -> bool:
+        """A consumer that stops for good leaves the group of ``dest``, unless it still
+        holds entries (they stay its own, for a restart under the same name to drain
+        or another consumer to reclaim). True if it left."""
+        self._check_open()
+        return await self._prune(dest, consumer, idle=0.0) > 0
+
     async def renew(self, consumer: str, deliveries: Sequence[Delivery]) -> list[bool]:
         """Reset the idle clock of entries a long handler still works on; False where
         another consumer took the entry over (the handler must not commit it)."""
@@ -537,33 +578,52 @@ class Bus(abc.ABC):
         self._check_open()
         check_name(item.dest)
         await self._ensure_listener()
-        waiter = self._waiters[item.msg_id] = _Waiter()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Delivery] = loop.create_future()
+        self._waiters[item.msg_id] = waiter
+        timer = loop.call_later(timeout, _time_out, waiter, item, timeout)
         try:
             if self._reading:
-                await self.send(item)
+                self._outbound.append(item)
+                if not self._sending:
+                    self._sending = True
+                    assert self._tg is not None
+                    self._tg.start_soon(self._send_outbound)
             else:
                 # The listener is between reads: the request rides with its next
                 # read, one round trip for both, as a hand-written loop would do.
                 self._riders.append(item)
-            with anyio.fail_after(timeout):
-                await waiter.arrived.wait()
-        except TimeoutError:
-            raise RequestTimeout(
-                f"no reply from {item.dest!r} within {timeout:g}s (message {item.msg_id})"
-            ) from None
+            return await waiter
         finally:
+            timer.cancel()
             self._waiters.pop(item.msg_id, None)
-            if item in self._riders:  # timed out or cancelled before it left
-                self._riders.remove(item)
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.reply is not None
-        return waiter.reply
+            if not waiter.done():  # cancelled: nobody will read it
+                waiter.cancel()
+            if waiter.cancelled() or waiter.exception():  # timed out or cancelled
+                for queue in (self._riders, self._outbound):
+                    if item in queue:  # before it left: it need not leave now
+                        queue.remove(item)
 
     async def result(self, msg_id: str) -> ResultRecord | None:
         """The latest result record of ``msg_id`` (see ``RESULTS``), if one is kept."""
         self._check_open()
         return await self._lookup_result(msg_id)
+
+    async def _send_outbound(self) -> None:
+        """Send the requests queued while the listener's read was on the wire, a batch
+        per round trip, until none are left; a failed send fails its requests."""
+        try:
+            while self._outbound:
+                batch, self._outbound = self._outbound, []
+                try:
+                    await self.send_many(batch)
+                except Exception as exc:
+                    for item in batch:
+                        waiter = self._waiters.get(item.msg_id)
+                        if waiter is not None:
+                            _settle(waiter, None, exc)
+        finally:
+            self._sending = False
 
     @staticmethod
     def reply_headers(
@@ -598,18 +658,17 @@ class Bus(abc.ABC):
                 # out-of-memory server, say); the listener reads on.
                 for item in riders:
                     waiter = self._waiters.get(item.msg_id)
-                    if waiter is not None and waiter.reply is None:
-                        waiter.error = exc
-                        waiter.arrived.set()
+                    if waiter is not None:
+                        _settle(waiter, None, exc)
                 batch = list(seen)  # still to be acknowledged
                 continue
             finally:
                 self._reading = False
+            waiters = self._waiters
             for delivery in batch:
-                waiter = self._waiters.get(delivery.headers.get(H_CORRELATION, ""))
-                if waiter is not None and waiter.reply is None:  # the first reply wins
-                    waiter.reply = delivery
-                    waiter.arrived.set()
+                waiter = waiters.get(delivery.headers.get(H_CORRELATION, ""))
+                if waiter is not None:
+                    _settle(waiter, delivery, None)
 
     async def _read_inbox(
         self, seen: Sequence[Delivery], sends: Sequence[Outgoing], *, count: int, block: float

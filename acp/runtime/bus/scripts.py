@@ -245,6 +245,25 @@ return written
 """
 )
 
+# KEYS: stream. ARGV: group, consumer ('' = every consumer), min idle ms. Deletes the
+# consumers that hold no pending entry and were idle at least that long (a worker
+# that stopped, or one restarted under a new name), so the group lists only live
+# ones. A consumer holding entries stays: deleting it would drop them. Returns how
+# many went.
+PRUNE = """
+local gone = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if (ARGV[2] == '' or f['name'] == ARGV[2]) and tonumber(f['pending']) == 0
+     and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    gone = gone + 1
+  end
+end
+return gone
+"""
+
 # KEYS: stream. ARGV: group, consumer, entry ids... Resets the idle clock of entries
 # this consumer still owns; 1/0 per entry.
 RENEW = (
