@@ -470,14 +470,20 @@ class Coordinator:
     async def _follow_completions(self) -> None:
         async for event in self.bus.subscribe(COMPLETIONS_TOPIC):
             try:
-                records = self.codec.decode(event.frame).body["completed"]
+                body = self.codec.decode(event.frame).body
+                records = body["completed"]
                 if isinstance(records, dict):  # one record per event, as workers sent it once
                     records = [records]
-                if not isinstance(records, list):
-                    raise TypeError(type(records).__name__)
+                outcomes = body.get("outcomes") or []
+                if not isinstance(records, list) or not isinstance(outcomes, list):
+                    raise TypeError("completed and outcomes must be lists")
             except Exception:  # a foreign or broken event must not stop the coordinator
                 self._log.warning("bad_completion_event", event_id=event.event_id)
                 continue
+            for outcome in outcomes:  # work that held no model capacity: counted only
+                if isinstance(outcome, list) and len(outcome) == 2:
+                    self._outcomes["ok" if outcome[0] else "failed"] += 1
+                    self._latencies.append(float(outcome[1]))
             for record in records:
                 if isinstance(record, dict) and isinstance(record.get("msg_id"), str):
                     await self._completion(record)
@@ -490,13 +496,12 @@ class Coordinator:
             record.get("finished_at"), float
         ):
             self._latencies.append(record["finished_at"] - record["created_at"])
-        usage = Usage(**record["usage"]) if isinstance(record.get("usage"), dict) else None
-        try:
-            charged = self.policy.complete(
-                record["msg_id"], usage=usage, ok=ok, model=record.get("model")
-            )
-        except KeyError:
+        if not self.policy.holds(record["msg_id"]):
             return  # not work this leader dispatched (a Python agent, or before a failover)
+        usage = Usage(**record["usage"]) if isinstance(record.get("usage"), dict) else None
+        charged = self.policy.complete(
+            record["msg_id"], usage=usage, ok=ok, model=record.get("model")
+        )
         self._wake.set()
         await self._record_spend(charged, record)
 

@@ -217,6 +217,8 @@ class Worker:
         self._running: dict[str, WorkerContext] = {}
         #: completion records not yet published, and the signal that some are waiting
         self._finished: list[dict[str, Any]] = []
+        #: (ok, seconds) of finished work that held no model capacity
+        self._outcomes: list[tuple[int, float]] = []
         self._finished_ready = anyio.Event()
         self._via_coordinator = False
         self._stopping = anyio.Event()
@@ -305,7 +307,18 @@ class Worker:
         """Tell the coordinator this message no longer holds capacity, and what it cost.
 
         Records leave in batches (one event holds every record finished since the
-        last one left): one event per message would cost a round trip each."""
+        last one left): one event per message would cost a round trip each. Work
+        that holds no model capacity (a Python agent's) is only counted: its
+        outcome and latency, for the platform status."""
+        finished = time.time()
+        ok = body is not None and "error" not in body
+        if agent.kind == "python" and not dead:
+            self._outcomes.append((int(ok), round(finished - env.created_at, 6)))
+            if self.metrics is not None:
+                done = {"ok": ok, "created_at": env.created_at, "finished_at": finished}
+                self._measure(agent.name, done)
+            self._finished_ready.set()
+            return
         meta = body.get("_acp") if isinstance(body, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         record = {
@@ -313,12 +326,12 @@ class Worker:
             "agent": agent.name,
             "tier": meta.get("tier", env.tier or agent.tier),
             "model": meta.get("model"),
-            "ok": body is not None and "error" not in body,
+            "ok": ok,
             "usage": meta.get("usage"),
             "cost_usd": meta.get("cost_usd", 0.0),
             "tenant": env.tenant,
             "created_at": env.created_at,
-            "finished_at": time.time(),
+            "finished_at": finished,
         }
         if dead:
             record["dead"] = dead

@@ -129,6 +129,7 @@ def _parse(raw: Any) -> dict[bytes, bytes]:
 
 
 _new_tuple = tuple.__new__
+_CORR_FIELD = ("h." + H_CORRELATION).encode()
 
 
 def _delivery(dest: str, entry_id: bytes, raw: Any, times: int) -> Delivery:
@@ -137,6 +138,12 @@ def _delivery(dest: str, entry_id: bytes, raw: Any, times: int) -> Delivery:
         # the common entry: no headers, no history
         return _new_tuple(  # the named tuple without its Python-level constructor
             Delivery, (dest, entry_id.decode(), raw[1].decode(), raw[3], NO_HEADERS, times, ())
+        )
+    if type(raw) is list and len(raw) == 6 and raw[4] == _CORR_FIELD and raw[2] == b"f":
+        # a reply: its correlation header only
+        headers = {H_CORRELATION: raw[5].decode()}
+        return _new_tuple(
+            Delivery, (dest, entry_id.decode(), raw[1].decode(), raw[3], headers, times, ())
         )
     f: dict[bytes, bytes] = raw if isinstance(raw, dict) else _parse(raw)
     headers = {k[2:].decode(): v.decode() for k, v in f.items() if k.startswith(b"h.")}

@@ -808,6 +808,10 @@ class SchedulingPolicy:
 
     # -- completing ----------------------------------------------------------------------
 
+    def holds(self, job_id: str) -> bool:
+        """Whether ``job_id`` is dispatched and not yet settled."""
+        return job_id in self._in_flight
+
     def complete(
         self, job_id: str, *, usage: Usage | None, ok: bool, model: str | None = None
     ) -> float:
