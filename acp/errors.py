@@ -21,6 +21,7 @@
     │   └── ServerNotFound          no server binary available
     └── AgentError                  raised by or about agent handlers
         ├── RetryableError          a handler asks for a retry with backoff
+        ├── Continue                the work needs another paid call, admitted as new work
         ├── Rejected                dead-letter this message now, with a reason
         │   └── SpendLimitReached   the model API refused on a spend limit (names the tier)
         ├── UnknownCommand          no handler for this command
@@ -39,6 +40,7 @@ __all__ = [
     "BusError",
     "ConfigError",
     "ConnectionLost",
+    "Continue",
     "DecodeError",
     "DefinitionError",
     "FrameTooLarge",
@@ -188,6 +190,35 @@ class RetryableError(AgentError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Continue(AgentError):
+    """Raised by an agent whose work needs another paid call: a repair of an invalid
+    answer, the same question one tier up, a retry after the model API asked to wait.
+
+    The runtime ends this message as handled (its call is settled like any other)
+    and sends the next step as a new message, under an id derived from this one, to
+    wherever work is scheduled: every paid call is admitted like new work, and the
+    step is as durable as the commit that carries it. ``state`` becomes the next
+    message's extension headers; ``meta`` describes the call just made."""
+
+    code = "continue"
+
+    def __init__(
+        self,
+        step: str,
+        *,
+        tier: str | None = None,
+        state: dict[str, str] | None = None,
+        delay: float = 0.0,
+        meta: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(f"continue with a {step}" + (f" on {tier}" if tier else ""))
+        self.step = step
+        self.tier = tier
+        self.state = dict(state or {})
+        self.delay = delay
+        self.meta = dict(meta or {})
 
 
 class Rejected(AgentError):

@@ -12,19 +12,33 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
+
+
+#: ``answer(request_body, call_number)`` -> the reply's text (None: the default answer)
+Answer = Callable[[dict[str, Any], int], "str | None"]
 
 
 class FakeAnthropic:
     """``delay`` makes each call take that long; ``max_in_flight`` is the most calls
-    seen at once (how a concurrency cap looks from the API's side)."""
+    seen at once (how a concurrency cap looks from the API's side), and
+    ``max_in_flight_by_model`` the same per model. ``answer`` scripts the reply's
+    text per call; ``billed`` is the usage of every answered call, as the API bills it."""
 
-    def __init__(self, *, delay: float = 0.0, output_tokens: int = 60) -> None:
+    def __init__(
+        self, *, delay: float = 0.0, output_tokens: int = 60, answer: Answer | None = None
+    ) -> None:
         self.requests: list[dict[str, Any]] = []
         self.delay = delay
         self.output_tokens = output_tokens
+        self.answer = answer
         self.in_flight = 0
         self.max_in_flight = 0
+        self.in_flight_by_model: dict[str, int] = {}
+        self.max_in_flight_by_model: dict[str, int] = {}
+        #: (model, usage) of each answered call
+        self.billed: list[tuple[str, dict[str, int]]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -51,20 +65,38 @@ class FakeAnthropic:
                         },
                     )
                     return
+                model = str(request.get("model"))
                 with fake._lock:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                    now = fake.in_flight_by_model.get(model, 0) + 1
+                    fake.in_flight_by_model[model] = now
+                    fake.max_in_flight_by_model[model] = max(
+                        fake.max_in_flight_by_model.get(model, 0), now
+                    )
+                    number = len(fake.requests)
                 try:
                     time.sleep(fake.delay)
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
+                        fake.in_flight_by_model[model] -= 1
                 command = json.loads(request["messages"][0]["content"])
                 answer = {
                     "component_id": command.get("component_id"),
                     "diagnosis": f"{command.get('cmd')} looks degraded",
                     "recommendations": ["add_partition_pruning", "scale_consumers"],
                 }
+                scripted = fake.answer(request, number) if fake.answer else None
+                text = json.dumps(answer) if scripted is None else scripted
+                usage = {
+                    "input_tokens": 120,
+                    "output_tokens": fake.output_tokens,
+                    "cache_creation_input_tokens": 0 if number > 1 else 900,
+                    "cache_read_input_tokens": 900 if number > 1 else 0,
+                }
+                with fake._lock:
+                    fake.billed.append((model, usage))
                 self._send(
                     200,
                     {
@@ -72,15 +104,10 @@ class FakeAnthropic:
                         "type": "message",
                         "role": "assistant",
                         "model": request["model"],
-                        "content": [{"type": "text", "text": json.dumps(answer)}],
+                        "content": [{"type": "text", "text": text}],
                         "stop_reason": "end_turn",
                         "stop_sequence": None,
-                        "usage": {
-                            "input_tokens": 120,
-                            "output_tokens": fake.output_tokens,
-                            "cache_creation_input_tokens": 0 if len(fake.requests) > 1 else 900,
-                            "cache_read_input_tokens": 900 if len(fake.requests) > 1 else 0,
-                        },
+                        "usage": usage,
                     },
                     {
                         "anthropic-ratelimit-requests-limit": "2000",

@@ -8,6 +8,7 @@ can check what the agent sent, how often, and after which delays.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,10 @@ from acp.agents.config import RuntimeConfig, Usage
 from acp.agents.definition import AgentDefinition
 from acp.agents.ratelimits import RateLimitSnapshot, RateLimitWindow
 from acp.agents.sdk import Context
-from acp.errors import MissingAPIKey, Rejected, RetryableError, SpendLimitReached
+from acp.errors import Continue, MissingAPIKey, Rejected, SpendLimitReached
 from acp.protocol import Envelope, body_to_text
+from acp.protocol.headers import H_NOT_BEFORE, H_STEP
+from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
 
@@ -184,10 +187,15 @@ class RecordingLog:
 
 class FakeContext:
     def __init__(
-        self, env: Envelope, *, deadline: float | None = None, cancelled: bool = False
+        self,
+        env: Envelope,
+        *,
+        deadline: float | None = None,
+        cancelled: bool = False,
+        log: RecordingLog | None = None,
     ) -> None:
         self._env = env
-        self._log = RecordingLog()
+        self._log = log or RecordingLog()
         self._deadline = deadline
         self._cancelled = cancelled
 
@@ -206,6 +214,9 @@ class FakeContext:
     @property
     def cancelled(self) -> bool:
         return self._cancelled
+
+    def now(self) -> float:
+        return time.time()
 
     async def send(
         self,
@@ -278,13 +289,23 @@ def make_agent(
 
 
 async def run(
-    agent: ClaudeAgent, env: Envelope, **ctx_kw: Any
+    agent: ClaudeAgent, env: Envelope, *, follow: bool = True, **ctx_kw: Any
 ) -> tuple[dict[str, Any], FakeContext]:
+    """The reply to ``env``, following its continuations (repairs, escalations) as a
+    worker sends them on: each step a message of its own, built by the worker's code."""
     ctx = FakeContext(env, **ctx_kw)
     assert isinstance(ctx, Context)
-    reply = await agent.handle(env, ctx)
-    assert reply is not None
-    return reply, ctx
+    while True:
+        try:
+            reply = await agent.handle(env, ctx)
+        except Continue as step:
+            if not follow:
+                raise
+            env = Worker._continuation(env, step)
+            ctx = FakeContext(env, log=ctx.log, **ctx_kw)
+            continue
+        assert reply is not None
+        return reply, ctx
 
 
 # -- the request ----------------------------------------------------------------------
@@ -522,6 +543,12 @@ async def test_usage_and_cost_in_every_reply_and_running_totals() -> None:
         "effort": "low",
         "cache_ttl": "5m",
         "elapsed_s": reply["_acp"]["elapsed_s"],
+        "call": {
+            "model": HAIKU,
+            "tier": "haiku",
+            "usage": USAGE,
+            "cost_usd": pytest.approx(HAIKU_COST),
+        },
     }
     totals = agent.totals["haiku"]
     assert totals["calls"] == 2
@@ -674,22 +701,35 @@ async def test_connection_errors_and_timeouts_are_retried() -> None:
     assert len(sleep.delays) == 2
 
 
-async def test_exhausted_retries_hand_the_message_back_to_the_bus() -> None:
+async def test_exhausted_retries_end_the_dispatch_and_continue_as_new_work() -> None:
     api = FakeAPI(httpx2.Response(500, json=api_error(500, "api_error", "Internal server error")))
-    agent, sleep = make_agent(api, max_attempts=3)
-    with pytest.raises(RetryableError, match="after 3 attempts") as caught:
-        await run(agent, envelope())
+    agent, sleep = make_agent(api, max_attempts=3, now=lambda: 1_000.0)
+    with pytest.raises(Continue) as caught:
+        await run(agent, envelope(), follow=False)
     assert len(api.requests) == 3
     assert len(sleep.delays) == 2
-    assert caught.value.retry_after is not None
+    step = caught.value
+    assert step.step == "retry"
+    assert step.state[H_STEP] == "retry"
+    assert float(step.state[H_NOT_BEFORE]) == pytest.approx(1_000.0 + step.delay)
+    assert json.loads(step.state["acp-spent"])["requeues"] == 1
+
+
+async def test_a_message_requeued_too_often_is_dead_lettered() -> None:
+    api = FakeAPI(httpx2.Response(500, json=api_error(500, "api_error", "Internal server error")))
+    agent, _ = make_agent(api, max_attempts=1, max_requeues=2)
+    with pytest.raises(Rejected) as caught:
+        await run(agent, envelope())
+    assert caught.value.reason == "unavailable"
+    assert len(api.requests) == 3  # the first dispatch and two continuations
 
 
 async def test_a_long_retry_after_is_not_slept_through() -> None:
     api = FakeAPI(too_many("120"), ok("unused"))
     agent, sleep = make_agent(api)
-    with pytest.raises(RetryableError) as caught:
-        await run(agent, envelope())
-    assert caught.value.retry_after == 120
+    with pytest.raises(Continue) as caught:
+        await run(agent, envelope(), follow=False)
+    assert caught.value.delay == 120
     assert sleep.delays == []
     assert len(api.requests) == 1
 
@@ -697,8 +737,9 @@ async def test_a_long_retry_after_is_not_slept_through() -> None:
 async def test_no_retry_that_would_end_after_the_deadline() -> None:
     api = FakeAPI(too_many("30"), ok("unused"))
     agent, sleep = make_agent(api, now=lambda: 1_000.0)
-    with pytest.raises(RetryableError, match="deadline"):
+    with pytest.raises(Rejected, match="deadline") as caught:
         await run(agent, envelope(), deadline=1_010.0)
+    assert caught.value.reason == "deadline"
     assert sleep.delays == []
 
 
@@ -784,7 +825,7 @@ async def test_a_client_that_retries_is_given_no_retries() -> None:
         definition(), client=api.client(max_retries=5), config=CONFIG, max_attempts=1
     )
     assert agent.client.max_retries == 0
-    with pytest.raises(RetryableError):
+    with pytest.raises(Continue):
         await agent.handle(envelope(), FakeContext(envelope()))
     assert len(api.requests) == 1
 

@@ -51,7 +51,12 @@ class Context(Protocol):
 
     @property
     def deadline(self) -> float | None:
-        """Epoch seconds by which the sender needs the answer, if it said."""
+        """Epoch seconds by which the sender needs the answer, if it said (on the
+        runtime's shared clock: compare it with :meth:`now`)."""
+
+    def now(self) -> float:
+        """Epoch seconds on the clock every process of the runtime shares (the bus
+        server's), whatever this host's clock says."""
 
     @property
     def cancelled(self) -> bool:

@@ -190,6 +190,7 @@ def _str_map(value: Any) -> bool:
 
 
 _CHECKS: dict[str, Any] = {
+    "created_at": lambda v: type(v) is float and math.isfinite(v),
     "priority": lambda v: type(v) is int and 0 <= v <= 9,
     "deadline": lambda v: v is None or (type(v) is float and math.isfinite(v)),
     "headers": _str_map,

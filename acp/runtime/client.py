@@ -85,10 +85,12 @@ class Client:
         traceparent: str | None = None,
         track: bool = False,
     ) -> Envelope:
-        """The command envelope. ``deadline`` is epoch seconds; ``timeout`` sets it
-        that many seconds from now. ``track`` records where it stands for ``result``."""
+        """The command envelope. ``deadline`` is epoch seconds on the server's clock
+        (``Bus.now``); ``timeout`` sets it that many seconds from now. ``track`` records
+        where it stands for ``result``."""
+        now = self.bus.now()
         if deadline is None and timeout:
-            deadline = time.time() + timeout
+            deadline = now + timeout
         return Envelope.for_body(
             dict(body),
             sender=self.sender,
@@ -97,6 +99,7 @@ class Client:
             tier=tier,
             priority=priority,
             deadline=deadline,
+            created_at=now,
             tenant=tenant,
             traceparent=traceparent or new_traceparent(),
             **({"headers": {TRACK: "1"}} if track else {}),
@@ -136,7 +139,7 @@ class Client:
         """Send a command and wait for its reply (raises ``RequestTimeout`` naming the
         agent and where the command stands). The command's deadline is the end of the
         wait unless ``deadline`` says otherwise (``None``: no deadline)."""
-        when = time.time() + timeout if deadline == AT_TIMEOUT else deadline
+        when = self.bus.now() + timeout if deadline == AT_TIMEOUT else deadline
         assert not isinstance(when, str)
         env = self.command(agent, body, reply=True, deadline=when, **fields)
         return await self.request_envelope(env, timeout=timeout)

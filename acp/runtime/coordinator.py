@@ -38,17 +38,20 @@ from anyio.abc import TaskStatus
 
 from acp.agents.config import RuntimeConfig, Usage
 from acp.agents.definition import AgentDefinition
+from acp.agents.prompt import prompt_bytes
 from acp.agents.ratelimits import RateLimitSnapshot
 from acp.errors import Rejected
 from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
-from acp.runtime.bus.base import Bus
+from acp.protocol.headers import H_NOT_BEFORE, H_RESERVATION, H_SINCE
+from acp.runtime.bus.base import Bus, Delivery
 from acp.runtime.bus.redis import RedisBus
+from acp.runtime.dispatches import InputSizer, Reservation
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
 from acp.runtime.metrics import Metrics, Sample
-from acp.runtime.processor import DeadLettered, Processor
+from acp.runtime.processor import DeadLettered, Processor, current_delivery
 from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import PLATFORM_TOPIC, agent_queues
@@ -113,6 +116,7 @@ class Coordinator:
         status_interval: float = 10.0,
         registry_interval: float = 1.0,
         max_waiting: int = 10_000,
+        reconcile_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
         codec: WireCodec | None = None,
         workflow_store: WorkflowStore | None = None,
@@ -126,11 +130,19 @@ class Coordinator:
         self.status_interval = status_interval
         self.registry_interval = registry_interval
         self.max_waiting = max_waiting
+        #: this host's clock; :meth:`now` is the server's, measured against it
         self.clock = clock
+        self._offset = 0.0
         self.codec = codec or WireCodec()
         self.leading = False
         self.token: int | None = None
-        self.policy = SchedulingPolicy(config, clock=clock)
+        self.policy = SchedulingPolicy(config, clock=self.now)
+        #: what this leader holds in flight: agent, dispatch time, reservation
+        self._dispatched: dict[str, tuple[str, float, Reservation]] = {}
+        #: dispatches missing from their agent's queue at the last reconciliation
+        self._missing: set[str] = set()
+        self.sizer = InputSizer()
+        self.reconcile_interval = reconcile_interval
         self.workflows: WorkflowRunner | None = None
         #: workflow state: in Redis on a RedisBus; pass one store to in-memory coordinators
         #: that should share it
@@ -143,6 +155,7 @@ class Coordinator:
         self._live: dict[str, _Live] = {}
         #: agents whose queue exists on this server (a worker served them once)
         self._queues: set[str] = set()
+        self._synced = time.time()
         self._wake = anyio.Event()
         self._stopping = anyio.Event()
         #: set once this coordinator has led (tests and ``acp up`` wait for it)
@@ -153,6 +166,15 @@ class Coordinator:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def now(self) -> float:
+        """The server's clock (``Bus.now``), read through this host's: every age and
+        deadline the coordinator judges is on it, whatever this host's clock says."""
+        return self.clock() + self._offset
+
+    async def _sync_clock(self) -> None:
+        await self.bus.sync_clock()
+        self._offset = self.bus.now() - self.clock()
 
     # -- leadership ---------------------------------------------------------------------
 
@@ -192,9 +214,14 @@ class Coordinator:
         consumer = f"coordinator-{token}"
         self._log.info("leading", token=token)
         try:
+            await self._sync_clock()
             await self._take_over(consumer)
-            self.policy = SchedulingPolicy(self.config, clock=self.clock)
+            self.policy = SchedulingPolicy(self.config, clock=self.now)
+            self._dispatched.clear()
+            self._missing.clear()
             await self._restore_spend()
+            await self._refresh_registry()
+            await self._rebuild(token)
             processor = Processor(
                 self.bus, INTAKE, self._admit, codec=self.codec, consumer=consumer,
                 concurrency=self.max_waiting, accept=lambda env: True, grace=0.5,
@@ -210,7 +237,7 @@ class Coordinator:
                 self.bus,
                 store,
                 codec=self.codec,
-                clock=self.clock,
+                clock=self.now,
                 send_step=send_via(self.bus, INTAKE, codec=self.codec),
                 consumer=consumer,
             )
@@ -218,7 +245,8 @@ class Coordinator:
                 await tg.start(self.workflows.run)
                 tg.start_soon(self._keep_lease, token, tg.cancel_scope, processor)
                 tg.start_soon(self._follow_registry)
-                tg.start_soon(self._follow_completions)
+                await tg.start(self._follow_completions)
+                tg.start_soon(self._reconcile_forever)
                 tg.start_soon(self._follow_rate_limits)
                 tg.start_soon(self._decide_forever)
                 tg.start_soon(self._publish_status_forever)
@@ -278,6 +306,13 @@ class Coordinator:
     async def _wait_and_decide(self, env: Envelope, agent: str) -> list[Envelope]:
         if not await self._known(agent):
             raise Rejected("unknown_agent", self._unknown(agent))
+        if H_SINCE not in env.headers:  # its age, on the server's clock, from its first entry
+            received = _entry_time(current_delivery.get(None))
+            env = env.evolve(headers={**env.headers, H_SINCE: f"{received or self.now():.3f}"})
+        not_before = _float_header(env, H_NOT_BEFORE)
+        if not_before is not None and not_before > self.now():
+            # a retry the model API asked to wait for: held here, its entry renewed
+            await anyio.sleep(not_before - self.now())
         waiter = _Waiter(env, agent)
         self._place(waiter)
         if waiter.outcome is None:  # queued for capacity, or parked: wait for the decision
@@ -298,11 +333,14 @@ class Coordinator:
             return [env.evolve(recipient=agent, traceparent=traceparent, tracestate=tracestate)]
         if kind == "dispatch":
             assert isinstance(item, Dispatch)
+            reservation = self._held(item, agent, env)
+            headers = {**env.headers, H_RESERVATION: reservation.header()}
             return [
                 env.evolve(
-                    recipient=agent, tier=item.tier, traceparent=traceparent, tracestate=tracestate
+                    recipient=agent, tier=item.tier, traceparent=traceparent,
+                    tracestate=tracestate, headers=headers,
                 )
-            ]
+            ]  # fmt: skip
         if kind in ("dead", "refused"):
             # the processor dead-letters it and tells the requester; an operator can
             # replay it (after raising a budget, say)
@@ -311,6 +349,17 @@ class Coordinator:
         if kind == "expired":
             raise Rejected("deadline", self._expired(waiter))
         raise anyio.get_cancelled_exc_class()()  # abandoned: this leader stepped down
+
+    def _held(self, item: Dispatch, agent: str, env: Envelope) -> Reservation:
+        """The reservation a dispatch carries (and this leader remembers until settled)."""
+        definition = self.definitions.get(agent)
+        reservation = Reservation(
+            tier=item.tier, input_tokens=item.input_tokens, max_tokens=item.max_tokens,
+            cost_usd=item.reserved_usd, term=self.token or 0,
+            prompt_bytes=prompt_bytes(definition, env) if definition else 0,
+        )  # fmt: skip
+        self._dispatched[env.id] = (agent, self.now(), reservation)
+        return reservation
 
     async def _known(self, agent: str) -> bool:
         """In the catalogue, served by a live worker, or served here before. Asked
@@ -332,9 +381,9 @@ class Coordinator:
 
     def _expired(self, waiter: _Waiter) -> str:
         assert waiter.env.deadline is not None
-        late = self.clock() - waiter.env.deadline
+        late = self.now() - waiter.env.deadline
         if waiter.parked_at is not None:
-            waited = self.clock() - waiter.parked_at
+            waited = self.now() - waiter.parked_at
             return (
                 f"deadline passed {late:.1f}s ago after {waited:.1f}s waiting for a worker "
                 f"of {waiter.agent} (no live worker)"
@@ -346,7 +395,7 @@ class Coordinator:
             waiter.env.id, ResultState.PARKED, agent=waiter.agent,
             command=waiter.env.command,
             detail=f"no live worker for {waiter.agent}; waiting in the coordinator since "
-            f"{datetime.fromtimestamp(waiter.parked_at or self.clock(), UTC):%H:%M:%S} UTC",
+            f"{datetime.fromtimestamp(waiter.parked_at or self.now(), UTC):%H:%M:%S} UTC",
         )  # fmt: skip
 
     async def _dead_lettered(self, letter: DeadLettered) -> None:
@@ -358,7 +407,7 @@ class Coordinator:
             "detail": letter.error,
             "msg_id": letter.delivery.msg_id,
             "agent": self._route(env) if env is not None else None,
-            "at": self.clock(),
+            "at": self.now(),
             "dead_letter": {"dest": letter.delivery.dest, "entry_id": letter.entry_id},
         }
         await self.bus.publish(EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode())
@@ -366,7 +415,7 @@ class Coordinator:
     def _place(self, waiter: _Waiter) -> None:
         live = self._live.get(waiter.agent)
         if live is None:
-            waiter.parked_at = waiter.parked_at or self.clock()
+            waiter.parked_at = waiter.parked_at or self.now()
             self._parked[waiter.env.id] = waiter
             return
         if live.kind != "claude":
@@ -387,17 +436,21 @@ class Coordinator:
             elif definition.allowed_tiers:
                 allowed = tuple(t for t in definition.allowed_tiers if t in self.config.tiers)
         complexity = live.complexity if live.complexity in self.config.complexity else "medium"
+        since = _float_header(env, H_SINCE)
         return Job(
             id=env.id,
             agent=agent,
             tier=tier,
             complexity=complexity,
-            submitted_at=min(env.created_at, self.clock()),
+            submitted_at=min(since if since is not None else env.created_at, self.now()),
             priority=env.priority,
             deadline=env.deadline,
             tenant=env.tenant,
             allowed_tiers=allowed,
             attempt=env.attempt,
+            input_tokens=(
+                self.sizer.estimate(agent, prompt_bytes(definition, env)) if definition else None
+            ),
         )
 
     # -- deciding -----------------------------------------------------------------------
@@ -421,7 +474,7 @@ class Coordinator:
                 await self.bus.publish(
                     EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode()
                 )
-            wait = 1.0 if decisions.wake_at is None else max(decisions.wake_at - self.clock(), 0.0)
+            wait = 1.0 if decisions.wake_at is None else max(decisions.wake_at - self.now(), 0.0)
             with anyio.move_on_after(min(wait, 1.0)):
                 await self._wake.wait()
             self._wake = anyio.Event()
@@ -436,7 +489,10 @@ class Coordinator:
     async def _follow_registry(self) -> None:
         while True:
             await self._refresh_registry()
-            now = self.clock()
+            if time.time() - self._synced > 60.0:  # hosts' clocks drift
+                await self._sync_clock()
+                self._synced = time.time()
+            now = self.now()
             for waiter in list(self._parked.values()):
                 if waiter.env.deadline is not None and waiter.env.deadline <= now:
                     del self._parked[waiter.env.id]
@@ -467,8 +523,17 @@ class Coordinator:
             del self._parked[waiter.env.id]
             self._place(waiter)
 
-    async def _follow_completions(self) -> None:
-        async for event in self.bus.subscribe(COMPLETIONS_TOPIC):
+    async def _follow_completions(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Settle what finished. The topic is read from its start: completions a former
+        leader never saw (it died) are charged now, those it did are not charged again
+        (each is counted once, durably), and only new ones feed the status figures."""
+        live_from = await self.bus.latest(COMPLETIONS_TOPIC)
+        replay_until = live_from.event_id if live_from is not None else "0-0"
+        task_status.started()
+        async for event in self.bus.subscribe(COMPLETIONS_TOPIC, after="0"):
+            replayed = _id_key(event.event_id) <= _id_key(replay_until)
             try:
                 body = self.codec.decode(event.frame).body
                 records = body["completed"]
@@ -480,30 +545,143 @@ class Coordinator:
             except Exception:  # a foreign or broken event must not stop the coordinator
                 self._log.warning("bad_completion_event", event_id=event.event_id)
                 continue
-            for outcome in outcomes:  # work that held no model capacity: counted only
-                if isinstance(outcome, list) and len(outcome) == 2:
-                    self._outcomes["ok" if outcome[0] else "failed"] += 1
-                    self._latencies.append(float(outcome[1]))
+            if not replayed:
+                for outcome in outcomes:  # work that held no model capacity: counted only
+                    if isinstance(outcome, list) and len(outcome) == 2:
+                        self._outcomes["ok" if outcome[0] else "failed"] += 1
+                        self._latencies.append(float(outcome[1]))
             for record in records:
                 if isinstance(record, dict) and isinstance(record.get("msg_id"), str):
-                    await self._completion(record)
+                    await self._completion(record, replayed=replayed)
 
-    async def _completion(self, record: dict[str, Any]) -> None:
-        """One finished message: outcome and latency for the status, capacity and spend."""
+    async def _completion(self, record: dict[str, Any], *, replayed: bool = False) -> None:
+        """One finished dispatch: its slot and reservation back to the policy, its cost
+        recorded once, the status figures."""
+        job_id = record["msg_id"]
         ok = bool(record.get("ok"))
-        self._outcomes["ok" if ok else "failed"] += 1
-        if isinstance(record.get("created_at"), float) and isinstance(
-            record.get("finished_at"), float
-        ):
-            self._latencies.append(record["finished_at"] - record["created_at"])
-        if not self.policy.holds(record["msg_id"]):
-            return  # not work this leader dispatched (a Python agent, or before a failover)
+        if not replayed:
+            self._outcomes["ok" if ok else "failed"] += 1
+            if isinstance(record.get("created_at"), float) and isinstance(
+                record.get("finished_at"), float
+            ):
+                self._latencies.append(record["finished_at"] - record["created_at"])
         usage = Usage(**record["usage"]) if isinstance(record.get("usage"), dict) else None
-        charged = self.policy.complete(
-            record["msg_id"], usage=usage, ok=ok, model=record.get("model")
+        held = self._dispatched.pop(job_id, None)
+        self._missing.discard(job_id)
+        if held is not None and usage is not None:
+            total_in = (
+                usage.input_tokens
+                + usage.cache_creation_input_tokens
+                + usage.cache_read_input_tokens
+            )
+            self.sizer.observe(held[0], held[2].prompt_bytes, total_in)
+        if self.policy.holds(job_id):
+            cost = self.policy.complete(job_id, usage=usage, ok=ok, model=record.get("model"))
+            self._wake.set()
+        else:
+            cost = self._price(record, usage)
+        counted = await self._record_spend(
+            cost, record, once=f"{job_id}:{record.get('attempt', 1)}"
         )
-        self._wake.set()
-        await self._record_spend(charged, record)
+        if counted and held is None and not self.policy.holds(job_id):
+            # charged by nobody this term: a former leader's call, or one run after a failover
+            self.policy.restore_spend(cost, agent=record.get("agent"), tenant=record.get("tenant"))
+
+    def _price(self, record: Mapping[str, Any], usage: Usage | None) -> float:
+        """What a completion costs at its model's (else its tier's) prices."""
+        if usage is None:
+            return float(record.get("cost_usd") or 0.0)
+        tier = next(
+            (name for name, spec in self.config.tiers.items() if spec.model == record.get("model")),
+            record.get("tier"),
+        )
+        spec = self.config.tiers.get(str(tier))
+        return spec.cost(usage) if spec is not None else float(record.get("cost_usd") or 0.0)
+
+    # -- failover ------------------------------------------------------------------------
+
+    async def _rebuild(self, token: int) -> None:
+        """Before dispatching anything, count what earlier leaders dispatched and is still
+        running: every message in a model agent's queue that carries a reservation."""
+        restored = 0
+        for agent in sorted(self._model_agents()):
+            for delivery in await self.bus.entries(agent):
+                try:
+                    env = self.codec.decode(delivery.frame)
+                except Exception:
+                    continue  # its worker will dead-letter it; reconciliation settles it
+                reservation = Reservation.of(env)
+                if reservation is None or reservation.tier not in self.config.tiers:
+                    continue
+                job = Job(
+                    id=env.id, agent=agent, tier=reservation.tier,
+                    complexity=self._complexity(agent), submitted_at=min(env.created_at, self.now()),
+                    priority=env.priority, deadline=env.deadline, tenant=env.tenant,
+                    attempt=env.attempt,
+                )  # fmt: skip
+                if self.policy.restore_flight(
+                    job, tier=reservation.tier, input_tokens=reservation.input_tokens,
+                    max_tokens=reservation.max_tokens, cost_usd=reservation.cost_usd,
+                ):  # fmt: skip
+                    self._dispatched[env.id] = (agent, self.now(), reservation)
+                    restored += 1
+        if restored:
+            self._log.info("in_flight_restored", count=restored, token=token)
+
+    def _model_agents(self) -> set[str]:
+        """Agents whose work takes model capacity: Claude-backed definitions, and agents
+        whose live workers say so."""
+        agents = {name for name, d in self.definitions.items() if not d.entrypoint}
+        agents |= {name for name, live in self._live.items() if live.kind != "python"}
+        return agents & (self._queues | set(self._live) | set(self.definitions))
+
+    def _complexity(self, agent: str) -> str:
+        definition = self.definitions.get(agent)
+        live = self._live.get(agent)
+        name = (
+            definition.computational_complexity
+            if definition
+            else (live.complexity if live else "medium")
+        )
+        return name if name in self.config.complexity else "medium"
+
+    # -- leaks -----------------------------------------------------------------------------
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.reconcile_interval)
+            await self.reconcile()
+
+    async def reconcile(self, *, grace: float | None = None) -> int:
+        """Settle dispatches that ended without a completion: gone from their agent's
+        queue (a frame the worker could not read, a dead letter of the bus) and still
+        gone a round later (a completion may be on its way). They are charged their
+        whole reservation, which bounds what they could have cost. Returns how many."""
+        grace = self.reconcile_interval if grace is None else grace
+        now = self.now()
+        by_agent: dict[str, set[str]] = {}
+        released = 0
+        for job_id, (agent, at, reservation) in list(self._dispatched.items()):
+            if now - at < grace:
+                continue
+            if agent not in by_agent:
+                by_agent[agent] = {d.msg_id for d in await self.bus.entries(agent)}
+            if job_id in by_agent[agent]:
+                self._missing.discard(job_id)
+                continue
+            if job_id not in self._missing:
+                self._missing.add(job_id)
+                continue
+            self._missing.discard(job_id)
+            self._dispatched.pop(job_id, None)
+            record = {"msg_id": job_id, "agent": agent, "tier": reservation.tier, "tenant": None}
+            if self.policy.holds(job_id):
+                cost = self.policy.complete(job_id, usage=None, ok=False)
+                await self._record_spend(cost, record, once=f"{job_id}:lost")
+                self._wake.set()
+                released += 1
+                self._log.warning("dispatch_lost", msg_id=job_id, agent=agent, charged_usd=cost)
+        return released
 
     async def _follow_rate_limits(self) -> None:
         async for event in self.bus.subscribe(RATE_LIMIT_TOPIC):
@@ -518,16 +696,23 @@ class Coordinator:
     # -- budgets across restarts -----------------------------------------------------------
 
     def _spend_key(self) -> str:
-        return "spend." + datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+        return "spend." + datetime.fromtimestamp(self.now(), UTC).strftime("%Y-%m-%d")
 
-    async def _record_spend(self, usd: float, record: Mapping[str, Any]) -> None:
-        """Per (agent, tenant), so a new leader can restore every budget scope exactly."""
+    async def _record_spend(
+        self, usd: float, record: Mapping[str, Any], *, once: str | None = None
+    ) -> bool:
+        """Per (agent, tenant), so a new leader can restore every budget scope exactly;
+        ``once`` makes a replayed completion count nothing more. True if recorded."""
         amounts = {
             "total": usd,
             f"tier:{record.get('tier')}": usd,
             f"spend:{record.get('agent') or ''}|{record.get('tenant') or ''}": usd,
         }
-        await self.bus.add_to_counters(self._spend_key(), amounts, ttl=3 * 86_400)
+        return await self.bus.add_to_counters(self._spend_key(), amounts, ttl=3 * 86_400, once=once)
+
+    async def recorded_spend(self) -> float:
+        """Today's spend as recorded durably (what a new leader starts from)."""
+        return (await self.bus.counters(self._spend_key())).get("total", 0.0)
 
     async def _restore_spend(self) -> None:
         """Today's spend before this leader started counts against today's budgets."""
@@ -586,7 +771,7 @@ class Coordinator:
                 },
                 "coordinator": {"id": self.id, "leading": self.leading, "token": self.token},
             },
-            "hash": f"acp_platform_{int(self.clock())}",
+            "hash": f"acp_platform_{int(self.now())}",
         }
 
     async def _collect(self) -> list[Sample]:
@@ -638,3 +823,26 @@ class Coordinator:
             env = Envelope.for_body(status, sender=INTAKE, recipient="status")
             await self.bus.publish(PLATFORM_TOPIC, self.codec.encode(env))
             await anyio.sleep(self.status_interval)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _entry_time(delivery: Delivery | None) -> float | None:
+    """When the server appended ``delivery``'s entry (its id starts with that), if known."""
+    if delivery is None:
+        return None
+    try:
+        return int(delivery.entry_id.split("-", 1)[0]) / 1000.0
+    except ValueError:
+        return None
+
+
+def _float_header(env: Envelope, name: str) -> float | None:
+    raw = env.headers.get(name) if env.headers else None
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None

@@ -25,6 +25,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import anyio
@@ -36,6 +37,7 @@ from acp.logs import Logger, get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
+from acp.protocol.headers import H_ROOT
 from acp.runtime.bus.base import (
     H_CORRELATION,
     Bus,
@@ -47,10 +49,26 @@ from acp.runtime.bus.base import (
 from acp.runtime.keys import RESULTS
 from acp.runtime.results import ResultState, is_tracked, result_record
 
-__all__ = ["DeadLettered", "Handler", "Processor", "ProcessorStats", "to_outgoing"]
+__all__ = [
+    "DeadLettered",
+    "Handler",
+    "Processor",
+    "ProcessorStats",
+    "current_delivery",
+    "to_outgoing",
+]
 
 log = get_logger("acp.processor")
 _REPLY_KINDS = frozenset({MessageKind.REPLY, MessageKind.ERROR})
+
+#: the delivery a handler is running for, when it needs more than the envelope (the
+#: entry's id says when the server received the message); set per message
+current_delivery: ContextVar[Delivery] = ContextVar("current_delivery")
+
+
+def _root(env: Envelope) -> str:
+    """The message a chain of continuations started from: what its sender tracks."""
+    return env.headers.get(H_ROOT) or env.id if env.headers else env.id
 
 
 def _derived_id(msg_id: str, what: str) -> str:
@@ -283,6 +301,7 @@ class Processor:
                 try:
                     if self.on_start is not None:
                         await self.on_start(env)
+                    current_delivery.set(delivery)
                     results = await self.handler(env)
                     # a result that cannot be encoded fails its message, not the worker; the
                     # message itself passed on unchanged (a forward) keeps its frame
@@ -339,8 +358,8 @@ class Processor:
                 f"addressed to {env.recipient!r}, read from {self.dest!r}",
                 env,
             )
-        if env.deadline is not None and env.expired():
-            return "deadline", f"deadline passed {time.time() - env.deadline:.1f}s ago", env
+        if env.deadline is not None and (now := self.bus.now()) >= env.deadline:
+            return "deadline", f"deadline passed {now - env.deadline:.1f}s ago", env
         if delivery.deliveries != env.attempt:
             env = env.evolve(attempt=delivery.deliveries)
         return env
@@ -350,14 +369,15 @@ class Processor:
     ) -> list[Outgoing]:
         """A tracked message's reply is also its result record (committed with it)."""
         out: list[Outgoing] = []
+        answers_to = env.correlation_id or env.id  # a continuation answers its chain's root
         for result, effect in zip(results, effects, strict=True):
-            is_reply = result.correlation_id == env.id and result.kind in _REPLY_KINDS
+            is_reply = result.correlation_id == answers_to and result.kind in _REPLY_KINDS
             if effect.dest != RESULTS:
                 out.append(effect)
             if is_reply:
                 out.append(
                     result_record(
-                        env.id, ResultState.DONE, agent=self.agent_of(env),
+                        _root(env), ResultState.DONE, agent=self.agent_of(env),
                         command=env.command, frame=effect.frame,
                     )
                 )  # fmt: skip
@@ -408,7 +428,7 @@ class Processor:
         if env.headers and is_tracked(env):
             out.append(
                 result_record(
-                    env.id, ResultState.DEAD, agent=agent, command=env.command,
+                    _root(env), ResultState.DEAD, agent=agent, command=env.command,
                     detail=f"{letter.reason}: {letter.error}", frame=frame,
                     extra={"dlq_dest": dest, "dlq_entry": entry_id, "reason": letter.reason,
                            "attempts": str(letter.delivery.deliveries)},

@@ -28,11 +28,12 @@ from anyio.abc import TaskStatus
 from acp import __version__
 from acp.agents.ratelimits import RateLimitSnapshot
 from acp.agents.sdk import AgentBase
-from acp.errors import SchemaError, SpendLimitReached, UnknownCommand
+from acp.errors import Continue, SchemaError, SpendLimitReached, UnknownCommand
 from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
+from acp.protocol.headers import H_RESERVATION, H_ROOT
 from acp.runtime.bus.base import Bus
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
 from acp.runtime.metrics import Metrics, Sample
@@ -109,6 +110,9 @@ class WorkerContext:
         self._cancelled = True
         self.scope.cancel()
 
+    def now(self) -> float:
+        return self.worker.bus.now()
+
     def _message(self, recipient: str, body: Mapping[str, Any], **fields: Any) -> Envelope:
         traceparent, tracestate = self.trace or (self.env.traceparent, self.env.tracestate)
         return Envelope.for_body(
@@ -118,6 +122,7 @@ class WorkerContext:
             traceparent=traceparent,
             tracestate=tracestate,
             tenant=self.env.tenant,
+            created_at=self.worker.bus.now(),
             **fields,
         )
 
@@ -303,6 +308,7 @@ class Worker:
         body: dict[str, Any] | None,
         *,
         dead: str | None = None,
+        continued: str | None = None,
     ) -> None:
         """Tell the coordinator this message no longer holds capacity, and what it cost.
 
@@ -321,20 +327,25 @@ class Worker:
             return
         meta = body.get("_acp") if isinstance(body, dict) else None
         meta = meta if isinstance(meta, dict) else {}
+        own = meta.get("call")
+        call: dict[str, Any] = own if isinstance(own, dict) else meta  # this call's own
         record = {
             "msg_id": env.id,
             "agent": agent.name,
-            "tier": meta.get("tier", env.tier or agent.tier),
-            "model": meta.get("model"),
-            "ok": ok,
-            "usage": meta.get("usage"),
-            "cost_usd": meta.get("cost_usd", 0.0),
+            "tier": call.get("tier") or env.tier or agent.tier,
+            "model": call.get("model"),
+            "ok": ok or continued is not None,
+            "usage": call.get("usage"),
+            "cost_usd": call.get("cost_usd", 0.0),
             "tenant": env.tenant,
             "created_at": env.created_at,
             "finished_at": finished,
+            "attempt": env.attempt,
         }
         if dead:
             record["dead"] = dead
+        if continued:
+            record["continued"] = continued
         if self.metrics is not None:
             self._measure(agent.name, record)
         self._finished.append(record)
@@ -504,9 +515,15 @@ class Worker:
             env = ctx.env
             self._running[env.id] = ctx
             body: dict[str, Any] | None = None
+            step: Continue | None = None
             try:
                 with ctx.scope:
                     body = await agent.handle(env, ctx)
+            except Continue as exc:
+                # this message's call is settled; the next step is new work, committed
+                # with this message and scheduled like any other
+                step = exc
+                return [*ctx.effects, self._continuation(env, exc)]
             except SpendLimitReached as exc:
                 # dead-lettered with reason "spend_limit" (a Rejected); stop spending on that tier
                 ctx.log.error("spend_limit", tier=exc.tier)
@@ -525,13 +542,31 @@ class Worker:
                 return ctx.effects + self._reply(env, body, kind=MessageKind.ERROR, trace=ctx.trace)
             finally:
                 self._running.pop(env.id, None)
-                self._completed(agent, env, body)
+                if step is not None:
+                    self._completed(agent, env, {"_acp": step.meta}, continued=step.step)
+                else:
+                    self._completed(agent, env, body)
             if ctx.scope.cancelled_caught:
                 body = {"cancelled": True, "msg_id": env.id}
             ctx.reply_body = body
             return ctx.effects + self._reply(env, body, trace=ctx.trace)
 
         return handle
+
+    @staticmethod
+    def _continuation(env: Envelope, step: Continue) -> Envelope:
+        """The next step of ``env`` as a message of its own: the same command, under an
+        id derived from this one (a re-run sends the same step, which the bus then
+        drops), answering to the same sender and correlating to the chain's root."""
+        root = env.headers.get(H_ROOT) or env.id
+        headers = {**env.headers, **step.state, H_ROOT: root}
+        headers.pop(H_RESERVATION, None)  # the next dispatch makes its own
+        return env.evolve(
+            id=hashlib.blake2b(f"{env.id}:{step.step}".encode(), digest_size=16).hexdigest(),
+            tier=step.tier or env.tier,
+            correlation_id=env.correlation_id or env.id,
+            headers=headers,
+        )
 
     @staticmethod
     def _reply(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -70,6 +71,8 @@ def is_eager(dest: str) -> bool:
 
 
 INBOX_CONSUMER = "client"
+#: how often a consumer measures the server's clock again (hosts drift)
+_CLOCK_SYNC_S = 60.0
 #: the headers of an item that has none (read-only, so sharing it is safe)
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -229,6 +232,9 @@ class Bus(abc.ABC):
         #: here: redis-py and the anthropic SDK need it)
         self._waiters: dict[str, asyncio.Future[Delivery]] = {}
         self._next_reclaim: dict[tuple[str, str], float] = {}
+        #: the server's clock minus this host's, measured at connect and every minute
+        self._clock_offset = 0.0
+        self._clock_synced = -math.inf
         self._next_prune: dict[str, float] = {}
         self._drained: set[tuple[str, str]] = set()
         self._drain_after: dict[tuple[str, str], str] = {}
@@ -248,7 +254,10 @@ class Bus(abc.ABC):
     async def __aenter__(self) -> Self:
         try:
             await self._connect()
+            self._open = True
+            await self.sync_clock()
         except BaseException:  # refused at start (a check failed): close what was opened
+            self._open = False
             with anyio.CancelScope(shield=True):
                 await self._disconnect()
             raise
@@ -401,9 +410,17 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def add_to_counters(
-        self, name: str, amounts: Mapping[str, float], *, ttl: float | None = None
-    ) -> None:
-        """Add to named float counters (spend per day, ...); ``ttl`` expires the set."""
+        self,
+        name: str,
+        amounts: Mapping[str, float],
+        *,
+        ttl: float | None = None,
+        once: str | None = None,
+    ) -> bool:
+        """Add to named float counters (spend per day, ...); ``ttl`` expires the set.
+        With ``once``, add only if no earlier call named the same key (kept as long as
+        the counters): replaying what was already counted changes nothing. True if
+        the amounts were added."""
 
     @abc.abstractmethod
     async def counters(self, name: str) -> dict[str, float]: ...
@@ -420,6 +437,13 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def stats(self, dest: str) -> QueueStats: ...
+
+    @abc.abstractmethod
+    async def _entries(self, dest: str, *, count: int) -> list[Delivery]: ...
+
+    @abc.abstractmethod
+    async def _server_time(self) -> float:
+        """The server's clock, epoch seconds."""
 
     @abc.abstractmethod
     async def _lookup_result(self, msg_id: str) -> ResultRecord | None:
@@ -475,6 +499,8 @@ class Bus(abc.ABC):
             await self._promote(dest)
             await self._relay(dest, older_than=self.options.relay_after)
             batch = await self._reclaim(dest, consumer, min_idle=self.options.min_idle, count=count)
+            if time.time() - self._clock_synced > _CLOCK_SYNC_S:
+                await self.sync_clock()
             if now >= self._next_prune.get(dest, 0.0):
                 self._next_prune[dest] = now + min(self.options.consumer_ttl / 4, 300.0)
                 await self._prune(dest, "", idle=self.options.consumer_ttl)
@@ -546,6 +572,28 @@ class Bus(abc.ABC):
         error): the dead letter's entry id, or None if ``consumer`` lost the entry."""
         self._check_open()
         return await self._dead_letter(delivery, consumer, reason=reason, error=error)
+
+    async def entries(self, dest: str, *, count: int = 10_000) -> list[Delivery]:
+        """What ``dest`` holds now, waiting or in flight, oldest first, without taking any
+        of it (a coordinator taking over reads what was dispatched before it led)."""
+        self._check_open()
+        return await self._entries(dest, count=count)
+
+    def now(self) -> float:
+        """Seconds since the epoch on the server's clock, as this client last measured it
+        (``sync_clock``): the one clock every process compares ages and deadlines with,
+        whatever its own clock says."""
+        return time.time() + self._clock_offset
+
+    async def sync_clock(self) -> float:
+        """Measure the server's clock against this host's; returns the offset (seconds)."""
+        self._check_open()
+        before = time.time()
+        server = await self._server_time()
+        after = time.time()
+        self._clock_offset = server - (before + after) / 2
+        self._clock_synced = after
+        return self._clock_offset
 
     async def leave(self, dest: str, consumer: str) -> bool:
         """A consumer that stops for good leaves the group of ``dest``, unless it still

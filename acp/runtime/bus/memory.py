@@ -86,6 +86,8 @@ class MemoryBroker:
         self.leases: dict[str, tuple[str, int, float]] = {}
         self.lease_tokens: dict[str, int] = {}
         self.counters: dict[str, dict[str, float]] = {}
+        #: the ``once`` keys each counters set has counted
+        self.counted: dict[str, set[str]] = {}
         #: result records by message id, oldest write first
         self.results: OrderedDict[str, ResultRecord] = OrderedDict()
         self._seq = itertools.count()
@@ -433,13 +435,24 @@ class MemoryBus(Bus):
         return {m: info for m, (_, info) in live.items()}
 
     async def add_to_counters(
-        self, name: str, amounts: Mapping[str, float], *, ttl: float | None = None
-    ) -> None:
+        self,
+        name: str,
+        amounts: Mapping[str, float],
+        *,
+        ttl: float | None = None,
+        once: str | None = None,
+    ) -> bool:
         self._check_open()
+        await anyio.lowlevel.checkpoint()
+        if once:
+            seen = self.broker.counted.setdefault(name, set())
+            if once in seen:
+                return False
+            seen.add(once)
         counters = self.broker.counters.setdefault(name, {})
         for field_name, amount in amounts.items():
             counters[field_name] = counters.get(field_name, 0.0) + amount
-        await anyio.lowlevel.checkpoint()
+        return True
 
     async def counters(self, name: str) -> dict[str, float]:
         self._check_open()
@@ -510,6 +523,18 @@ class MemoryBus(Bus):
     async def destinations(self) -> list[str]:
         self._check_open()
         return sorted(self.broker.queues)
+
+    async def _entries(self, dest: str, *, count: int) -> list[Delivery]:
+        await anyio.lowlevel.checkpoint()
+        q = self.broker.queue(dest)
+        return [
+            Delivery(dest, entry_id, e.msg_id, e.frame, e.headers, e.attempts, e.history)
+            for entry_id, e in list(q.entries.items())[:count]
+        ]
+
+    async def _server_time(self) -> float:
+        await anyio.lowlevel.checkpoint()
+        return time.time()  # the broker lives in this process: its clock is the server's
 
     async def _lookup_result(self, msg_id: str) -> ResultRecord | None:
         await anyio.lowlevel.checkpoint()

@@ -85,7 +85,7 @@ _PENDING_SCAN = 1_000_000
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
-    "LEASE", "UNLEASE", "RESULT", "PRUNE",
+    "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT",
 )  # fmt: skip
 
 
@@ -768,20 +768,20 @@ class RedisBus(Bus):
         return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
 
     async def add_to_counters(
-        self, name: str, amounts: Mapping[str, float], *, ttl: float | None = None
-    ) -> None:
+        self,
+        name: str,
+        amounts: Mapping[str, float],
+        *,
+        ttl: float | None = None,
+        once: str | None = None,
+    ) -> bool:
         self._check_open()
         key = counters_hash(name)
-
-        async def add() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for field_name, amount in amounts.items():
-                    pipe.hincrbyfloat(key, field_name, amount)
-                if ttl:
-                    pipe.expire(key, int(ttl))
-                await pipe.execute()
-
-        await self._retrying(add)
+        flat: list[Any] = [int(ttl or 0), once or ""]
+        for field_name, amount in amounts.items():
+            flat += [field_name, repr(float(amount))]
+        added = await self._retrying(partial(self._eval, "COUNT", [key, key + ":once"], flat))
+        return bool(added)
 
     async def counters(self, name: str) -> dict[str, float]:
         self._check_open()
@@ -871,6 +871,15 @@ class RedisBus(Bus):
             )
 
         return await self._retrying(read)
+
+    async def _entries(self, dest: str, *, count: int) -> list[Delivery]:
+        keys = Keys(dest)
+        rows: Any = await self._retrying(lambda: self.redis.xrange(keys.stream, count=count))
+        return [_delivery(dest, entry_id, fields, 0) for entry_id, fields in rows]
+
+    async def _server_time(self) -> float:
+        seconds, micros = await self._retrying(self.redis.time)
+        return float(seconds) + float(micros) / 1e6
 
     async def _lookup_result(self, msg_id: str) -> ResultRecord | None:
         raw: Any = await self._retrying(lambda: self.redis.hget(RESULT_RECORDS, msg_id))

@@ -264,6 +264,20 @@ end
 return gone
 """
 
+# KEYS: counters hash, its once-set (one hash tag). ARGV: ttl seconds (0: none), the
+# once key ('' = always add), then field, amount pairs. Adds the amounts unless the
+# once key was seen before; the set expires with the counters. Returns 1 if added.
+COUNT = """
+local ttl = tonumber(ARGV[1])
+if ARGV[2] ~= '' then
+  if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then return 0 end
+  if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+end
+for i = 3, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
 # KEYS: stream. ARGV: group, consumer, entry ids... Resets the idle clock of entries
 # this consumer still owns; 1/0 per entry.
 RENEW = (

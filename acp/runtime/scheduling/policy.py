@@ -808,6 +808,42 @@ class SchedulingPolicy:
 
     # -- completing ----------------------------------------------------------------------
 
+    def restore_flight(
+        self,
+        job: Job,
+        *,
+        tier: str,
+        input_tokens: int,
+        max_tokens: int,
+        cost_usd: float,
+    ) -> bool:
+        """Count work another leader dispatched and that is still running: its slot,
+        its tokens (taken from the buckets now) and its budget reservation, so a new
+        leader neither runs past a cap nor forgets what will be charged. False (and
+        nothing changes) when the job is already known."""
+        now = self._tick()
+        if job.id in self._in_flight or job.id in self._entries:
+            return False
+        state = self._tiers.get(tier)
+        if state is None:
+            raise ConfigError(f"unknown tier {tier!r}; configured: {', '.join(self._tiers)}")
+        state.refill(now)
+        state.requests.take(1)
+        state.input.take(input_tokens)
+        state.output.take(max_tokens)
+        state.in_flight += 1
+        res = _Reservation(tier, input_tokens, 0, max_tokens, cost_usd, cost_usd)
+        scopes = self._ledger.scopes_for(job.agent, job.tenant)
+        for scope in scopes:
+            scope.reserve(cost_usd)
+        self._in_flight[job.id] = _Flight(job, res, scopes)
+        self._totals["restored"] += 1
+        return True
+
+    def reserved_usd(self) -> float:
+        """The worst-case cost held for work in flight (0 when nothing is)."""
+        return round(sum(f.reservation.cost_usd for f in self._in_flight.values()), 9)
+
     def holds(self, job_id: str) -> bool:
         """Whether ``job_id`` is dispatched and not yet settled."""
         return job_id in self._in_flight
