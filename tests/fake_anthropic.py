@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
 
 #: ``answer(request_body, call_number)`` -> the reply's text (None: the default answer)
 Answer = Callable[[dict[str, Any], int], "str | None"]

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from conftest import BusFactory
 from fake_anthropic import FakeAnthropic
@@ -49,7 +50,7 @@ async def running(
     """A coordinator, a worker for the auditor on the fake API, and a client bus."""
     agent = ClaudeAgent(
         AUDITOR, client=claude_client(api_key="test", base_url=api.url), config=cfg,
-        sleep=lambda _: anyio.sleep(0),
+        sleep=lambda _: anyio.lowlevel.checkpoint(),
     )  # fmt: skip
     async with (
         make_bus() as coord_bus,

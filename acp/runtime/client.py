@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
