@@ -17,6 +17,8 @@ from conftest import BusFactory
 from fake_anthropic import FakeAnthropic
 
 from acp.agents import AgentDefinition, ClaudeAgent, RuntimeConfig, claude_client, load_config
+from acp.errors import RequestTimeout
+from acp.protocol import WireCodec
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.coordinator import Coordinator
@@ -45,7 +47,12 @@ def config(**overrides: Any) -> RuntimeConfig:
 
 @asynccontextmanager
 async def running(
-    make_bus: MakeBus, cfg: RuntimeConfig, api: FakeAnthropic, **coordinator: Any
+    make_bus: MakeBus,
+    cfg: RuntimeConfig,
+    api: FakeAnthropic,
+    *,
+    worker_options: dict[str, Any] | None = None,
+    **coordinator: Any,
 ) -> AsyncIterator[tuple[Coordinator, Bus]]:
     """A coordinator, a worker for the auditor on the fake API, and a client bus."""
     agent = ClaudeAgent(
@@ -65,7 +72,7 @@ async def running(
         await tg.start(coord.run)
         with anyio.fail_after(5):
             await coord.has_led.wait()
-        worker = Worker(worker_bus, [agent], heartbeat=0.2, grace=2)
+        worker = Worker(worker_bus, [agent], heartbeat=0.2, grace=2, **(worker_options or {}))
         await tg.start(worker.run)
         await anyio.sleep(0.3)  # the coordinator sees the worker
         yield coord, client_bus
@@ -236,9 +243,9 @@ async def test_a_new_leader_keeps_the_caps_and_counts_the_old_leaders_calls(
     assert after == {"in_flight": 0, "reserved": 0.0}
 
 
-async def test_held_slots_return_to_zero_whichever_way_a_message_ends(make_bus: MakeBus) -> None:
-    """A reply, an error reply, an admission dead letter (a frame the worker cannot read),
-    and the bus's max_deliveries: each ends its dispatch exactly once."""
+async def test_held_slots_return_to_zero_after_a_reply_and_an_error_reply(
+    make_bus: MakeBus,
+) -> None:
     cfg = config(tier_sonnet_concurrency=1)
 
     def answer(request: dict[str, Any], _: int) -> str | None:
@@ -253,6 +260,117 @@ async def test_held_slots_return_to_zero_whichever_way_a_message_ends(make_bus: 
                 "stream-auditor", {**AUDIT, "component_id": "bad"}, timeout=20
             )
             after = await held(coord)
+            status = (await coord.platform_status())["data_platform"]["scheduling"]["held"]
     assert "error" not in ok.body
     assert bad.body["error"] == "invalid_reply"
     assert after == {"in_flight": 0, "reserved": 0.0}
+    assert status == {"slots": 0, "reserved_usd": 0.0}
+
+
+async def test_a_dispatch_refused_at_the_worker_releases_its_slot_and_costs_nothing(
+    make_bus: MakeBus,
+) -> None:
+    """Two slots, a worker that runs one call at a time: the second dispatch waits in the
+    agent's queue past its deadline and the worker dead-letters it at admission. Its
+    slot comes back at once and it is charged nothing (it never reached the API)."""
+    cfg = config(tier_sonnet_concurrency=2)
+    with FakeAnthropic(delay=1.5) as api:
+        async with running(make_bus, cfg, api, worker_options={"concurrency": 1}) as (
+            coord,
+            bus,
+        ):
+            client = Client(bus)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: client.request("stream-auditor", AUDIT, timeout=20))
+                await anyio.sleep(0.2)
+                late = await client.request(
+                    "stream-auditor", {**AUDIT, "component_id": "late"}, timeout=20,
+                    deadline=bus.now() + 0.7,
+                )  # fmt: skip
+            after = await held(coord)
+            recorded = await coord.recorded_spend()
+    assert late.body["error"] == "dead_letter"
+    assert late.body["reason"] == "deadline"
+    assert len(api.requests) == 1
+    assert after == {"in_flight": 0, "reserved": 0.0}
+    billed = sum(cfg.tiers["sonnet"].cost(_usage(u)) for _, u in api.billed)
+    assert recorded == pytest.approx(billed)
+
+
+async def test_a_dispatch_whose_worker_dies_past_max_deliveries_releases_its_slot(
+    bus_backend: BusFactory,
+) -> None:
+    """The worker dies mid-call (its entry stays pending) and the entry is reclaimed
+    past ``max_deliveries``: dead-lettered, the sender told, the slot back, the call it
+    may have paid for charged at its reservation."""
+    cfg = config(tier_sonnet_concurrency=1)
+    options = BusOptions(min_idle=1.0, reclaim_interval=0.1, max_deliveries=1)
+    with FakeAnthropic(delay=3.0) as api:
+        agent = ClaudeAgent(
+            AUDITOR, client=claude_client(api_key="test", base_url=api.url), config=cfg
+        )
+        async with (
+            bus_backend(options) as coord_bus,
+            bus_backend(options) as first_bus,
+            bus_backend(options) as second_bus,
+            bus_backend(options) as bus,
+            anyio.create_task_group() as tg,
+        ):
+            coord = Coordinator(coord_bus, cfg, definitions={"stream-auditor": AUDITOR},
+                                lease_ttl=1.0, registry_interval=0.1, reconcile_interval=0.3)  # fmt: skip
+            await tg.start(coord.run)
+            first = Worker(first_bus, [agent], heartbeat=0.2, worker_id="first")
+            life = anyio.CancelScope()
+
+            async def first_lives() -> None:
+                with life:
+                    await first.run()
+
+            tg.start_soon(first_lives)
+            await anyio.sleep(0.3)
+            client = Client(bus)
+            replies: list[Any] = []
+
+            async def ask() -> None:
+                replies.append(await client.request("stream-auditor", AUDIT, timeout=20))
+
+            tg.start_soon(ask)
+            while not api.requests:
+                await anyio.sleep(0.05)
+            life.cancel()  # dies mid-call, its entry pending
+            second = Worker(second_bus, [agent], heartbeat=0.2, worker_id="second")
+            tg.start_soon(second.run)
+            with anyio.fail_after(15):
+                while not replies:
+                    await anyio.sleep(0.05)
+            after = await held(coord, within=5)
+            reserved = coord.policy.snapshot()["budgets"]
+            second.stop()
+            coord.stop()
+            tg.cancel_scope.cancel()
+    assert replies[0].body["reason"] == "max_deliveries"
+    assert after == {"in_flight": 0, "reserved": 0.0}
+    assert reserved["global"]["spent_usd"] > 0  # the call it may have paid for
+
+
+async def test_a_dispatch_no_worker_can_read_is_settled_by_reconciliation(
+    make_bus: MakeBus,
+) -> None:
+    """A frame the worker cannot decode (here: larger than the worker accepts) is
+    dead-lettered without an envelope, so no completion can name it: the coordinator
+    sees the dispatch gone from the agent's queue and settles it at its reservation."""
+    cfg = config(tier_sonnet_concurrency=1)
+    with FakeAnthropic() as api:
+        small = {"codec": WireCodec(max_frame=64)}
+        async with running(make_bus, cfg, api, worker_options=small, reconcile_interval=0.3) as (
+            coord,
+            bus,
+        ):
+            client = Client(bus)
+            with pytest.raises(RequestTimeout):
+                await client.request("stream-auditor", AUDIT, timeout=2)
+            after = await held(coord)
+            fine_after = coord.policy.snapshot()["in_flight"]["total"]
+    assert not api.requests
+    assert after == {"in_flight": 0, "reserved": 0.0}
+    assert fine_after == 0

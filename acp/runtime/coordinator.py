@@ -749,6 +749,11 @@ class Coordinator:
                 "queues": queues,
                 "scheduling": {
                     "queued": snapshot["queued"],
+                    # what dispatched work holds until it settles: zero when idle
+                    "held": {
+                        "slots": snapshot["in_flight"]["total"],
+                        "reserved_usd": round(self.policy.reserved_usd(), 6),
+                    },
                     "tiers": {
                         name: {
                             "in_flight": t["in_flight"],
@@ -797,7 +802,22 @@ class Coordinator:
                 ),
                 Sample("destination_dead_letters", stats.dead, labels, "Dead letters"),
             ]
-        for tier, t in self.policy.snapshot()["tiers"].items():
+        snapshot = self.policy.snapshot()
+        samples += [
+            Sample(
+                "held_slots",
+                snapshot["in_flight"]["total"],
+                {},
+                "Model-call slots held by dispatched work not yet settled (0 when idle)",
+            ),
+            Sample(
+                "held_reserved_usd",
+                self.policy.reserved_usd(),
+                {},
+                "Budget reserved by dispatched work not yet settled (0 when idle)",
+            ),
+        ]
+        for tier, t in snapshot["tiers"].items():
             samples.append(
                 Sample("tier_in_flight", t["in_flight"], {"tier": tier}, "Model calls in flight")
             )

@@ -299,7 +299,10 @@ class Worker:
         often) ends as surely as a reply: the coordinator hears of it like of any other
         completion, so the capacity it held comes back. A handler that ran has said so."""
         if letter.env is not None and not letter.ran:
-            self._completed(agent, letter.env, None, dead=letter.reason)
+            # refused at its first delivery, it never reached the model: it cost nothing;
+            # after more, an earlier delivery may have paid for a call (charged its hold)
+            first = letter.delivery.deliveries <= 1
+            self._completed(agent, letter.env, None, dead=letter.reason, unpaid=first)
 
     def _completed(
         self,
@@ -309,6 +312,7 @@ class Worker:
         *,
         dead: str | None = None,
         continued: str | None = None,
+        unpaid: bool = False,
     ) -> None:
         """Tell the coordinator this message no longer holds capacity, and what it cost.
 
@@ -335,7 +339,7 @@ class Worker:
             "tier": call.get("tier") or env.tier or agent.tier,
             "model": call.get("model"),
             "ok": ok or continued is not None,
-            "usage": call.get("usage"),
+            "usage": {"input_tokens": 0, "output_tokens": 0} if unpaid else call.get("usage"),
             "cost_usd": call.get("cost_usd", 0.0),
             "tenant": env.tenant,
             "created_at": env.created_at,

@@ -18,7 +18,6 @@ from acp.runtime.scheduling.policy import (
     Rejection,
     RejectionReason,
     SchedulingPolicy,
-    parse_limit_headers,
 )
 
 __all__ = [
@@ -34,5 +33,4 @@ __all__ = [
     "RejectionReason",
     "SchedulingPolicy",
     "TokenBucket",
-    "parse_limit_headers",
 ]

@@ -13,7 +13,7 @@ clock; ``bench/scheduler.py`` a virtual one). The daemon's loop::
     for e in decisions.events: log / publish e (deferrals, refusals, step-downs, limit changes)
     sleep until decisions.wake_at (None: until the next submit or completion)
     ...
-    policy.observe_limits(tier, **parse_limit_headers(headers))  # *before* complete()
+    policy.observe_snapshot(snapshot)      # the reply's rate-limit headers, *before* complete()
     policy.complete(job_id, usage=reply_usage, ok=valid, model=reply_model)
     if not valid and (up := policy.escalate(job, from_tier=d.tier)): policy.submit(up)
 
@@ -25,18 +25,29 @@ What it enforces, per tier (``RuntimeConfig.tiers``):
   request, the input estimate and the full ``max_tokens`` of output (the API
   reserves ``max_tokens`` at request start); completion gives back the unused
   output (the API re-credits it at the end of the request) and settles the
-  input estimate against the reported input (refund or debt). Headers lower
-  the limits and levels, never raise them above the configuration. Every
-  charge lands in our bucket no later than in the API's and every refund no
-  earlier, so the runtime never provokes a 429 by itself. That is exact when
-  ``Job.input_tokens`` is given; otherwise the input reserved is the learned
-  mean plus ``input_sigmas`` deviations, and each reply's headers pull our
-  levels down to the API's if an underestimate left ours higher.
-* **Ordering**: effective priority = ``priority + aging_per_s * waited +
-  urgency`` where urgency rises linearly from 0 to ``deadline_boost`` over the
-  last ``deadline_horizon_s`` before the deadline. Aging makes every job win
-  eventually; a tier whose best job does not fit its buckets waits for it
-  (no smaller job overtakes), so big jobs do not starve either.
+  input estimate against the reported input (refund or debt). When the API
+  reports a combined ``tokens`` limit, a fourth bucket charges input plus
+  ``max_tokens``. Reported limits are adopted as they are, up or down (the
+  configuration is only where a tier starts); reported remaining levels lower
+  ours, never raise them. Every charge lands in our bucket no later than in
+  the API's and every refund no earlier, so the runtime never provokes a 429 by
+  itself. That is exact when ``Job.input_tokens`` is given (the coordinator
+  bounds it by the request's bytes); otherwise the input reserved is the
+  learned mean plus ``input_sigmas`` deviations, and each reply's headers pull
+  our levels down to the API's if an underestimate left ours higher.
+* **Ordering**, per tier: each priority level (0-9) is a queue in arrival
+  order, and the levels share the tier by weight, the weight doubling every
+  ``priority_doubling`` levels (default 3): while priorities 8 and 2 both have
+  work waiting, 8 gets four dispatches for each of 2's. A level whose work
+  arrives slower than its share is served at its first turn, as under strict
+  priority; a level that waited earns no credit for later. Low priority is thus
+  never starved (its share is fixed), yet never overtakes work more important
+  than it by more than its share. Work whose deadline is less than
+  ``deadline_horizon_s`` away takes every other dispatch while other work
+  waits, earliest deadline first. A tier whose next job does not fit its buckets
+  (or its budget) waits for it: no other job overtakes, so big jobs do not
+  starve either. Each decision looks only at the heads of the levels (ten) and
+  of a deadline heap: O(log n) per job moved.
 * **Deadlines**: a queued job whose deadline has passed is dead-lettered with
   reason ``deadline``; in-flight work is the worker's to cancel.
 * **Budgets** (:mod:`~acp.runtime.scheduling.budgets`): the worst case (the
@@ -57,16 +68,11 @@ What it enforces, per tier (``RuntimeConfig.tiers``):
 
 from __future__ import annotations
 
-import bisect
-import contextlib
 import heapq
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from email.utils import parsedate_to_datetime
-from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 from acp.agents.config import RuntimeConfig, TierSpec, Usage
@@ -86,7 +92,6 @@ __all__ = [
     "Rejection",
     "RejectionReason",
     "SchedulingPolicy",
-    "parse_limit_headers",
 ]
 
 DAY_S = 86_400.0
@@ -94,7 +99,7 @@ DAY_S = 86_400.0
 RejectionReason = Literal["deadline", "budget", "too_large"]
 EventKind = Literal["deferred", "refused", "dead_letter", "step_down", "limits", "paused"]
 _Verdict = Literal["go", "wait", "defer", "refuse"]
-_State = Literal["queued", "deferred", "gone"]
+_State = Literal["queued", "deferred", "held", "gone"]
 
 
 # -- values the daemon sees ----------------------------------------------------------------
@@ -106,8 +111,8 @@ class Job:
 
     ``tier`` is the requested tier name (a key of ``RuntimeConfig.tiers``);
     ``allowed_tiers`` lists where the coordinator may move it (empty: only
-    ``tier``). ``submitted_at`` is on the policy's clock and drives aging, so
-    a re-submitted or escalated job keeps its age. ``input_tokens`` is the
+    ``tier``). ``submitted_at`` is on the policy's clock and orders a priority
+    level, so a re-submitted or escalated job keeps its place. ``input_tokens`` is the
     prompt's size when the daemon knows it (``count_tokens``); otherwise the
     policy's learned estimate is reserved. ``max_tokens`` overrides the
     complexity class's.
@@ -244,42 +249,97 @@ class _Plan:
 class _Entry:
     job: Job
     seq: int
-    #: ``priority - aging * submitted_at``: effective priority minus the common ``aging * now``
-    static: float
-    key: tuple[float, int]
-    #: everything a budget/tier plan depends on: equal classes get equal plans
-    cls: tuple[object, ...]
     #: allowed tiers cheaper than the requested one, most expensive first
     cheaper: tuple[str, ...]
     state: _State = "queued"
 
 
-_KEY = attrgetter("key")
+_Heap = list[tuple[float, int, _Entry]]
+
+
+def _top(heap: _Heap) -> _Entry | None:
+    """The first entry still queued (those gone are dropped as they surface)."""
+    while heap:
+        entry = heap[0][2]
+        if entry.state == "queued":
+            return entry
+        heapq.heappop(heap)
+    return None
+
+
+LEVELS = 10  # priorities 0-9
 
 
 @dataclass(slots=True)
 class _Queue:
-    """Queued entries of one requested tier: static order plus deadline-bearing ones."""
+    """Queued entries of one requested tier: a heap per priority level (arrival
+    order) and one by deadline. Levels share the tier by stride scheduling: each
+    has a pass that grows by ``1 / weight`` per dispatch, the waiting level with
+    the lowest pass goes next (the higher priority on a tie), and a level that
+    starts waiting again joins at the current pass, so idle time earns no credit.
+    An entry that leaves (dispatched, refused, deferred, held, expired, cancelled)
+    stays in its heaps until it surfaces and is dropped there: O(log n) per entry."""
 
-    plain: list[_Entry] = field(default_factory=list)
-    timed: list[_Entry] = field(default_factory=list)
+    strides: tuple[float, ...]
+    levels: list[_Heap] = field(default_factory=lambda: [[] for _ in range(LEVELS)])
+    waiting: list[int] = field(default_factory=lambda: [0] * LEVELS)
+    passes: list[float] = field(default_factory=lambda: [0.0] * LEVELS)
+    by_deadline: _Heap = field(default_factory=list)
     live: int = 0
-    stale: int = 0
+    #: the pass of the last level served: where a level that starts waiting joins
+    vtime: float = 0.0
+    #: urgent work and the levels' pick alternate while both wait
+    urgent_turn: bool = True
+    #: whether the last head returned came from the urgent lane
+    urgent_head: bool = False
 
     def add(self, entry: _Entry) -> None:
-        if entry.job.deadline is None:
-            bisect.insort(self.plain, entry, key=_KEY)
-        else:
-            self.timed.append(entry)
+        job = entry.job
+        level = job.priority
+        if not self.waiting[level]:
+            self.passes[level] = max(self.passes[level], self.vtime)
+        self.waiting[level] += 1
+        heapq.heappush(self.levels[level], (job.submitted_at, entry.seq, entry))
+        if job.deadline is not None:
+            heapq.heappush(self.by_deadline, (job.deadline, entry.seq, entry))
         self.live += 1
 
-    def drop(self) -> None:
+    def remove(self, entry: _Entry) -> None:
+        """Count a queued entry out (its heap slots are dropped when they surface)."""
+        self.waiting[entry.job.priority] -= 1
         self.live -= 1
-        self.stale += 1
-        if self.stale > 64 and self.stale > self.live:
-            self.plain = [e for e in self.plain if e.state == "queued"]
-            self.timed = [e for e in self.timed if e.state == "queued"]
-            self.stale = 0
+
+    def served(self, entry: _Entry) -> None:
+        self.urgent_turn = not self.urgent_head
+        level = entry.job.priority
+        self.vtime = max(self.vtime, self.passes[level])
+        self.passes[level] += self.strides[level]
+
+    def head(self, now: float, horizon_s: float) -> _Entry | None:
+        """The entry whose turn it is (see the module docstring's ordering)."""
+        if not self.live:
+            return None
+        best = -1
+        for level in range(LEVELS - 1, -1, -1):
+            if self.waiting[level] and (best < 0 or self.passes[level] < self.passes[best]):
+                best = level
+        pick = _top(self.levels[best]) if best >= 0 else None
+        urgent = _top(self.by_deadline)
+        deadline = urgent.job.deadline if urgent is not None else None
+        self.urgent_head = (
+            deadline is not None
+            and deadline - now <= horizon_s
+            and (self.urgent_turn or pick is None or pick is urgent)
+        )
+        return urgent if self.urgent_head else pick
+
+    def next_change(self, now: float, horizon_s: float) -> float | None:
+        """When the head may change without any call: queued work becomes urgent."""
+        urgent = _top(self.by_deadline) if self.live else None
+        deadline = urgent.job.deadline if urgent is not None else None
+        if deadline is not None and deadline - now > horizon_s:
+            return deadline - horizon_s
+        return None
 
 
 @dataclass(slots=True, eq=False)
@@ -289,34 +349,63 @@ class _Tier:
     requests: TokenBucket
     input: TokenBucket
     output: TokenBucket
+    #: input + output tokens per minute, once the API reports such a limit
+    tokens: TokenBucket | None = None
     in_flight: int = 0
     paused_until: float = -math.inf
 
+    def buckets(self) -> list[tuple[TokenBucket, Callable[[_Reservation], int]]]:
+        """Each bucket with what a dispatch takes from it."""
+        out: list[tuple[TokenBucket, Callable[[_Reservation], int]]] = [
+            (self.requests, _ONE),
+            (self.input, _INPUT),
+            (self.output, _OUTPUT),
+        ]
+        if self.tokens is not None:
+            out.append((self.tokens, _COMBINED))
+        return out
+
     def refill(self, now: float) -> None:
-        self.requests.refill(now)
-        self.input.refill(now)
-        self.output.refill(now)
+        for bucket, _ in self.buckets():
+            bucket.refill(now)
 
     def fits(self, res: _Reservation) -> bool:
-        return (
-            self.requests.can_take(1)
-            and self.input.can_take(res.input_tokens)
-            and self.output.can_take(res.max_tokens)
-        )
+        return all(bucket.can_take(need(res)) for bucket, need in self.buckets())
+
+    def take(self, res: _Reservation) -> None:
+        for bucket, need in self.buckets():
+            bucket.take(need(res))
 
     def ready_at(self, res: _Reservation, now: float) -> float:
-        return max(
-            self.requests.ready_at(1, now),
-            self.input.ready_at(res.input_tokens, now),
-            self.output.ready_at(res.max_tokens, now),
-        )
+        return max(bucket.ready_at(need(res), now) for bucket, need in self.buckets())
 
     def oversized(self, res: _Reservation) -> str | None:
         if res.input_tokens > self.input.capacity:
             return f"{res.input_tokens} input tokens > {self.name}'s {self.input.capacity:.0f}/min"
         if res.max_tokens > self.output.capacity:
             return f"max_tokens {res.max_tokens} > {self.name}'s {self.output.capacity:.0f} output tokens/min"
+        if self.tokens is not None and _COMBINED(res) > self.tokens.capacity:
+            return (
+                f"{_COMBINED(res)} input + max output tokens > {self.name}'s "
+                f"{self.tokens.capacity:.0f} tokens/min"
+            )
         return None
+
+
+def _ONE(res: _Reservation) -> int:  # noqa: N802 - a constant's name
+    return 1
+
+
+def _INPUT(res: _Reservation) -> int:  # noqa: N802
+    return res.input_tokens
+
+
+def _OUTPUT(res: _Reservation) -> int:  # noqa: N802
+    return res.max_tokens
+
+
+def _COMBINED(res: _Reservation) -> int:  # noqa: N802
+    return res.input_tokens + res.max_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,18 +424,18 @@ class SchedulingPolicy:
     :param config: tiers (limits, prices), complexity classes, budgets.
     :param clock: seconds on any monotonic scale shared with ``Job.submitted_at``,
         ``Job.deadline`` and ``day_start`` (``time.time`` in production).
-    :param aging_per_s: priority levels a waiting job gains per second (default:
-        one level a minute, so a priority-0 job beats fresh priority-9 work
-        after nine minutes).
+    :param priority_doubling: a priority level's share of its tier doubles every
+        this many levels (3: priority 8 gets four times the dispatches of priority 2
+        while both have work waiting).
     :param day_start: a time at which a budget day starts; days are 24 h long.
     :param pressure_fraction: below this share of a budget left, flexible jobs
         step down to a cheaper allowed tier.
-    :param deadline_horizon_s: how long before its deadline a job starts to gain urgency.
-    :param deadline_boost: the urgency at the deadline, in priority levels.
+    :param deadline_horizon_s: how long before its deadline a job goes first.
     :param input_sigmas: input reserved = learned mean + this many mean deviations.
     :param estimate_alpha: EWMA weight of each reply's reported usage.
     :param refund_output: give unused ``max_tokens`` back at completion (the API does).
     :param cache_ttl: the prompt-cache TTL the workers use, for pricing cache writes.
+    :param max_moves: most jobs one decision holds, defers, refuses or dead-letters.
     """
 
     def __init__(
@@ -354,37 +443,38 @@ class SchedulingPolicy:
         config: RuntimeConfig,
         *,
         clock: Callable[[], float],
-        aging_per_s: float = 1 / 60,
+        priority_doubling: float = 3.0,
         day_start: float = 0.0,
         pressure_fraction: float = 0.1,
         deadline_horizon_s: float = 600.0,
-        deadline_boost: float = 10.0,
         input_sigmas: float = 2.0,
         estimate_alpha: float = 0.1,
         refund_output: bool = True,
         cache_ttl: Literal["5m", "1h"] = "5m",
+        max_moves: int = 256,
     ) -> None:
         if (
-            aging_per_s < 0
+            priority_doubling <= 0
             or deadline_horizon_s <= 0
             or not 0 < estimate_alpha <= 1
             or not 0 <= pressure_fraction <= 1
+            or max_moves < 1
         ):
             raise ValueError(
-                "need aging_per_s >= 0, deadline_horizon_s > 0, 0 < estimate_alpha <= 1 "
-                "and 0 <= pressure_fraction <= 1"
+                "need priority_doubling > 0, deadline_horizon_s > 0, 0 < estimate_alpha <= 1, "
+                "0 <= pressure_fraction <= 1 and max_moves >= 1"
             )
         self._config = config
         self._clock = clock
-        self._aging = aging_per_s
+        self._strides = tuple(2 ** (-p / priority_doubling) for p in range(LEVELS))
         self._day_start = day_start
         self._pressure = pressure_fraction
         self._horizon = deadline_horizon_s
-        self._boost = deadline_boost
         self._sigmas = input_sigmas
         self._alpha = estimate_alpha
         self._refund_output = refund_output
         self._cache_ttl = cache_ttl
+        self._max_moves = max_moves
         self._order = config.tier_order()
         self._rank = {name: i for i, name in enumerate(self._order)}
         self._by_model = {spec.model: name for name, spec in config.tiers.items()}
@@ -410,16 +500,15 @@ class SchedulingPolicy:
             for name, cc in config.complexity.items()
         }
         self._ledger = BudgetLedger(config.budgets)
-        self._queues = {name: _Queue() for name in config.tiers}
+        self._queues = {name: _Queue(self._strides) for name in config.tiers}
         self._entries: dict[str, _Entry] = {}
         self._deferred: dict[str, _Entry] = {}
+        #: entries waiting aside for a budget scope (by its name) to have room
+        self._held: dict[str, _Heap] = {}
         self._deadlines: list[tuple[float, int, _Entry]] = []
         self._in_flight: dict[str, _Flight] = {}
         self._events: list[Event] = []
         self._seq = 0
-        self._heap_seq = 0  # a deferred job re-queued gets a second deadline entry
-        self._max_input_override = 0
-        self._max_tokens_override = 0
         self._totals: Counter[str] = Counter()
 
     # -- time ----------------------------------------------------------------------------
@@ -435,6 +524,7 @@ class SchedulingPolicy:
         if day != self._day:
             self._day = day
             self._ledger.new_day()
+            self._release(list(self._held), everything=True)
             for entry in list(self._deferred.values()):
                 self._reactivate(entry)
         return now
@@ -461,33 +551,21 @@ class SchedulingPolicy:
             self._config.tier(tier)
         allowed = {*job.allowed_tiers, job.tier}
         cheaper = tuple(t for t in reversed(self._order[: self._rank[job.tier]]) if t in allowed)
-        self._seq += 1
-        static = job.priority - self._aging * job.submitted_at
-        cls = (
-            job.tier,
-            job.complexity,
-            cheaper,
-            job.agent,
-            job.tenant,
-            job.input_tokens,
-            job.max_tokens,
-        )
-        self._enqueue(_Entry(job, self._seq, static, (-static, self._seq), cls, cheaper))
-        self._max_input_override = max(self._max_input_override, job.input_tokens or 0)
-        self._max_tokens_override = max(self._max_tokens_override, job.max_tokens or 0)
+        self._enqueue(job, cheaper)
         self._totals["submitted"] += 1
         return True
 
-    def _enqueue(self, entry: _Entry) -> None:
-        self._queues[entry.job.tier].add(entry)
-        self._entries[entry.job.id] = entry
-        if entry.job.deadline is not None:
-            self._heap_seq += 1
-            heapq.heappush(self._deadlines, (entry.job.deadline, self._heap_seq, entry))
+    def _enqueue(self, job: Job, cheaper: tuple[str, ...]) -> None:
+        self._seq += 1
+        entry = _Entry(job, self._seq, cheaper)
+        self._queues[job.tier].add(entry)
+        self._entries[job.id] = entry
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, self._seq, entry))
 
     def _unqueue(self, entry: _Entry, state: _State) -> None:
         """Take a queued entry out of its queue, into ``state`` (deferred or gone)."""
-        self._queues[entry.job.tier].drop()
+        self._queues[entry.job.tier].remove(entry)
         entry.state = state
         if state == "gone":
             del self._entries[entry.job.id]
@@ -496,8 +574,8 @@ class SchedulingPolicy:
 
     def _reactivate(self, entry: _Entry) -> None:
         del self._deferred[entry.job.id]
-        entry.state = "gone"  # the queue lists may still hold this object: a fresh one goes in
-        self._enqueue(replace(entry, state="queued"))
+        entry.state = "gone"  # the heaps may still hold this object: a fresh one goes in
+        self._enqueue(entry.job, entry.cheaper)
 
     def cancel(self, job_id: str) -> bool:
         """Forget a queued or deferred job; False if it is unknown or already dispatched."""
@@ -505,38 +583,20 @@ class SchedulingPolicy:
         entry = self._entries.get(job_id)
         if entry is None:
             return False
-        if entry.state == "queued":
-            self._unqueue(entry, "gone")
-        else:
-            del self._deferred[job_id]
-            del self._entries[job_id]
-            entry.state = "gone"
+        self._forget(entry)
         return True
 
+    def _forget(self, entry: _Entry) -> None:
+        """Take a queued, held or deferred entry out for good."""
+        if entry.state == "queued":
+            self._unqueue(entry, "gone")
+            return
+        if entry.state == "deferred":
+            del self._deferred[entry.job.id]
+        del self._entries[entry.job.id]
+        entry.state = "gone"  # a held entry is dropped from its list when released
+
     # -- deciding ------------------------------------------------------------------------
-
-    def _urgency(self, deadline: float, now: float) -> float:
-        slack = deadline - now
-        if slack >= self._horizon:
-            return 0.0
-        return self._boost * (1.0 - max(slack, 0.0) / self._horizon)
-
-    def _ordered(self, now: float, skip: set[str]) -> Iterator[tuple[tuple[float, int], _Entry]]:
-        """Queued entries, best effective priority first (ties: submission order)."""
-        streams: list[Iterable[tuple[tuple[float, int], _Entry]]] = []
-        for tier, queue in self._queues.items():
-            if not queue.live or tier in skip:
-                continue
-            streams.append((e.key, e) for e in queue.plain if e.state == "queued")
-            if queue.timed:
-                timed = [
-                    ((-(e.static + self._urgency(e.job.deadline, now)), e.seq), e)
-                    for e in queue.timed
-                    if e.state == "queued" and e.job.deadline is not None
-                ]
-                timed.sort(key=itemgetter(0))
-                streams.append(timed)
-        return heapq.merge(*streams, key=itemgetter(0))
 
     def _reserve(self, job: Job, tier: str) -> _Reservation:
         spec = self._config.tiers[tier]
@@ -554,18 +614,6 @@ class SchedulingPolicy:
         worst = (reserve_in * max(price.input, write) + max_tokens * price.output) / 1e6
         expected = (expect_in * price.input + expect_out * price.output) / 1e6
         return _Reservation(tier, reserve_in, expect_out, max_tokens, worst, expected)
-
-    def _max_reservation_usd(self) -> float:
-        """An upper bound on any queued job's reservation at any tier right now."""
-        most = 0.0
-        for (tier, complexity), est in self._estimates.items():
-            price = self._config.tiers[tier].price
-            cc = self._config.complexity[complexity]
-            reserve_in = max(est.input_reserve(self._sigmas), self._max_input_override)
-            out = max(cc.max_tokens, self._max_tokens_override)
-            in_price = max(price.input, price.cache_write_5m, price.cache_write_1h)
-            most = max(most, (reserve_in * in_price + out * price.output) / 1e6)
-        return most
 
     def _plan(self, entry: _Entry) -> _Plan:
         """Where ``entry`` would run given the budgets (rate limits are checked after)."""
@@ -601,67 +649,109 @@ class SchedulingPolicy:
                     detail=f"{s.name} budget: ${s.limit - s.spent:.4f} left today, worst-case "
                     f"cost ${floor.cost_usd:.4f} on {floor.tier}",
                 )
-        return _Plan("wait")  # in-flight work may settle below its reservation
+        # in-flight work may settle below its reservation: wait for the scopes short now
+        short = ",".join(s.name for s in scopes if not s.fits(requested.cost_usd))
+        return _Plan("wait", scope=short)
 
     def decide(self) -> Decisions:
-        """Everything to do now: dispatches, dead letters, refusals, events, next wake-up."""
+        """Everything to do now: dispatches, dead letters, refusals, events, next wake-up.
+
+        Each tier's queue is served from its head until the tier is full, paused,
+        short of tokens or budget for that head, or empty: a job is looked at only
+        when its turn comes, so a decision costs O(log n) per job it moves. At most
+        ``max_moves`` jobs are held, deferred, refused or dead-lettered per decision
+        (``wake_at`` is then now): a day's budget running out under 100k queued
+        jobs is settled over many short decisions, never one long stall."""
         now = self._tick()
         events, self._events = self._events, []
         dead: list[Rejection] = []
         refused: list[Rejection] = []
         dispatches: list[Dispatch] = []
-        self._sweep_deadlines(now, dead, events)
-
-        blocked: set[str] = set()
-        for name, tier in self._tiers.items():
+        moves = self._sweep_deadlines(now, dead, events, self._max_moves)
+        for tier in self._tiers.values():
             tier.refill(now)
-            if tier.in_flight >= tier.spec.concurrency or now < tier.paused_until:
-                blocked.add(name)
         ready: dict[str, float] = {}
-        # with budget to spare no job can move tier or be held back, so blocked tiers'
-        # queues need no look; otherwise every job is visited (deferrals, step-downs)
-        tight = self._ledger.tight(self._max_reservation_usd(), self._pressure)
-        if len(blocked) < len(self._tiers) or tight:
-            plans: dict[tuple[object, ...], _Plan] = {}
-            for _, entry in self._ordered(now, set() if tight else set(blocked)):
-                if entry.state != "queued":
-                    continue
-                plan = plans.get(entry.cls)
-                if plan is None:
-                    plan = plans[entry.cls] = self._plan(entry)
+        for name, queue in self._queues.items():
+            while queue.live:
+                if not self._open(self._tiers[name], now) or moves >= self._max_moves:
+                    break
+                entry = queue.head(now, self._horizon)
+                if entry is None:
+                    break
+                plan = self._plan(entry)
                 if plan.verdict == "wait":
+                    if "global" in plan.scope.split(","):
+                        break  # the whole day's budget: everything waits, nothing overtakes
+                    # an agent's or a tenant's budget: its work waits aside, others go on
+                    self._hold(entry, plan.scope)
+                    moves += 1
                     continue
                 if plan.verdict != "go":
                     self._hold_back(entry, plan, now, refused, events)
+                    moves += 1
                     continue
                 res = plan.reservation
                 assert res is not None
-                tier = self._tiers[res.tier]
-                if res.tier in blocked:
-                    continue
-                too_large = tier.oversized(res)
+                target = self._tiers[res.tier]
+                if not self._open(target, now):
+                    break  # stepped down to a tier that is full: the head waits
+                too_large = target.oversized(res)
                 if too_large is not None:
                     self._refuse(entry, "too_large", too_large, now, refused, events)
+                    moves += 1
                     continue
-                if not tier.fits(res):
-                    # the best job of this tier waits for its tokens: nothing smaller overtakes
-                    blocked.add(res.tier)
-                    ready[res.tier] = tier.ready_at(res, now)
-                else:
-                    dispatches.append(self._dispatch(entry, plan, res, tier, now, events))
-                    plans.clear()  # budgets moved
-                    if tier.in_flight >= tier.spec.concurrency:
-                        blocked.add(res.tier)
-                if len(blocked) == len(self._tiers) and not tight:
-                    break
+                if not target.fits(res):
+                    ready[name] = target.ready_at(res, now)
+                    break  # the head waits for its tokens: nothing smaller overtakes
+                queue.served(entry)
+                dispatches.append(self._dispatch(entry, plan, res, target, now, events))
         return Decisions(
             at=now,
             dispatch=tuple(dispatches),
             dead_letter=tuple(dead),
             refused=tuple(refused),
             events=tuple(events),
-            wake_at=self._wake_at(now, ready),
+            wake_at=now if moves >= self._max_moves else self._wake_at(now, ready),
         )
+
+    def _hold(self, entry: _Entry, scopes: str) -> None:
+        """Set ``entry`` aside until one of ``scopes`` has room for it."""
+        self._queues[entry.job.tier].remove(entry)
+        entry.state = "held"
+        for name in scopes.split(","):
+            heapq.heappush(self._held.setdefault(name, []), (-entry.job.priority, entry.seq, entry))
+
+    def _release(self, scopes: Iterable[str], *, everything: bool = False) -> None:
+        """Put back in line (in their old places) the entries waiting for ``scopes``, as
+        long as the scope has room for the next one at its cheapest allowed tier, or
+        nothing more will settle there (then the line defers or refuses it): an entry
+        that still would not fit stays aside instead of being held again."""
+        by_name = {s.name: s for s in self._ledger.all_scopes()}
+        for name in scopes:
+            held = self._held.get(name)
+            scope = by_name.get(name)
+            while held:
+                entry = held[0][2]
+                if entry.state != "held":
+                    heapq.heappop(held)
+                    continue
+                floor = entry.cheaper[-1] if entry.cheaper else entry.job.tier
+                if (
+                    not everything
+                    and scope is not None
+                    and scope.in_flight > 0  # more may settle: keep waiting aside
+                    and not scope.fits(self._reserve(entry.job, floor).cost_usd)
+                ):
+                    break
+                heapq.heappop(held)
+                entry.state = "queued"
+                self._queues[entry.job.tier].add(entry)
+            if not held:
+                self._held.pop(name, None)
+
+    @staticmethod
+    def _open(tier: _Tier, now: float) -> bool:
+        return tier.in_flight < tier.spec.concurrency and now >= tier.paused_until
 
     def _dispatch(
         self,
@@ -673,9 +763,7 @@ class SchedulingPolicy:
         events: list[Event],
     ) -> Dispatch:
         job = entry.job
-        tier.requests.take(1)
-        tier.input.take(res.input_tokens)
-        tier.output.take(res.max_tokens)
+        tier.take(res)
         tier.in_flight += 1
         scopes = self._ledger.scopes_for(job.agent, job.tenant)
         for scope in scopes:
@@ -767,17 +855,15 @@ class SchedulingPolicy:
             )
         )
 
-    def _sweep_deadlines(self, now: float, dead: list[Rejection], events: list[Event]) -> None:
-        while self._deadlines and self._deadlines[0][0] <= now:
+    def _sweep_deadlines(
+        self, now: float, dead: list[Rejection], events: list[Event], most: int
+    ) -> int:
+        """Dead-letter up to ``most`` queued jobs past their deadline; how many."""
+        while self._deadlines and self._deadlines[0][0] <= now and len(dead) < most:
             deadline, _, entry = heapq.heappop(self._deadlines)
             if entry.state == "gone":
                 continue
-            if entry.state == "queued":
-                self._unqueue(entry, "gone")
-            else:
-                del self._deferred[entry.job.id]
-                del self._entries[entry.job.id]
-                entry.state = "gone"
+            self._forget(entry)
             late = now - deadline
             detail = f"deadline passed {late:.1f}s ago before the job could be dispatched"
             self._totals["dead_lettered"] += 1
@@ -793,6 +879,7 @@ class SchedulingPolicy:
                     detail=detail,
                 )
             )
+        return len(dead)
 
     def _wake_at(self, now: float, ready: Mapping[str, float]) -> float | None:
         times = list(ready.values())
@@ -804,6 +891,12 @@ class SchedulingPolicy:
             times.append(self.budget_resets_at)
         if any(q.live for q in self._queues.values()):
             times.extend(t.paused_until for t in self._tiers.values() if t.paused_until > now)
+        for name, queue in self._queues.items():
+            if not self._open(self._tiers[name], now):
+                continue  # a full tier decides again when a call completes
+            change = queue.next_change(now, self._horizon)
+            if change is not None:
+                times.append(change)
         return min(times) if times else None
 
     # -- completing ----------------------------------------------------------------------
@@ -828,11 +921,9 @@ class SchedulingPolicy:
         if state is None:
             raise ConfigError(f"unknown tier {tier!r}; configured: {', '.join(self._tiers)}")
         state.refill(now)
-        state.requests.take(1)
-        state.input.take(input_tokens)
-        state.output.take(max_tokens)
-        state.in_flight += 1
         res = _Reservation(tier, input_tokens, 0, max_tokens, cost_usd, cost_usd)
+        state.take(res)
+        state.in_flight += 1
         scopes = self._ledger.scopes_for(job.agent, job.tenant)
         for scope in scopes:
             scope.reserve(cost_usd)
@@ -884,6 +975,9 @@ class SchedulingPolicy:
             tier.input.give(res.input_tokens - used_in)
             if self._refund_output:
                 tier.output.give(res.max_tokens - usage.output_tokens)
+            if tier.tokens is not None:
+                unused_out = res.max_tokens - usage.output_tokens if self._refund_output else 0
+                tier.tokens.give(res.input_tokens - used_in + unused_out)
             priced = self._by_model.get(model or "", res.tier)
             actual = self._config.tiers[priced].cost(usage, cache_ttl=self._cache_ttl)
             self._estimates[(res.tier, flight.job.complexity)].update(
@@ -891,6 +985,7 @@ class SchedulingPolicy:
             )
         for scope in flight.scopes:
             scope.settle(res.cost_usd, actual)
+        self._release(scope.name for scope in flight.scopes)
         self._totals["completed" if ok else "failed"] += 1
         self._totals["cost_usd_micros"] += round(actual * 1e6)
         return actual
@@ -938,16 +1033,20 @@ class SchedulingPolicy:
         output_tokens_limit: float | None = None,
         output_tokens_remaining: float | None = None,
         output_tokens_reset_s: float | None = None,
+        tokens_limit: float | None = None,
+        tokens_remaining: float | None = None,
+        tokens_reset_s: float | None = None,
         retry_after_s: float | None = None,
     ) -> None:
         """Adopt what a response's ``anthropic-ratelimit-*`` headers said about ``tier``.
 
-        A reported limit below the configured one becomes the bucket's
-        capacity and refill rate (never above the configuration: operators may
-        keep headroom for others). A reported remaining lowers the level when it
-        is below ours (never raises it: the report is older than our latest
-        charges). A reset time (seconds until the bucket is full) stands in for
-        a missing remaining. ``retry_after_s`` pauses the tier. Call it before
+        A reported limit becomes the bucket's capacity and refill rate, up or down:
+        the API's limits move (a tier upgrade, a temporary reduction) and the
+        configuration is only where a tier starts. A reported combined ``tokens``
+        limit adds a bucket for input plus output. A reported remaining lowers the
+        level when it is below ours (never raises it: the report is older than our
+        latest charges). A reset time (seconds until the bucket is full) stands in
+        for a missing remaining. ``retry_after_s`` pauses the tier. Call it before
         :meth:`complete` for the same reply, so the refund lands after the clamp.
         """
         now = self._tick()
@@ -955,32 +1054,32 @@ class SchedulingPolicy:
         state = self._tiers.get(name)
         if state is None:
             raise ConfigError(f"unknown tier {tier!r}; configured: {', '.join(self._tiers)}")
+        if tokens_limit is not None and state.tokens is None:
+            state.tokens = TokenBucket(tokens_limit, now=now)
         state.refill(now)
-        spec = state.spec
-        rows = (
-            ("requests", state.requests, spec.requests_per_minute, requests_limit,
-             requests_remaining, requests_reset_s),
-            ("input tokens", state.input, spec.input_tokens_per_minute, input_tokens_limit,
-             input_tokens_remaining, input_tokens_reset_s),
-            ("output tokens", state.output, spec.output_tokens_per_minute, output_tokens_limit,
-             output_tokens_remaining, output_tokens_reset_s),
-        )  # fmt: skip
-        for label, bucket, configured, limit, remaining, reset_s in rows:
-            if limit is not None:
-                adopted = min(float(configured), float(limit))
-                if adopted != bucket.capacity:
-                    before = bucket.capacity
-                    bucket.set_limit(adopted)
-                    self._events.append(
-                        Event(
-                            at=now,
-                            kind="limits",
-                            tier=name,
-                            reason=label.replace(" ", "_"),
-                            detail=f"{name} {label} per minute {before:.0f} -> {adopted:.0f} "
-                            f"(API reports {limit:.0f}, configured {configured})",
-                        )
+        rows: list[tuple[str, TokenBucket, float | None, float | None, float | None]] = [
+            ("requests", state.requests, requests_limit, requests_remaining, requests_reset_s),
+            ("input tokens", state.input, input_tokens_limit, input_tokens_remaining,
+             input_tokens_reset_s),
+            ("output tokens", state.output, output_tokens_limit, output_tokens_remaining,
+             output_tokens_reset_s),
+        ]  # fmt: skip
+        if state.tokens is not None:
+            rows.append(("tokens", state.tokens, tokens_limit, tokens_remaining, tokens_reset_s))
+        for label, bucket, limit, remaining, reset_s in rows:
+            if limit is not None and limit > 0 and float(limit) != bucket.capacity:
+                before = bucket.capacity
+                bucket.set_limit(float(limit))
+                self._events.append(
+                    Event(
+                        at=now,
+                        kind="limits",
+                        tier=name,
+                        reason=label.replace(" ", "_"),
+                        detail=f"{name} {label} per minute {before:.0f} -> {limit:.0f} "
+                        f"(as the API reports)",
                     )
+                )
             if remaining is None and reset_s is not None:
                 remaining = bucket.capacity - bucket.rate * max(reset_s, 0.0)
             if remaining is not None:
@@ -1001,7 +1100,7 @@ class SchedulingPolicy:
     def observe_snapshot(self, snapshot: RateLimitSnapshot) -> None:
         """:meth:`observe_limits` from the snapshot a Claude worker publishes."""
         kwargs: dict[str, float] = {}
-        for kind in ("requests", "input_tokens", "output_tokens"):
+        for kind in ("requests", "input_tokens", "output_tokens", "tokens"):
             window = getattr(snapshot, kind)
             if window is None:
                 continue
@@ -1065,44 +1164,3 @@ class SchedulingPolicy:
             },
             "totals": {**totals, "cost_usd": spent_micros / 1e6},
         }
-
-
-# -- headers -------------------------------------------------------------------------------
-
-
-def _rfc3339(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def parse_limit_headers(headers: Mapping[str, str]) -> dict[str, float]:
-    """Keyword arguments for :meth:`SchedulingPolicy.observe_limits` from response headers.
-
-    Reads ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,
-    remaining,reset}`` and ``retry-after``; resets (RFC 3339) become seconds
-    relative to the response's ``date`` header and are skipped without one.
-    """
-    lower = {k.lower(): v for k, v in headers.items()}
-    sent = lower.get("date")
-    try:
-        date = parsedate_to_datetime(sent) if sent else None
-    except (TypeError, ValueError):
-        date = None
-    out: dict[str, float] = {}
-    for kind in ("requests", "input_tokens", "output_tokens"):
-        prefix = f"anthropic-ratelimit-{kind.replace('_', '-')}-"
-        for part in ("limit", "remaining"):
-            value = lower.get(prefix + part)
-            if value is not None:
-                with contextlib.suppress(ValueError):
-                    out[f"{kind}_{part}"] = float(value)
-        reset = _rfc3339(lower.get(prefix + "reset", ""))
-        if reset is not None and date is not None:
-            out[f"{kind}_reset_s"] = (reset - date).total_seconds()
-    retry = lower.get("retry-after")
-    if retry is not None:
-        with contextlib.suppress(ValueError):
-            out["retry_after_s"] = float(retry)
-    return out
