@@ -346,6 +346,8 @@ class Processor:
     def _admit(self, delivery: Delivery) -> Envelope | tuple[str, str, Envelope | None]:
         """The envelope to hand to the handler, or why the delivery is a dead letter
         (with the envelope when there is one, so its sender can be told)."""
+        if delivery.problem:
+            return "bad_entry", delivery.problem, None
         try:
             env = self.codec.decode(delivery.frame)
         except DecodeError as exc:

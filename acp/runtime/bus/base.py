@@ -101,6 +101,9 @@ class Delivery(NamedTuple):
     deliveries: int
     #: errors of earlier attempts, oldest first (kept for the dead-letter record)
     history: tuple[str, ...] = ()
+    #: why the stream entry could not be read as an ACP writer makes it (empty when
+    #: it could): such a delivery's ``frame`` holds the entry's raw fields, packed
+    problem: str = ""
 
 
 def spent_error(delivery: Delivery) -> str:

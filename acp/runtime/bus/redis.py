@@ -133,30 +133,109 @@ _CORR_FIELD = ("h." + H_CORRELATION).encode()
 
 
 def _delivery(dest: str, entry_id: bytes, raw: Any, times: int) -> Delivery:
-    """A Delivery from a stream entry (a field list from Lua, or a dict from redis-py)."""
-    if type(raw) is list and len(raw) == 4 and raw[0] == b"m" and raw[2] == b"f":
-        # the common entry: no headers, no history
-        return _new_tuple(  # the named tuple without its Python-level constructor
-            Delivery, (dest, entry_id.decode(), raw[1].decode(), raw[3], NO_HEADERS, times, ())
-        )
-    if type(raw) is list and len(raw) == 6 and raw[4] == _CORR_FIELD and raw[2] == b"f":
-        # a reply: its correlation header only
-        headers = {H_CORRELATION: raw[5].decode()}
-        return _new_tuple(
-            Delivery, (dest, entry_id.decode(), raw[1].decode(), raw[3], headers, times, ())
-        )
-    f: dict[bytes, bytes] = raw if isinstance(raw, dict) else _parse(raw)
-    headers = {k[2:].decode(): v.decode() for k, v in f.items() if k.startswith(b"h.")}
-    history = tuple(h.decode() for h in f[b"r"].split(_SEP)) if f.get(b"r") else ()
+    """A Delivery from a stream entry (a field list from Lua, or a dict from redis-py).
+
+    Never raises: anyone allowed to write the stream can write any fields, and an
+    entry that cannot be read comes back with its ``problem`` (the processor
+    dead-letters it) instead of stopping every reader of the stream."""
+    try:
+        if type(raw) is list and len(raw) == 4 and raw[0] == b"m" and raw[2] == b"f":
+            # the common entry: no headers, no history
+            return _new_tuple(  # the named tuple without its Python-level constructor
+                Delivery,
+                (dest, entry_id.decode(), raw[1].decode(), raw[3], NO_HEADERS, times, (), ""),
+            )
+        if type(raw) is list and len(raw) == 6 and raw[4] == _CORR_FIELD and raw[2] == b"f":
+            # a reply: its correlation header only
+            headers = {H_CORRELATION: raw[5].decode()}
+            return _new_tuple(
+                Delivery,
+                (dest, entry_id.decode(), raw[1].decode(), raw[3], headers, times, (), ""),
+            )
+        f: dict[bytes, bytes] = raw if isinstance(raw, dict) else _parse(raw)
+        attempts = f.get(b"a", b"0")
+        if b"m" in f and b"f" in f and attempts.isdigit():
+            headers = {k[2:].decode(): v.decode() for k, v in f.items() if k.startswith(b"h.")}
+            history = tuple(h.decode() for h in f[b"r"].split(_SEP)) if f.get(b"r") else ()
+            return Delivery(
+                dest=dest,
+                entry_id=entry_id.decode(),
+                msg_id=f[b"m"].decode(),
+                frame=f[b"f"],
+                headers=headers,
+                deliveries=int(attempts) + times,
+                history=history,
+            )
+    except (UnicodeDecodeError, ValueError, TypeError, AttributeError, IndexError):
+        pass
+    return _unreadable(dest, entry_id, raw, times)
+
+
+#: what each field an ACP writer sets holds, for naming the one that is wrong
+_FIELD_MEANING = {
+    b"m": "message id",
+    b"f": "frame",
+    b"a": "earlier deliveries",
+    b"r": "error history",
+}
+
+
+def _unreadable(dest: str, entry_id: Any, raw: Any, times: int) -> Delivery:
+    """A Delivery for an entry no ACP writer made, saying what is wrong with it."""
+    try:
+        f = raw if isinstance(raw, dict) else _parse(raw)
+        fields = {k: v for k, v in f.items() if isinstance(k, bytes) and isinstance(v, bytes)}
+    except (ValueError, TypeError):
+        fields = {}
+    problems = [
+        f"no {name.decode()!r} ({_FIELD_MEANING[name]}) field"
+        for name in (b"m", b"f")
+        if name not in fields
+    ]
+    for name, value in fields.items():
+        header = name.startswith(b"h.")
+        if name == b"a" and not value.isdigit():
+            problems.append(f"field 'a' (earlier deliveries) is not a count: {_show(value)}")
+        elif name in (b"m", b"r") or header:
+            try:
+                name.decode()
+                value.decode()
+            except UnicodeDecodeError:
+                what = "a header" if header else _FIELD_MEANING[name]
+                problems.append(f"field {_show(name)!r} ({what}) is not UTF-8: {_show(value)}")
+    if not problems:
+        problems.append("the entry's fields could not be read")
+    try:
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    except UnicodeDecodeError:
+        entry = repr(entry_id)
+    msg_id = fields.get(b"m", b"").decode(errors="backslashreplace")
+    attempts = fields.get(b"a", b"0")
     return Delivery(
         dest=dest,
-        entry_id=entry_id.decode(),
-        msg_id=f.get(b"m", b"").decode(),
-        frame=f.get(b"f", b""),
-        headers=headers,
-        deliveries=int(f.get(b"a", b"0")) + times,
-        history=history,
+        entry_id=entry,
+        msg_id=msg_id,
+        frame=msgpack.packb(fields, use_bin_type=True),
+        headers={},
+        deliveries=(int(attempts) if attempts.isdigit() else 0) + times,
+        history=(),
+        problem="; ".join(problems),
     )
+
+
+def _show(value: bytes, limit: int = 40) -> str:
+    """A field's bytes for an error message: printable, and short."""
+    text = value[:limit].decode(errors="backslashreplace")
+    return text + ("..." if len(value) > limit else "")
+
+
+def _entry_headers(fields: Mapping[bytes, bytes]) -> dict[str, str]:
+    """A topic event's headers; bytes that are not UTF-8 are replaced, not fatal."""
+    return {
+        k[2:].decode(errors="replace"): v.decode(errors="replace")
+        for k, v in fields.items()
+        if k.startswith(b"h.")
+    }
 
 
 class RedisBus(Bus):
@@ -605,10 +684,15 @@ class RedisBus(Bus):
         for entry_id, fields in rows:
             if entry_id.decode() in forgotten:
                 continue  # forwarded already, its deletion is only deferred
-            target = fields.get(b"d", b"").decode()
+            target = fields.get(b"d", b"").decode(errors="replace")
             d = _delivery(target, entry_id, fields, 0)
-            effects.append(Outgoing(target, d.msg_id, d.frame, d.headers))
             ids.append(d.entry_id)
+            if d.problem:  # not written by a commit: nothing to forward, drop it
+                log.warning(
+                    "outbox_entry_unreadable", dest=dest, entry=d.entry_id, problem=d.problem
+                )
+                continue
+            effects.append(Outgoing(target, d.msg_id, d.frame, d.headers))
         if ids:
             log.info("outbox_relay", dest=dest, entries=len(ids))
             await self._forward(dest, effects, ids)
@@ -720,8 +804,7 @@ class RedisBus(Bus):
         if not rows:
             return None
         entry_id, fields = rows[0]
-        headers = {k[2:].decode(): v.decode() for k, v in fields.items() if k.startswith(b"h.")}
-        return Event(topic, entry_id.decode(), fields.get(b"f", b""), headers)
+        return Event(topic, entry_id.decode(), fields.get(b"f", b""), _entry_headers(fields))
 
     async def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         self._check_open()
@@ -738,12 +821,7 @@ class RedisBus(Bus):
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         after = entry_id.decode()
-                        headers = {
-                            k[2:].decode(): v.decode()
-                            for k, v in fields.items()
-                            if k.startswith(b"h.")
-                        }
-                        yield Event(topic, after, fields.get(b"f", b""), headers)
+                        yield Event(topic, after, fields.get(b"f", b""), _entry_headers(fields))
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()

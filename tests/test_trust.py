@@ -1,0 +1,151 @@
+"""Trust: what a hostile or broken writer on the server can and cannot do.
+
+Each test names the finding of issue 14 it covers; each failed before the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import msgpack
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acp.protocol import Envelope, WireCodec
+from acp.runtime.bus import BusOptions, RedisBus
+from acp.runtime.bus.redis import _delivery
+from acp.runtime.keys import Keys
+from acp.runtime.processor import Processor, to_outgoing
+
+pytestmark = pytest.mark.anyio
+FAST = BusOptions(min_idle=0.3, reclaim_interval=0.05, relay_after=0.2, max_deliveries=3)
+codec = WireCodec()
+
+
+async def doubler(env: Envelope) -> Sequence[Envelope]:
+    return [env.reply({"n": env.body["n"] * 2})]
+
+
+def command(n: int, **fields: Any) -> Envelope:
+    return Envelope.for_body(
+        {"cmd": "DOUBLE", "n": n}, sender="tester", recipient="worker", **fields
+    )
+
+
+def raw_add(url: str, fields: dict[bytes, bytes], dest: str = "worker") -> None:
+    client = redis.Redis.from_url(url)
+    with contextlib.suppress(redis.ResponseError):  # the group exists already
+        client.xgroup_create(Keys(dest).stream, "workers", id="0", mkstream=True)
+    try:
+        client.xadd(Keys(dest).stream, fields)  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+# -- 1. a stream entry that cannot be parsed ---------------------------------------------
+
+GOOD = command(0)
+BAD_ENTRIES: list[dict[bytes, bytes]] = [
+    {b"m": b"\xff\xfe", b"f": b"zz"},  # an id that is not UTF-8
+    {b"m": GOOD.id.encode(), b"f": codec.encode(GOOD), b"a": b"lots"},  # attempts not a number
+    {b"m": b"x1", b"f": b"zz", b"h.acp-trace": b"\xc3\x28"},  # a header that is not UTF-8
+    {b"m": b"x2", b"f": b"zz", b"r": b"\xff\x1eok"},  # a history that is not UTF-8
+    {b"f": b"zz"},  # no id at all
+    {b"m": b"x3"},  # no frame
+    {b"\xff": b"\xfe"},  # nothing an ACP writer makes
+]
+
+
+async def _run_past(url: str, bad: list[dict[bytes, bytes]]) -> tuple[Processor, list[Any], int]:
+    """Bad entries, then good messages: the processor must answer the good ones."""
+    for fields in bad:
+        raw_add(url, fields)
+    async with (
+        RedisBus.from_url(url, FAST) as worker_bus,
+        RedisBus.from_url(url, FAST) as client,
+        anyio.create_task_group() as tg,
+    ):
+        processor = Processor(worker_bus, "worker", doubler, consumer="w1")
+        await tg.start(processor.run)
+        replies = []
+        for n in (1, 2):
+            env = command(n, reply_to=client.inbox)
+            reply = await client.request(to_outgoing(env, codec.encode(env)), timeout=10)
+            replies.append(codec.decode(reply.frame).body)
+        with anyio.fail_after(10):
+            while processor.stats.dead_lettered < len(bad):
+                await anyio.sleep(0.02)
+        dead = await client.dead_letters("worker", count=1000)
+        processor.stop()
+    return processor, [(d.reason, d.error) for d in dead], len(dead)
+
+
+async def test_entries_that_cannot_be_parsed_are_dead_lettered_and_work_goes_on(
+    redis_url: str,
+) -> None:
+    processor, dead, count = await _run_past(redis_url, BAD_ENTRIES)
+    assert count == len(BAD_ENTRIES)
+    reasons = [reason for reason, _ in dead]
+    assert set(reasons) <= {"bad_entry", "decode:bad_magic", "decode:truncated"}, dead
+    assert reasons.count("bad_entry") >= 5, dead
+    entry_errors = [error for reason, error in dead if reason == "bad_entry"]
+    assert any("'m'" in e for e in entry_errors), entry_errors  # names the field
+    assert any("'a'" in e for e in entry_errors), entry_errors
+    assert processor.stats.handled == 2
+
+
+async def test_a_bad_entry_left_pending_does_not_stop_the_next_worker(redis_url: str) -> None:
+    """A worker that died holding a bad entry: its successor drains its pending entries
+    (the restart path) and then reads on."""
+    raw_add(redis_url, BAD_ENTRIES[0])
+    client = redis.Redis.from_url(redis_url)
+    try:  # the entry is delivered to w1 (pending), as if w1 died right after reading it
+        client.xreadgroup("workers", "w1", {Keys("worker").stream: ">"}, count=10)
+    finally:
+        client.close()
+    processor, dead, count = await _run_past(redis_url, [])
+    assert count == 1
+    assert dead[0][0] == "bad_entry"
+    assert processor.stats.handled == 2
+
+
+_field_names = st.one_of(
+    st.sampled_from([b"m", b"f", b"a", b"r", b"h.acp-corr", b"h.x"]), st.binary(max_size=8)
+)
+_entries = st.dictionaries(_field_names, st.binary(max_size=40), min_size=1, max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(fields=_entries, as_list=st.booleans(), times=st.integers(0, 3))
+def test_any_stream_entry_is_read_or_said_to_be_unreadable(
+    fields: dict[bytes, bytes], as_list: bool, times: int
+) -> None:
+    """The entry parser never raises, whatever the fields (as redis-py's dict or as the
+    flat list a script returns): an entry is either read as written or says why not."""
+    raw: Any = [x for pair in fields.items() for x in pair] if as_list else fields
+    delivery = _delivery("worker", b"1-0", raw, times)
+    if delivery.problem:
+        assert delivery.frame == msgpack.packb(fields, use_bin_type=True)
+    else:
+        assert delivery.msg_id.encode() == fields[b"m"]
+        assert delivery.frame == fields[b"f"]
+        assert delivery.deliveries == int(fields.get(b"a", b"0")) + times
+
+
+async def test_a_run_of_random_entries_never_stops_a_worker(redis_url: str) -> None:
+    rng = random.Random(14)
+    names = [b"m", b"f", b"a", b"r", b"h.acp-corr", b"h.x", b"\xff", b""]
+    entries = [
+        {rng.choice(names): rng.randbytes(rng.randrange(40)) for _ in range(rng.randrange(1, 6))}
+        for _ in range(40)
+    ]
+    processor, dead, count = await _run_past(redis_url, entries)
+    assert count == len(entries)
+    assert processor.stats.handled == 2
+    assert all(reason for reason, _ in dead)
