@@ -149,3 +149,115 @@ async def test_a_run_of_random_entries_never_stops_a_worker(redis_url: str) -> N
     assert count == len(entries)
     assert processor.stats.handled == 2
     assert all(reason for reason, _ in dead)
+
+
+# -- 4. replays: dedup and the ledger key on the signed envelope id ----------------------
+
+INBOX = "inbox.replayed"
+
+
+def _inbox_replies(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.xlen(Keys(INBOX).stream))
+    finally:
+        client.close()
+
+
+async def _process(url: str, *, until_idle: float = 1.0) -> tuple[Processor, list[Envelope]]:
+    seen: list[Envelope] = []
+
+    async def counting(env: Envelope) -> Sequence[Envelope]:
+        seen.append(env)
+        return [env.reply({"n": env.body["n"] * 2})]
+
+    async with RedisBus.from_url(url, FAST) as bus, anyio.create_task_group() as tg:
+        processor = Processor(bus, "worker", counting, consumer="w1")
+        await tg.start(processor.run)
+        await anyio.sleep(until_idle)
+        processor.stop()
+    return processor, seen
+
+
+async def test_a_frame_added_under_other_entry_ids_is_dead_lettered_not_run(
+    redis_url: str,
+) -> None:
+    env = command(3, reply_to=INBOX)
+    frame = codec.encode(env)
+    for n in range(4):
+        raw_add(redis_url, {b"m": f"forged-{n}".encode(), b"f": frame})
+    processor, seen = await _process(redis_url)
+    assert seen == []
+    assert processor.stats.dead_lettered == 4
+    async with RedisBus.from_url(redis_url) as bus:
+        dead = await bus.dead_letters("worker")
+    assert {d.reason for d in dead} == {"id_mismatch"}
+    assert _inbox_replies(redis_url) == 0
+
+
+async def test_copies_of_one_message_in_one_batch_run_once_and_answer_once(
+    redis_url: str,
+) -> None:
+    env = command(4, reply_to=INBOX)
+    frame = codec.encode(env)
+    for _ in range(4):
+        raw_add(redis_url, {b"m": env.id.encode(), b"f": frame})
+    processor, seen = await _process(redis_url)
+    assert [e.id for e in seen] == [env.id]
+    assert processor.stats.handled == 1
+    assert processor.stats.duplicates == 3
+    assert _inbox_replies(redis_url) == 1
+
+
+async def test_a_message_replayed_after_its_commit_is_not_run_again(redis_url: str) -> None:
+    env = command(5, reply_to=INBOX)
+    frame = codec.encode(env)
+    raw_add(redis_url, {b"m": env.id.encode(), b"f": frame})
+    first, seen_first = await _process(redis_url)
+    raw_add(redis_url, {b"m": env.id.encode(), b"f": frame})  # the same frame, later
+    second, seen_second = await _process(redis_url)
+    assert len(seen_first) == 1
+    assert seen_second == []
+    assert second.stats.duplicates == 1
+    assert _inbox_replies(redis_url) == 1
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.xlen(Keys("worker").stream) == 0  # acknowledged and gone
+    finally:
+        client.close()
+
+
+async def test_a_replayed_command_to_a_claude_agent_is_not_paid_for_twice(
+    redis_url: str,
+) -> None:
+    from fake_anthropic import FakeAnthropic
+
+    from acp.agents import AgentDefinition, ClaudeAgent, claude_client, load_config
+    from acp.runtime.worker import Worker
+
+    definition = AgentDefinition(
+        name="auditor", description="Audits.", model="sonnet",
+        computational_complexity="low", system_prompt="You audit and answer in JSON.",
+    )  # fmt: skip
+    env = Envelope.for_body(
+        {"cmd": "AUDIT", "component_id": "c"}, sender="tester", recipient="auditor",
+        reply_to=INBOX,
+    )  # fmt: skip
+    frame = codec.encode(env)
+    with FakeAnthropic() as api:
+        agent = ClaudeAgent(
+            definition, client=claude_client(api_key="test", base_url=api.url),
+            config=load_config(env={}),
+        )  # fmt: skip
+        for _ in range(2):  # the command, then the same frame written again later
+            raw_add(redis_url, {b"m": env.id.encode(), b"f": frame}, dest="auditor")
+            async with RedisBus.from_url(redis_url, FAST) as bus, anyio.create_task_group() as tg:
+                worker = Worker(bus, [agent], heartbeat=0.2)
+                await tg.start(worker.run)
+                with anyio.fail_after(10):
+                    while _inbox_replies(redis_url) == 0:
+                        await anyio.sleep(0.05)
+                await anyio.sleep(0.5)
+                worker.stop()
+    assert len(api.requests) == 1
+    assert _inbox_replies(redis_url) == 1

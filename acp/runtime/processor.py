@@ -20,7 +20,6 @@ period; what does not finish stays pending and another consumer reclaims it.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 from collections import deque
@@ -44,9 +43,10 @@ from acp.runtime.bus.base import (
     CommitStatus,
     Delivery,
     Outgoing,
+    derived_id,
     spent_error,
 )
-from acp.runtime.keys import RESULTS
+from acp.runtime.keys import INBOX_PREFIX, RESULTS
 from acp.runtime.results import ResultState, is_tracked, result_record
 
 __all__ = [
@@ -71,8 +71,20 @@ def _root(env: Envelope) -> str:
     return env.headers.get(H_ROOT) or env.id if env.headers else env.id
 
 
-def _derived_id(msg_id: str, what: str) -> str:
-    return hashlib.blake2b(f"{msg_id}:{what}".encode(), digest_size=16).hexdigest()
+def _reply_ids(
+    env: Envelope, results: Sequence[Envelope], route: Callable[[Envelope], str]
+) -> Sequence[Envelope]:
+    """Replies to a caller's inbox leave with the commit, before the ledger has said
+    whether this run counts: each gets an id derived from the message it answers (and
+    its place), so a second run's reply is dropped by the inbox's dedup."""
+    if not any(r.recipient.startswith(INBOX_PREFIX) for r in results):
+        return results
+    return [
+        r.evolve(id=derived_id(env.id, f"reply.{n}"), hash=None)
+        if r is not env and route(r).startswith(INBOX_PREFIX)
+        else r
+        for n, r in enumerate(results)
+    ]
 
 
 #: takes a message, returns the messages it causes (replies, handoffs, statuses)
@@ -156,6 +168,8 @@ class Processor:
         self.leave_on_stop = True
         self.stats = ProcessorStats()
         self._in_flight: dict[str, Delivery] = {}
+        #: message id -> the entry running it here, and later copies set aside meanwhile
+        self._running: dict[str, tuple[str, list[Delivery]]] = {}
         #: entries another consumer took over: their results are discarded, not committed
         self._lost: set[str] = set()
         self._done: list[tuple[Delivery, list[Outgoing]]] = []
@@ -241,6 +255,7 @@ class Processor:
             )
             if batch:
                 self._in_flight.update({d.entry_id: d for d in batch})
+                batch = await self._skip_processed(batch)
                 self._queue.extend(batch)
                 self._ensure_worker()
                 # Let the worker start before the next read goes out: a lone request
@@ -248,6 +263,23 @@ class Processor:
                 # worker yields at its first commit).
                 await anyio.lowlevel.checkpoint()
             self.stats.in_flight = len(self._in_flight)
+
+    async def _skip_processed(self, batch: list[Delivery]) -> list[Delivery]:
+        """Leave out messages the ledger says were committed already (a replay, or a
+        copy written past the sender's dedup): they are acknowledged, never run, so
+        a paid call is not made twice. One round trip per batch read."""
+        done = await self.bus.processed(self.dest, [d.msg_id for d in batch if not d.problem])
+        if not done:
+            return batch
+        fresh = []
+        for delivery in batch:
+            if delivery.msg_id in done and not delivery.problem:
+                self._log.info("already_processed", msg_id=delivery.msg_id)
+                self._done.append((delivery, []))  # acknowledged as a duplicate
+            else:
+                fresh.append(delivery)
+        await self._flush()
+        return fresh
 
     def _ensure_worker(self) -> None:
         """Make sure one worker is free to take the next queued item."""
@@ -284,20 +316,42 @@ class Processor:
             self._workers -= 1
 
     def _release(self, entry_id: str) -> None:
-        self._in_flight.pop(entry_id, None)
+        delivery = self._in_flight.pop(entry_id, None)
         self._lost.discard(entry_id)
         self._room.set()
+        if delivery is not None and self._running:
+            self._ended(delivery, committed=False)
+
+    def _ended(self, delivery: Delivery, *, committed: bool) -> None:
+        """A message stopped running here: copies of it set aside meanwhile are
+        acknowledged as duplicates once it is committed, else run in their turn."""
+        running = self._running.get(delivery.msg_id)
+        if running is None or running[0] != delivery.entry_id:
+            return
+        del self._running[delivery.msg_id]
+        waiting = running[1]
+        if not waiting:
+            return
+        if committed:
+            self._done.extend((delivery, []) for delivery in waiting)
+        else:
+            self._queue.extend(waiting)
+            self._ensure_worker()
 
     async def _handle(self, delivery: Delivery) -> None:
         """Admit, handle and queue for commit one delivery: one coroutine per message,
         the handler's own aside, because a batch runs them back to back."""
         outcome: list[Outgoing] | None = None
+        if (running := self._running.get(delivery.msg_id)) is not None:
+            running[1].append(delivery)  # the same message runs here now: it waits for it
+            return
         try:
             env = self._admit(delivery)
             if type(env) is tuple:
                 await self._reject(delivery, *env)
             else:
                 assert isinstance(env, Envelope)
+                self._running[delivery.msg_id] = (delivery.entry_id, [])
                 try:
                     if self.on_start is not None:
                         await self.on_start(env)
@@ -309,7 +363,7 @@ class Processor:
                     effects = (
                         [
                             to_outgoing(r, frame if r is env else encode(r), route(r))
-                            for r in results
+                            for r in _reply_ids(env, results, route)
                         ]
                         if results
                         else []
@@ -352,6 +406,13 @@ class Processor:
             env = self.codec.decode(delivery.frame)
         except DecodeError as exc:
             return f"decode:{exc.reason}", str(exc), None
+        if env.id != delivery.msg_id:
+            # the dedup and the ledger key on the entry's id: it must be the (signed) one
+            return (
+                "id_mismatch",
+                f"entry id field {delivery.msg_id!r} is not the envelope's id {env.id!r}",
+                None,
+            )
         if delivery.deliveries > self.bus.options.max_deliveries:
             return "max_deliveries", spent_error(delivery), env
         if not self.accept(env):
@@ -424,7 +485,7 @@ class Processor:
             "replay": f"acp dlq replay {dest} {entry_id}",
         }
         # the same id however often this runs: a repeat is dropped by the bus
-        reply = env.reply(body, kind=MessageKind.ERROR, id=_derived_id(env.id, "dead"))
+        reply = env.reply(body, kind=MessageKind.ERROR, id=derived_id(env.id, "dead"))
         frame = self.codec.encode(reply)
         out = [to_outgoing(reply, frame)] if env.reply_to else []
         if env.headers and is_tracked(env):
@@ -459,6 +520,11 @@ class Processor:
                 in_flight = self._in_flight
                 for delivery, _ in items:
                     in_flight.pop(delivery.entry_id, None)
+                running = self._running
+                if running:
+                    for (delivery, _), status in zip(items, statuses, strict=True):
+                        if delivery.msg_id in running:
+                            self._ended(delivery, committed=status is not CommitStatus.LOST)
                 if self._lost:  # taken over while it waited for this commit (fenced)
                     self._lost.difference_update(delivery.entry_id for delivery, _ in items)
                 done = statuses.count(CommitStatus.DONE)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
 import math
 import random
 import time
@@ -62,6 +63,12 @@ H_CORRELATION = "acp-corr"
 #: on an item for ``RESULTS``: "1" when the record is final (a later record that is
 #: not final leaves it alone: a late "running" never hides a reply)
 H_FINAL = "acp-final"
+
+
+def derived_id(msg_id: str, what: str) -> str:
+    """A message id made from another, the same every time: what a message causes
+    gets the same id however often it runs, so the bus's dedup drops repeats."""
+    return hashlib.blake2b(f"{msg_id}:{what}".encode(), digest_size=16).hexdigest()
 
 
 def is_eager(dest: str) -> bool:
@@ -204,6 +211,10 @@ class BusOptions:
     ledger_ttl: float = 24 * 3600.0
     #: how long a send's message id blocks a second entry with the same id
     dedup_ttl: float = 3600.0
+    #: at most this many message ids are remembered per destination by the send dedup,
+    #: and as many by the ledger, the oldest forgotten first: memory stays bounded
+    #: whatever the rate (a duplicate is caught within both the time and this count)
+    dedup_max: int = 100_000
     retry_base: float = 0.5
     retry_cap: float = 60.0
     #: reply inbox lifetime after its last reply
@@ -341,8 +352,13 @@ class Bus(abc.ABC):
         effects in item order.
 
         ``eager`` effects (replies to client inboxes) are also sent right away,
-        in the same round trip: a client takes the first reply per correlation
-        id, so a fenced consumer's reply reaching it too is harmless."""
+        in the same round trip. A processor derives a reply's id from the message
+        it answers, so the reply of a commit the ledger refuses is refused by the
+        inbox's dedup: a caller never gets two."""
+
+    @abc.abstractmethod
+    async def _processed(self, dest: str, msg_ids: Sequence[str]) -> set[str]:
+        """Which of ``msg_ids`` the ledger of ``dest`` holds (committed recently)."""
 
     @abc.abstractmethod
     async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
@@ -575,6 +591,12 @@ class Bus(abc.ABC):
         error): the dead letter's entry id, or None if ``consumer`` lost the entry."""
         self._check_open()
         return await self._dead_letter(delivery, consumer, reason=reason, error=error)
+
+    async def processed(self, dest: str, msg_ids: Sequence[str]) -> set[str]:
+        """Which of ``msg_ids`` were committed on ``dest`` within the ledger's window: a
+        processor asks before running a batch, so a replayed message is not run again."""
+        self._check_open()
+        return await self._processed(dest, msg_ids) if msg_ids else set()
 
     async def entries(self, dest: str, *, count: int = 10_000) -> list[Delivery]:
         """What ``dest`` holds now, waiting or in flight, oldest first, without taking any

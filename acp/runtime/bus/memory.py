@@ -150,7 +150,7 @@ class MemoryBus(Bus):
                 self._record(item, now)
                 continue
             q = self.broker.queue(item.dest)
-            _expire(q.sent, now - self.options.dedup_ttl)
+            _expire(q.sent, now - self.options.dedup_ttl, self.options.dedup_max)
             if item.msg_id in q.sent:
                 continue
             q.sent[item.msg_id] = now
@@ -255,7 +255,7 @@ class MemoryBus(Bus):
     ) -> tuple[list[CommitStatus], list[str]]:
         q = self.broker.queue(dest)
         now = time.time()
-        _expire(q.done, now - self.options.ledger_ttl)
+        _expire(q.done, now - self.options.ledger_ttl, self.options.dedup_max - len(items))
         statuses: list[CommitStatus] = []
         outbox: list[str] = []
         for delivery, effects in items:
@@ -273,10 +273,16 @@ class MemoryBus(Bus):
                 q.outbox[oid] = effect
                 outbox.append(oid)
             statuses.append(CommitStatus.DONE)
-        if eager:
+        if eager:  # as on Redis: sent whatever the status; the inbox drops a repeat
             await self._send(eager)
         await anyio.lowlevel.checkpoint()
         return statuses, outbox
+
+    async def _processed(self, dest: str, msg_ids: Sequence[str]) -> set[str]:
+        q = self.broker.queue(dest)
+        _expire(q.done, time.time() - self.options.ledger_ttl, self.options.dedup_max)
+        await anyio.lowlevel.checkpoint()
+        return {m for m in msg_ids if m in q.done}
 
     async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
         if send:
@@ -544,11 +550,12 @@ class MemoryBus(Bus):
         return record
 
 
-def _expire(stamps: dict[str, float], before: float) -> None:
-    """Drop ids stamped before ``before`` (dicts keep insertion order: oldest first)."""
+def _expire(stamps: dict[str, float], before: float, most: int) -> None:
+    """Drop ids stamped before ``before``, and the oldest past ``most`` (dicts keep
+    insertion order: oldest first)."""
     while stamps:
         first = next(iter(stamps))
-        if stamps[first] >= before:
+        if stamps[first] >= before and len(stamps) <= max(most, 0):
             return
         del stamps[first]
 

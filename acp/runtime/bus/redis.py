@@ -85,7 +85,7 @@ _PENDING_SCAN = 1_000_000
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
-    "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT",
+    "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED",
 )  # fmt: skip
 
 
@@ -485,7 +485,7 @@ class RedisBus(Bus):
                     self._script(
                         "SEND",
                         [keys.stream, keys.sent],
-                        [dedup_ms, expire_ms, packed, housekeeping],
+                        [dedup_ms, expire_ms, packed, housekeeping, self.options.dedup_max],
                     )
                 )
         return commands
@@ -650,6 +650,7 @@ class RedisBus(Bus):
                 _PENDING_SCAN,
                 self._housekeeping(keys.done),
                 _pack(trash) if (trash := self._trash.pop(dest, None)) else "",
+                self.options.dedup_max,
             ],
         )
         # One round trip: this commit (deleting what the last one forwarded), its replies.
@@ -658,6 +659,14 @@ class RedisBus(Bus):
         await self._durable()
         letters, outbox = replies[0]
         return list(map(_STATUS.__getitem__, letters)), [i.decode() for i in outbox]
+
+    async def _processed(self, dest: str, msg_ids: Sequence[str]) -> set[str]:
+        flags: Any = await self._retrying(
+            partial(self._eval, "PROCESSED", [Keys(dest).done], [_pack(list(msg_ids))])
+        )
+        if b"1" not in flags:
+            return set()
+        return {m for m, flag in zip(msg_ids, flags, strict=True) if flag == 49}  # b"1"
 
     async def _forward(self, dest: str, send: Sequence[Outgoing], done: Sequence[str]) -> None:
         if send:

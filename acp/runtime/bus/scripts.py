@@ -23,9 +23,10 @@ end
 """
 
 # KEYS: stream, sent-zset. ARGV: dedup_ttl_ms, expire_ms, packed items (a msgpack
-# array of {msg_id, frame, [field, value, ...]}, header fields being rare), and
+# array of {msg_id, frame, [field, value, ...]}, header fields being rare),
 # housekeeping ('1' to trim the dedup set by age and refresh the expiry of an
-# inbox; the client asks at most once a second per destination). One packed
+# inbox; the client asks at most once a second per destination), and the most ids
+# the dedup set keeps (the oldest go past it: ZCARD is O(1)). One packed
 # argument keeps the client's argument encoding off the hot path; one ZMSCORE
 # and one ZADD per batch, and the time read off the first new entry's id,
 # keep the server's. Returns how many entries were added.
@@ -51,7 +52,11 @@ for i, item in ipairs(items) do
     marks[#marks + 1] = id
   end
 end
-if #marks > 0 then redis.call('ZADD', KEYS[2], unpack(marks)) end
+if #marks > 0 then
+  redis.call('ZADD', KEYS[2], unpack(marks))
+  local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+  if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
+end
 if ARGV[4] == '1' then
 """
 SEND += (
@@ -105,7 +110,7 @@ return out
 # ...]} per effect}), the XPENDING count bound, and housekeeping ('1' to trim the
 # ledger by age, at most once a second per destination), and the packed ids of
 # outbox entries an earlier commit forwarded ('' if none), deleted here so that
-# clean-up costs no command of its own. Ownership comes from one XPENDING over the batch's id
+# clean-up costs no command of its own, and the most ids the ledger keeps. Ownership comes from one XPENDING over the batch's id
 # range (the consumer's own entries only), the ledger from one ZMSCORE and one
 # ZADD: per item, the script calls the server only for the effects it writes.
 # Returns {statuses, outbox ids}: one letter per item (d done, u duplicate,
@@ -161,7 +166,11 @@ for k, item in ipairs(items) do
   end
   statuses[k] = status
 end
-if #marks > 0 then redis.call('ZADD', KEYS[2], unpack(marks)) end
+if #marks > 0 then
+  redis.call('ZADD', KEYS[2], unpack(marks))
+  local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
+  if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
+end
 if #acks > 0 then
   redis.call('XACK', KEYS[1], group, unpack(acks))
   redis.call('XDEL', KEYS[1], unpack(acks))
@@ -169,6 +178,17 @@ end
 return {table.concat(statuses), outbox}
 """
 )
+
+# KEYS: done-zset. ARGV: packed message ids. Returns one letter per id: '1' when the
+# ledger holds it (committed within its window), '0' when not. One packed argument:
+# a processor asks this for every batch it reads.
+PROCESSED = """
+local ids = cmsgpack.unpack(ARGV[1])
+local known = redis.call('ZMSCORE', KEYS[1], unpack(ids))
+local out = {}
+for i = 1, #ids do out[i] = known[i] and '1' or '0' end
+return table.concat(out)
+"""
 
 # KEYS: stream, delayed-zset. ARGV: group, consumer, entry_id, delay_ms, packed fields.
 RETRY = (
