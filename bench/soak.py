@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, separators=(",", ":")))
         return 0
-    print(f"{'messages':>10} {'bounded MB':>11} {'ids kept':>17} {'unbounded MB':>13} {'ids kept':>17}")
+    print(
+        f"{'messages':>10} {'bounded MB':>11} {'ids kept':>17} {'unbounded MB':>13} {'ids kept':>17}"
+    )
     base = result.get("unbounded", [])
     for i, row in enumerate(result["bounded"]):
         other = base[i] if i < len(base) else None

@@ -213,7 +213,7 @@ async def test_a_message_replayed_after_its_commit_is_not_run_again(redis_url: s
     env = command(5, reply_to=INBOX)
     frame = codec.encode(env)
     raw_add(redis_url, {b"m": env.id.encode(), b"f": frame})
-    first, seen_first = await _process(redis_url)
+    _, seen_first = await _process(redis_url)
     raw_add(redis_url, {b"m": env.id.encode(), b"f": frame})  # the same frame, later
     second, seen_second = await _process(redis_url)
     assert len(seen_first) == 1
