@@ -5,8 +5,12 @@ Each test names the finding of issue 14 it covers; each failed before the fix.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hmac
+import math
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,8 +20,10 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from acp.protocol import Envelope, WireCodec
+from acp.errors import ConfigError, DecodeError, IntegrityError
+from acp.protocol import Envelope, KeyRing, MessageKind, WireCodec
 from acp.runtime.bus import BusOptions, RedisBus
 from acp.runtime.bus.redis import _delivery
 from acp.runtime.keys import Keys
@@ -261,3 +267,95 @@ async def test_a_replayed_command_to_a_claude_agent_is_not_paid_for_twice(
                 worker.stop()
     assert len(api.requests) == 1
     assert _inbox_replies(redis_url) == 1
+
+
+# -- 3. the tag covers every header that routes, prices or names a message ---------------
+
+RING = KeyRing({"k1": b"a" * 32})
+SIGNED = WireCodec(keys=RING)
+COVERED = {
+    "id": "0" * 32,
+    "kind": MessageKind.REPLY,
+    "sender": "impostor",
+    "recipient": "costly-agent",
+    "correlation_id": "someone-else",
+    "reply_to": "inbox.attacker",
+    "created_at": 1.0,
+    "deadline": 4e9,
+    "priority": 9,
+    "tier": "opus",
+    "tenant": "other-tenant",
+    "headers": {"acp-res": "opus|0|16000|9.99|1|0"},
+}
+
+
+def _signed_command() -> Envelope:
+    return Envelope.for_body(
+        {"cmd": "AUDIT", "component_id": "c"}, sender="client", recipient="auditor",
+        reply_to="inbox.client", correlation_id="c-1", deadline=time.time() + 60,
+        tier="haiku", tenant="acme", priority=3,
+    )  # fmt: skip
+
+
+def _rewritten(frame: bytes, **changes: Any) -> bytes:
+    """What someone who can write the stream but holds no key can do: decode, change
+    fields, keep the original tag, encode again."""
+    env = WireCodec(verify=False).decode(frame)
+    return WireCodec(verify=False).encode(env.evolve(**changes, hash=env.hash))
+
+
+@pytest.mark.parametrize("field", sorted(COVERED))
+def test_rewriting_a_covered_header_breaks_the_signature(field: str) -> None:
+    frame = SIGNED.encode(_signed_command())
+    assert SIGNED.decode(frame).sender == "client"
+    with pytest.raises(IntegrityError):
+        SIGNED.decode(_rewritten(frame, **{field: COVERED[field]}))
+
+
+def test_the_delivery_count_and_trace_context_may_change_on_the_way() -> None:
+    frame = SIGNED.encode(_signed_command())
+    hop = _rewritten(frame, attempt=3, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+    assert SIGNED.decode(hop).attempt == 3
+
+
+def test_unsigned_frames_and_unknown_keys_are_refused_where_signatures_are_required() -> None:
+    env = _signed_command()
+    with pytest.raises(IntegrityError, match="unsigned"):
+        SIGNED.decode(WireCodec().encode(env))
+    other = WireCodec(keys=KeyRing({"k9": b"b" * 32}))
+    with pytest.raises(IntegrityError, match="unknown key id 'k9'"):
+        SIGNED.decode(other.encode(env))
+    # during a rollout of keys: sign, and still accept unsigned frames
+    rollout = WireCodec(keys=RING, require_signatures=False)
+    assert rollout.decode(WireCodec().encode(env)).id == env.id
+    with pytest.raises(ConfigError, match="no key ring"):
+        WireCodec(require_signatures=True)
+
+
+def test_body_only_signatures_are_read_only_during_an_upgrade() -> None:
+    env = _signed_command()
+    body = msgpack.packb(env.body, use_bin_type=True)
+    v2 = "h2.k1." + base64.urlsafe_b64encode(
+        hmac.digest(b"a" * 32, body, "sha256")[:16]
+    ).decode().rstrip("=")
+    frame = WireCodec(verify=False).encode(env.evolve(hash=v2))
+    with pytest.raises(IntegrityError, match="covers the body only"):
+        SIGNED.decode(frame)
+    upgrading = WireCodec(keys=RING, legacy_signatures=True)
+    assert upgrading.decode(frame).id == env.id
+
+
+# -- 8. times that are not times ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("created_at", math.nan), ("created_at", math.inf), ("created_at", -5.0),
+     ("deadline", math.inf), ("deadline", math.nan), ("deadline", 1e300)],
+)  # fmt: skip
+def test_headers_that_are_not_times_are_refused(field: str, value: float) -> None:
+    env = command(1).evolve(**{field: value})
+    with pytest.raises(DecodeError, match=f"bad_header.*{field}"):
+        codec.decode(codec.encode(env))
+    with pytest.raises(ValidationError):
+        Envelope.model_validate({**command(1).model_dump(), field: value})

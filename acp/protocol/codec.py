@@ -100,6 +100,24 @@ _N_KINDS = len(_KINDS)
 _LONGEST = 5 + len(_OPTIONAL)
 
 
+#: the latest time a message may carry (year 5138): later, or not finite, is not a time
+_MAX_TIME = 1e11
+
+
+def _covered(
+    pack: Callable[[Any], bytes],
+    id_: str, kind: int, sender: str, recipient: str, corr: str | None, reply_to: str | None,
+    created: float, deadline: float | None, priority: int, tier: str | None,
+    tenant: str | None, headers: dict[str, str] | None,
+) -> bytes:  # fmt: skip
+    """The header fields the integrity tag covers, canonically packed (see
+    ``acp.protocol.integrity``): everything that routes, prices or names a message."""
+    return pack(
+        [id_, kind, sender, recipient, corr, reply_to, float(created), deadline, priority,
+         tier, tenant, sorted(headers.items()) if headers else None]
+    )  # fmt: skip
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed in ACP")
 
@@ -211,8 +229,11 @@ def _varint(n: int) -> bytes:
 class WireCodec:
     """Encode envelopes (and bare bodies) to frames and back.
 
-    ``keys`` switches integrity tags from digests to HMAC; ``verify=False`` skips
-    checking tags on decode (for tools that only inspect). ``dictionary`` is the
+    ``keys`` switches integrity tags from digests to HMAC; ``require_signatures``
+    (default: whether keys are given) refuses unsigned frames, False accepts them
+    during a rollout of keys; ``legacy_signatures`` accepts version-2 signatures,
+    which cover the body only (during an upgrade). ``verify=False`` skips checking
+    tags on decode (for tools that only inspect). ``dictionary`` is the
     one new frames are compressed with; frames made with any known dictionary
     decode. A reader learns a dictionary before writers may use it: while
     readers older than dictionary 2 still run, write with ``dictionary=1``.
@@ -226,12 +247,23 @@ class WireCodec:
         compress: bool = True,
         verify: bool = True,
         dictionary: int = DICTIONARY_ID,
+        require_signatures: bool | None = None,
+        legacy_signatures: bool = False,
     ) -> None:
+        if require_signatures and keys is None:
+            raise ConfigError(
+                "signatures are required but no key ring is configured (set ACP_HMAC_KEYS "
+                "or ACP_HMAC_KEYS_FILE)"
+            )
         if dictionary not in DICTIONARY_IDS:
             raise ConfigError(
                 f"wire dictionary {dictionary} is unknown; this version knows {DICTIONARY_IDS}"
             )
         self.keys = keys
+        self.require_signatures = (
+            keys is not None if require_signatures is None else require_signatures
+        )
+        self.legacy_signatures = legacy_signatures
         self.max_frame = max_frame
         self.compress_enabled = compress
         self.verify = verify
@@ -248,10 +280,21 @@ class WireCodec:
         pack, compress, _ = self._zstd.ops
         try:
             body = pack(fields["body"])
-            keys = self.keys
-            tag = fields["hash"] or (digest_tag(body) if keys is None else make_tag(body, keys))
-            header: list[Any] = [*_HEAD_FIELDS(fields), tag, fields["headers"] or None, body]
+            header: list[Any] = [*_HEAD_FIELDS(fields), None, fields["headers"] or None, body]
             header[1] = _KIND_CODE[header[1]]
+            tag = fields["hash"]
+            if not tag:
+                (id_, kind, sender, recipient, corr, reply_to, created, deadline, priority, _,
+                 _, _, tier, tenant) = header[:14]  # fmt: skip
+                covered = _covered(pack, id_, kind, sender, recipient, corr, reply_to, created,
+                                   deadline, priority, tier, tenant, header[15])  # fmt: skip
+                keys = self.keys
+                tag = (
+                    digest_tag(body, covered)
+                    if keys is None
+                    else make_tag(body, keys, header=covered)
+                )
+            header[14] = tag
             # Trailing empty header fields are cut, the body staying last: only the
             # extension headers can be empty there, since a tag always precedes them.
             if header[-2] is None:
@@ -260,6 +303,15 @@ class WireCodec:
         except (TypeError, ValueError, OverflowError) as exc:
             raise _unencodable(exc) from exc
         return self._frame(raw, _F_ENVELOPE, compress)
+
+    def covered_header(self, env: Envelope) -> bytes:
+        """The canonical header bytes ``env``'s integrity tag covers with its body."""
+        f = env.__dict__
+        return _covered(
+            self._zstd.ops[0], f["id"], _KIND_CODE[f["kind"]], f["sender"], f["recipient"],
+            f["correlation_id"], f["reply_to"], f["created_at"], f["deadline"], f["priority"],
+            f["tier"], f["tenant"], f["headers"] or None,
+        )  # fmt: skip
 
     def encode_body(self, body: dict[str, Any]) -> bytes:
         """A frame holding only a body: the unit the codec check compares with JSON."""
@@ -349,9 +401,10 @@ class WireCodec:
             and type(kind) is int
             and 0 <= kind < _N_KINDS
             and type(created) is float
+            and 0.0 <= created < _MAX_TIME
             and type(packed) is bytes
             and hdrs is None
-            and (deadline is None or type(deadline) is float)
+            and (deadline is None or (type(deadline) is float and 0.0 <= deadline < _MAX_TIME))
             and (prio is None or (type(prio) is int and 0 <= prio <= 9))
             and (attempt is None or (type(attempt) is int and attempt >= 1))
             and type(corr) in _TEXT
@@ -364,11 +417,15 @@ class WireCodec:
         ):
             return None
         if self.verify:
-            if self.keys is None:
-                if tag != digest_tag(packed):
-                    return None
+            priority = 5 if prio is None else prio
+            covered = _covered(self._zstd.ops[0], id_, kind, sender, recipient, corr, reply_to,
+                               created, deadline, priority, tier, tenant, None)  # fmt: skip
+            if self.keys is None and not self.require_signatures:
+                if tag != digest_tag(packed, covered):
+                    return None  # a version-2 tag or a bad one: the slow path says which
             else:
-                verify_tag(packed, tag, self.keys)
+                verify_tag(packed, tag, self.keys, header=covered,
+                           require=self.require_signatures, legacy=self.legacy_signatures)  # fmt: skip
         body = _unpackb(packed, ext_hook=_no_ext)
         if type(body) is not dict:
             return None
@@ -504,9 +561,19 @@ class WireCodec:
         created = fields["created_at"]
         if created is None:
             raise DecodeError("bad_header", "header field 'created_at' is missing")
+        for name in ("created_at", "deadline"):
+            value = fields[name]
+            if value is not None and not 0 <= value < _MAX_TIME:  # NaN fails both
+                raise DecodeError("bad_header", f"header field {name!r} is not a time: {value!r}")
         fields["created_at"] = float(created)
         if self.verify:
-            verify_tag(packed, fields["hash"], self.keys)
+            covered = _covered(
+                self._zstd.ops[0], id_, kind_code, sender, recipient, fields["correlation_id"],
+                fields["reply_to"], fields["created_at"], fields["deadline"], fields["priority"],
+                fields["tier"], fields["tenant"], fields["headers"],
+            )  # fmt: skip
+            verify_tag(packed, fields["hash"], self.keys, header=covered,
+                       require=self.require_signatures, legacy=self.legacy_signatures)  # fmt: skip
         try:
             body = msgpack.unpackb(packed, ext_hook=_no_ext)
         except Exception as exc:  # as in _open: many unrelated types for bad input

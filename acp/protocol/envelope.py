@@ -6,7 +6,6 @@ Immutable, so a message handed to several handlers or retried cannot drift;
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -33,8 +32,8 @@ class Envelope(BaseModel):
     body: dict[str, Any]
     correlation_id: str | None = None
     reply_to: str | None = None
-    created_at: float = Field(default_factory=time.time)
-    deadline: float | None = None
+    created_at: float = Field(default_factory=time.time, ge=0, lt=1e11, allow_inf_nan=False)
+    deadline: float | None = Field(default=None, ge=0, lt=1e11, allow_inf_nan=False)
     #: 0 (background) .. 9 (urgent)
     priority: int = Field(default=5, ge=0, le=9)
     attempt: int = Field(default=1, ge=1)
@@ -43,7 +42,8 @@ class Envelope(BaseModel):
     #: per-message tier override: haiku | sonnet | opus | a model id
     tier: str | None = None
     tenant: str | None = None
-    #: integrity tag over the packed body (see ``acp.protocol.integrity``)
+    #: integrity tag over the packed body and the routing, cost and identity headers
+    #: (see ``acp.protocol.integrity``)
     hash: str | None = None
     #: extension headers; values are strings so every transport can carry them
     headers: dict[str, str] = Field(default_factory=dict)
@@ -122,12 +122,14 @@ class Envelope(BaseModel):
         return self.deadline is not None and (time.time() if now is None else now) >= self.deadline
 
     def evolve(self, **changes: Any) -> Envelope:
-        """A copy with ``changes`` applied; the integrity tag is dropped if the body changes.
+        """A copy with ``changes`` applied; the integrity tag is dropped when a field it
+        covers changes (anything but ``attempt`` and the trace context), so the next
+        encoder seals it again.
 
         Like ``model_copy(update=...)`` the changes are not validated (callers pass
         values they hold as valid), at a third of its cost: the hot paths evolve an
         envelope or two per message."""
-        if "body" in changes and "hash" not in changes:
+        if "hash" not in changes and not changes.keys() <= _UNSEALED:
             changes["hash"] = None
         unknown = changes.keys() - _EVERY_FIELD
         if unknown:
@@ -157,6 +159,8 @@ class Envelope(BaseModel):
 
 
 _EVERY_FIELD = set(Envelope.model_fields)
+#: fields the integrity tag leaves out: they change at every hop
+_UNSEALED = frozenset(("attempt", "traceparent", "tracestate"))
 # pydantic's own slots, set through their descriptors: a third cheaper than
 # object.__setattr__, which looks each one up by name
 _new = object.__new__
@@ -190,9 +194,9 @@ def _str_map(value: Any) -> bool:
 
 
 _CHECKS: dict[str, Any] = {
-    "created_at": lambda v: type(v) is float and math.isfinite(v),
+    "created_at": lambda v: type(v) is float and 0.0 <= v < 1e11,
     "priority": lambda v: type(v) is int and 0 <= v <= 9,
-    "deadline": lambda v: v is None or (type(v) is float and math.isfinite(v)),
+    "deadline": lambda v: v is None or (type(v) is float and 0.0 <= v < 1e11),
     "headers": _str_map,
     "id": lambda v: type(v) is str and bool(v),
 }

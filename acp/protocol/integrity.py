@@ -1,18 +1,24 @@
 """Integrity tags: the corpus's ``hash`` label made real.
 
-A tag covers the body's bytes exactly as they travel: the msgpack form the
-wire codec carries as its own field. The receiver checks those bytes before
-it parses them and never re-serializes to verify, so the check costs one hash
-over a few hundred bytes and cannot be fooled by two encodings of one value.
-Re-encoding a decoded body reproduces the same bytes (msgpack keeps key order
-and picks one encoding per value), so a forwarded message keeps its tag.
+A tag covers the body's bytes exactly as they travel (the msgpack form the wire
+codec carries as its own field) and, since version 3, every header field that
+decides where a message goes, what it costs or who sent it: id, kind, sender,
+recipient, correlation id, reply-to, created-at, deadline, priority, tier,
+tenant and the extension headers, in one canonical msgpack array (the codec
+builds it; ``header`` below). The bus's delivery count (``attempt``) and the
+trace context change at every hop and are left out, so a message forwarded
+unchanged keeps its tag. The receiver checks those bytes before it parses the
+body and never re-serializes the body to verify, so two encodings of one value
+cannot fool it.
 
-Without keys a tag is a truncated SHA-256 digest (catches corruption); with
-a key ring it is HMAC-SHA256 naming its key id, so keys rotate without
-downtime: sign with the newest, verify with any still listed.
+Without keys a tag is a truncated SHA-256 digest (catches corruption); with a
+key ring it is HMAC-SHA256 naming its key id, so keys rotate without downtime:
+sign with the newest, verify with any still listed.
 
-Tag forms: ``d2.<b64url 16 bytes>`` and ``h2.<key id>.<b64url 16 bytes>``
-(version 1 tags covered canonical JSON and cost six times as much).
+Tag forms: ``d3.<b64url 16 bytes>`` and ``h3.<key id>.<b64url 16 bytes>``.
+Version 2 tags (``d2``, ``h2``) covered the body only: a ``d2`` digest is still
+read where signatures are not required, an ``h2`` signature only with
+``legacy=True`` (during an upgrade), since its headers could have been rewritten.
 """
 
 from __future__ import annotations
@@ -48,8 +54,13 @@ def _b64(raw: bytes) -> str:
     return binascii.b2a_base64(raw, newline=False)[:-2].translate(_URLSAFE).decode()
 
 
-def digest_tag(data: bytes) -> str:
-    """The keyless tag of packed body bytes (the codec calls it directly on its hot path)."""
+def digest_tag(data: bytes, header: bytes = b"") -> str:
+    """The keyless tag of a frame's covered header and packed body bytes (the codec
+    calls it directly on its hot path)."""
+    return "d3." + _b64(hashlib.sha256(header + data).digest()[:_TAG_BYTES])
+
+
+def _digest_v2(data: bytes) -> str:
     return "d2." + _b64(hashlib.sha256(data).digest()[:_TAG_BYTES])
 
 
@@ -94,19 +105,22 @@ class KeyRing:
         return f"KeyRing(key_ids={self.key_ids!r}, signing={self.signing_key_id!r})"
 
 
-def _mac(secret: bytes, kid: str, data: bytes) -> str:
-    return f"h2.{kid}." + _b64(hmac.digest(secret, data, "sha256")[:_TAG_BYTES])
+def _mac(secret: bytes, kid: str, data: bytes, version: str = "h3") -> str:
+    return f"{version}.{kid}." + _b64(hmac.digest(secret, data, "sha256")[:_TAG_BYTES])
 
 
 def _data(body: bytes | Mapping[str, Any]) -> bytes:
     return body if isinstance(body, bytes) else body_bytes(body)
 
 
-def make_tag(body: bytes | Mapping[str, Any], keys: KeyRing | None = None) -> str:
-    """The tag for a body, given as its packed bytes or as the mapping itself."""
-    data = _data(body)
+def make_tag(
+    body: bytes | Mapping[str, Any], keys: KeyRing | None = None, *, header: bytes = b""
+) -> str:
+    """The tag for a body (its packed bytes, or the mapping itself) and the canonical
+    header bytes the codec covers with it."""
+    data = header + _data(body)
     if keys is None:
-        return digest_tag(data)
+        return "d3." + _b64(hashlib.sha256(data).digest()[:_TAG_BYTES])
     kid = keys.signing_key_id
     secret = keys.secret(kid)
     assert secret is not None
@@ -114,23 +128,34 @@ def make_tag(body: bytes | Mapping[str, Any], keys: KeyRing | None = None) -> st
 
 
 def verify_tag(
-    body: bytes | Mapping[str, Any], tag: str | None, keys: KeyRing | None = None
+    body: bytes | Mapping[str, Any],
+    tag: str | None,
+    keys: KeyRing | None = None,
+    *,
+    header: bytes = b"",
+    require: bool | None = None,
+    legacy: bool = False,
 ) -> None:
-    """Raise ``IntegrityError`` unless ``tag`` matches ``body`` (its packed bytes, ideally).
+    """Raise ``IntegrityError`` unless ``tag`` matches ``header`` and ``body``.
 
-    With a key ring, only HMAC tags are accepted (a bare digest could be forged).
+    ``require`` (default: whether a key ring is given) refuses unsigned tags: a
+    bare digest could be forged by anyone who can write the stream. ``legacy``
+    accepts version-2 signatures, which cover the body only.
     """
     if not tag:
         raise IntegrityError("message has no integrity tag")
+    if require is None:
+        require = keys is not None
     scheme, _, rest = tag.partition(".")
-    data = _data(body)
-    if scheme == "d2":
-        if keys is not None:
-            raise IntegrityError("unsigned digest tag refused: a key ring is configured")
-        if not hmac.compare_digest(digest_tag(data), tag):
-            raise IntegrityError("body digest does not match its tag")
+    if scheme in ("d3", "d2"):
+        if require:
+            raise IntegrityError("unsigned frame refused: signatures are required here")
+        data = _data(body)
+        expected = digest_tag(data, header) if scheme == "d3" else _digest_v2(data)
+        if not hmac.compare_digest(expected, tag):
+            raise IntegrityError(f"digest does not match its tag ({scheme})")
         return
-    if scheme == "h2":
+    if scheme in ("h3", "h2"):
         kid, _, _mac_part = rest.partition(".")
         if keys is None:
             raise IntegrityError(
@@ -139,7 +164,14 @@ def verify_tag(
         secret = keys.secret(kid)
         if secret is None:
             raise IntegrityError(f"unknown key id {kid!r}", key_id=kid)
-        if not hmac.compare_digest(_mac(secret, kid, data), tag):
+        if scheme == "h2" and not legacy:
+            raise IntegrityError(
+                f"version-2 signature (key {kid!r}) covers the body only: refused, its "
+                "headers could have been rewritten (accept it only during an upgrade)",
+                key_id=kid,
+            )
+        data = _data(body) if scheme == "h2" else header + _data(body)
+        if not hmac.compare_digest(_mac(secret, kid, data, scheme), tag):
             raise IntegrityError(f"HMAC mismatch for key id {kid!r}", key_id=kid)
         return
     raise IntegrityError(f"unknown integrity tag scheme {scheme!r}")

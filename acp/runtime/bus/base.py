@@ -30,6 +30,7 @@ import hashlib
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -63,6 +64,14 @@ H_CORRELATION = "acp-corr"
 #: on an item for ``RESULTS``: "1" when the record is final (a later record that is
 #: not final leaves it alone: a late "running" never hides a reply)
 H_FINAL = "acp-final"
+
+
+def dead_payload(frame: bytes, most: int) -> tuple[bytes, dict[str, str]]:
+    """What a dead letter keeps of ``frame``: all of it, or its first ``most`` bytes
+    and the fields that say what was cut (its size and SHA-256)."""
+    if len(frame) <= most:
+        return frame, {}
+    return frame[:most], {"size": str(len(frame)), "sha256": hashlib.sha256(frame).hexdigest()}
 
 
 def derived_id(msg_id: str, what: str) -> str:
@@ -158,6 +167,15 @@ class DeadLetter:
     deliveries: int
     history: tuple[str, ...]
     dead_at: float
+    #: the whole frame's size; ``frame`` holds at most ``dead_payload_max`` bytes of it
+    size: int = 0
+    #: the whole frame's SHA-256 (hex) when ``frame`` holds only its start
+    sha256: str | None = None
+
+    @property
+    def cut(self) -> bool:
+        """Only the frame's start was kept: it cannot be replayed."""
+        return self.sha256 is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +249,12 @@ class BusOptions:
     #: a consumer that read nothing for this long and holds nothing is forgotten (a
     #: worker that died, or was restarted under another name)
     consumer_ttl: float = 3600.0
+    #: dead letters kept per destination, the oldest trimmed past it (each trim is
+    #: logged and counted in ``Bus.dead_trimmed``)
+    dead_max: int = 10_000
+    #: a dead letter keeps at most this many bytes of its frame, with the whole
+    #: frame's size and SHA-256: a 10 MB frame is not stored twice
+    dead_payload_max: int = 64 * 1024
 
 
 class Bus(abc.ABC):
@@ -251,6 +275,8 @@ class Bus(abc.ABC):
         self._clock_synced = -math.inf
         self._next_prune: dict[str, float] = {}
         self._drained: set[tuple[str, str]] = set()
+        #: dead letters trimmed past ``dead_max``, by destination (a warning metric)
+        self.dead_trimmed: Counter[str] = Counter()
         self._drain_after: dict[tuple[str, str], str] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._listening = False
@@ -597,6 +623,16 @@ class Bus(abc.ABC):
         processor asks before running a batch, so a replayed message is not run again."""
         self._check_open()
         return await self._processed(dest, msg_ids) if msg_ids else set()
+
+    def _count_trimmed(self, dest: str, trimmed: int) -> None:
+        """Dead letters dropped past ``dead_max``: said, and counted for the metrics."""
+        if trimmed > 0:
+            self.dead_trimmed[dest] += trimmed
+            log.warning(
+                "dead_letters_trimmed", dest=dest, trimmed=trimmed, kept=self.options.dead_max,
+                detail="the oldest dead letters were dropped: look at them sooner, or raise "
+                "dead_max",
+            )  # fmt: skip
 
     async def entries(self, dest: str, *, count: int = 10_000) -> list[Delivery]:
         """What ``dest`` holds now, waiting or in flight, oldest first, without taking any

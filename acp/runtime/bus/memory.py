@@ -30,6 +30,7 @@ from acp.runtime.bus.base import (
     Outgoing,
     QueueStats,
     ResultRecord,
+    dead_payload,
 )
 from acp.runtime.keys import RESULTS, check_name
 
@@ -328,11 +329,14 @@ class MemoryBus(Bus):
             else delivery.history
         )
         dead_id = self.broker.next_id()
+        frame, cut = dead_payload(delivery.frame, self.options.dead_payload_max)
         q.dead[dead_id] = DeadLetter(
             dest=delivery.dest,
             entry_id=dead_id,
             msg_id=delivery.msg_id,
-            frame=delivery.frame,
+            frame=frame,
+            size=len(delivery.frame),
+            sha256=cut.get("sha256"),
             headers=delivery.headers,
             reason=reason,
             error=error,
@@ -340,6 +344,11 @@ class MemoryBus(Bus):
             history=history,
             dead_at=time.time(),
         )
+        trimmed = 0
+        while len(q.dead) > self.options.dead_max:
+            del q.dead[next(iter(q.dead))]
+            trimmed += 1
+        self._count_trimmed(delivery.dest, trimmed)
         await anyio.lowlevel.checkpoint()
         return dead_id
 
@@ -499,8 +508,9 @@ class MemoryBus(Bus):
         chosen = list(dict.fromkeys(entry_ids)) if entry_ids else list(q.dead)[:1000]
         moved = 0
         for dead_id in chosen:
-            letter = q.dead.pop(dead_id, None)
-            if letter is not None:
+            letter = q.dead.get(dead_id)
+            if letter is not None and not letter.cut:  # a cut frame cannot run: it stays
+                del q.dead[dead_id]
                 self._append(dest, _Entry(letter.msg_id, letter.frame, letter.headers))
                 moved += 1
         return moved

@@ -41,6 +41,7 @@ from acp.runtime.bus.base import (
     Outgoing,
     QueueStats,
     ResultRecord,
+    dead_payload,
 )
 from acp.runtime.bus.connection import timed_sends
 from acp.runtime.bus.lines import Lines
@@ -458,9 +459,18 @@ class RedisBus(Bus):
         self._housekept[key] = now
         return "1"
 
-    async def _durable(self) -> None:
-        if self.durability == "safe" and self._waitaof:
-            await self.redis.execute_command("WAITAOF", 1, 0, 5000)  # type: ignore[no-untyped-call]
+    async def _durably(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run a write, then (safe mode) wait until the server's append-only file has it.
+        A connection lost during that wait leaves the write's fate unknown, so the write
+        runs again: every script a caller passes here is safe to run twice."""
+
+        async def write_and_wait() -> T:
+            result = await fn()
+            if self.durability == "safe" and self._waitaof:
+                await self.redis.execute_command("WAITAOF", 1, 0, 5000)  # type: ignore[no-untyped-call]
+            return result
+
+        return await self._retrying(write_and_wait)
 
     # -- primitives -------------------------------------------------------------------
 
@@ -513,8 +523,7 @@ class RedisBus(Bus):
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
         # every destination's SEND in one round trip (each is safe to run twice)
         commands = await self._send_commands(items)
-        await self._retrying(partial(self.lines.run, commands))
-        await self._durable()
+        await self._durably(partial(self.lines.run, commands))
 
     def _blocking_lines(self, dest: str, consumer: str, block: float) -> Lines:
         lines = self._blocking.get((dest, consumer))
@@ -655,8 +664,7 @@ class RedisBus(Bus):
         )
         # One round trip: this commit (deleting what the last one forwarded), its replies.
         commands = [commit, *await self._send_commands(eager)]
-        replies = await self._retrying(partial(self.lines.run, commands))
-        await self._durable()
+        replies = await self._durably(partial(self.lines.run, commands))
         letters, outbox = replies[0]
         return list(map(_STATUS.__getitem__, letters)), [i.decode() for i in outbox]
 
@@ -732,22 +740,26 @@ class RedisBus(Bus):
             if error and error not in delivery.history[-1:]
             else delivery.history
         )
-        item = Outgoing(delivery.dest, delivery.msg_id, delivery.frame, delivery.headers)
+        frame, cut = dead_payload(delivery.frame, self.options.dead_payload_max)
+        item = Outgoing(delivery.dest, delivery.msg_id, frame, delivery.headers)
         fields = [
             *_fields(item, history=history),
             "reason", reason, "error", error, "deliveries", str(delivery.deliveries),
             "entry", delivery.entry_id, "at", str(time.time()),
+            *[x for pair in cut.items() for x in pair],
         ]  # fmt: skip
-        dead_id: Any = await self._retrying(
+        dead: Any = await self._durably(
             partial(
                 self._eval,
                 "DEAD",
                 [keys.stream, keys.dead],
-                [GROUP, consumer or "", delivery.entry_id, *fields],
+                [GROUP, consumer or "", delivery.entry_id, self.options.dead_max, *fields],
             )
         )
-        await self._durable()
-        return dead_id.decode() if dead_id else None
+        if not dead:
+            return None
+        self._count_trimmed(delivery.dest, int(dead[1]))
+        return str(dead[0].decode())
 
     async def _prune(self, dest: str, consumer: str, *, idle: float) -> int:
         keys = Keys(dest)
@@ -901,11 +913,13 @@ class RedisBus(Bus):
                     msg_id=d.msg_id,
                     frame=d.frame,
                     headers=d.headers,
-                    reason=f.get(b"reason", b"").decode(),
-                    error=f.get(b"error", b"").decode(),
+                    reason=f.get(b"reason", b"").decode(errors="replace"),
+                    error=f.get(b"error", b"").decode(errors="replace"),
                     deliveries=int(f.get(b"deliveries", b"0")),
                     history=d.history,
                     dead_at=float(f.get(b"at", b"0")),
+                    size=int(f.get(b"size") or len(d.frame)),
+                    sha256=f[b"sha256"].decode() if b"sha256" in f else None,
                 )
             )
         return out

@@ -217,15 +217,17 @@ return #due
 )
 
 # KEYS: stream, dead-stream. ARGV: group, consumer ('' = skip the ownership check),
-# entry_id, then the dead-letter fields. Returns the dead letter's id, or false.
+# entry_id, the most dead letters kept, then the dead-letter fields. Returns
+# {the dead letter's id, how many old ones were trimmed}, or false.
 DEAD = (
     _OWNED
     + """
 if ARGV[2] ~= '' and not owned(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return false end
-local dead = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+local dead = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+local trimmed = redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
-return dead
+return {dead, trimmed}
 """
 )
 
@@ -317,7 +319,8 @@ return out
 )
 
 # KEYS: stream, dead-stream. ARGV: entry ids of dead letters ('' = all, up to 1000).
-# Puts them back with a fresh delivery count; returns how many.
+# Puts them back with a fresh delivery count; returns how many. A dead letter that
+# kept only the start of its frame (it has a 'sha256' field) stays: it cannot run.
 REPLAY = """
 local entries
 if ARGV[1] == '' then
@@ -333,19 +336,25 @@ else
     end
   end
 end
+local moved = 0
 for _, e in ipairs(entries) do
-  local fields, keep = e[2], {}
+  local fields, keep, cut = e[2], {}, false
   for j = 1, #fields, 2 do
     local k = fields[j]
     if k == 'm' or k == 'f' or string.sub(k, 1, 2) == 'h.' then
       keep[#keep + 1] = k
       keep[#keep + 1] = fields[j + 1]
+    elseif k == 'sha256' then
+      cut = true
     end
   end
-  redis.call('XADD', KEYS[1], '*', unpack(keep))
-  redis.call('XDEL', KEYS[2], e[1])
+  if not cut then
+    redis.call('XADD', KEYS[1], '*', unpack(keep))
+    redis.call('XDEL', KEYS[2], e[1])
+    moved = moved + 1
+  end
 end
-return #entries
+return moved
 """
 
 # KEYS: presence hash. ARGV: member, ttl_ms, info. Value = "<expires_ms>|<info>".
