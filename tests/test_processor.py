@@ -100,8 +100,8 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_the_worker_keeps_goi
             [
                 "decode:bad_magic",
                 "decode:too_large",
-                "decode:integrity",
-                "decode:integrity",
+                "integrity",
+                "integrity",
                 "unknown_recipient",
                 "deadline",
             ]

@@ -6,6 +6,7 @@ Each test names the finding of issue 14 it covers; each failed before the fix.
 from __future__ import annotations
 
 import base64
+import hashlib
 import contextlib
 import hmac
 import math
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 from acp.errors import ConfigError, DecodeError, IntegrityError
 from acp.protocol import Envelope, KeyRing, MessageKind, WireCodec
-from acp.runtime.bus import BusOptions, RedisBus
+from acp.runtime.bus import BusOptions, Outgoing, RedisBus
 from acp.runtime.bus.redis import _delivery
 from acp.runtime.keys import Keys
 from acp.runtime.processor import Processor, to_outgoing
@@ -359,3 +360,44 @@ def test_headers_that_are_not_times_are_refused(field: str, value: float) -> Non
         codec.decode(codec.encode(env))
     with pytest.raises(ValidationError):
         Envelope.model_validate({**command(1).model_dump(), field: value})
+
+
+# -- 7. dead letters cannot be used to fill the server -----------------------------------
+
+
+async def test_dead_letters_keep_a_capped_copy_and_a_bounded_stream(
+    bus_backend: Any,
+) -> None:
+    """A 10 MB frame is kept as its first 64 KiB with its size and hash, is never
+    replayed as if whole, and the dead-letter stream keeps only the newest dead_max."""
+    big = b"\x93" + random.Random(14).randbytes(10 * 1024 * 1024)
+    options = BusOptions(min_idle=0.3, reclaim_interval=0.05, dead_max=3)
+    async with bus_backend(options) as bus, anyio.create_task_group() as tg:
+        await bus.send_many([Outgoing("worker", "big", big)])
+        await bus.send_many([Outgoing("worker", f"junk{i}", b"not a frame") for i in range(4)])
+        processor = Processor(bus, "worker", doubler, consumer="w1")
+        await tg.start(processor.run)
+        with anyio.fail_after(20):
+            while processor.stats.dead_lettered < 5:
+                await anyio.sleep(0.05)
+        processor.stop()
+    async with bus_backend(options) as bus:
+        letters = await bus.dead_letters("worker")
+        assert len(letters) == 3, "the oldest two were trimmed"
+        assert sum(processor.bus.dead_trimmed.values()) == 2
+    # the big one alone, with room for it
+    options = BusOptions(min_idle=0.3, reclaim_interval=0.05)
+    async with bus_backend(options) as bus, anyio.create_task_group() as tg:
+        await bus.purge("worker")
+        await bus.send_many([Outgoing("worker", "big2", big)])
+        processor = Processor(bus, "worker", doubler, consumer="w1")
+        await tg.start(processor.run)
+        with anyio.fail_after(20):
+            while processor.stats.dead_lettered < 1:
+                await anyio.sleep(0.05)
+        processor.stop()
+        (letter,) = await bus.dead_letters("worker")
+        assert letter.cut and letter.size == len(big)
+        assert letter.frame == big[: options.dead_payload_max]
+        assert letter.sha256 == hashlib.sha256(big).hexdigest()
+        assert await bus.replay("worker") == 0, "a cut frame is not replayed"

@@ -31,7 +31,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
-from acp.errors import DecodeError, Rejected, RetryableError
+from acp.errors import DecodeError, IntegrityError, Rejected, RetryableError
 from acp.logs import Logger, get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
@@ -404,6 +404,8 @@ class Processor:
             return "bad_entry", delivery.problem, None
         try:
             env = self.codec.decode(delivery.frame)
+        except IntegrityError as exc:  # readable, but not from anyone holding our keys
+            return "integrity", str(exc), None
         except DecodeError as exc:
             return f"decode:{exc.reason}", str(exc), None
         if env.id != delivery.msg_id:

@@ -398,7 +398,15 @@ class Worker:
             )
 
     async def _collect(self) -> list[Sample]:
-        samples = []
+        samples = [
+            Sample(
+                "dead_letters_trimmed",
+                count,
+                {"agent": dest},
+                "Oldest dead letters dropped to keep the dead-letter stream within dead_max",
+            )
+            for dest, count in self.bus.dead_trimmed.items()
+        ]
         for name, processor in self.processors.items():
             stats, labels = processor.stats, {"agent": name}
             samples += [
