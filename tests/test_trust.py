@@ -6,8 +6,8 @@ Each test names the finding of issue 14 it covers; each failed before the fix.
 from __future__ import annotations
 
 import base64
-import hashlib
 import contextlib
+import hashlib
 import hmac
 import math
 import random
@@ -397,7 +397,8 @@ async def test_dead_letters_keep_a_capped_copy_and_a_bounded_stream(
                 await anyio.sleep(0.05)
         processor.stop()
         (letter,) = await bus.dead_letters("worker")
-        assert letter.cut and letter.size == len(big)
+        assert letter.cut
+        assert letter.size == len(big)
         assert letter.frame == big[: options.dead_payload_max]
         assert letter.sha256 == hashlib.sha256(big).hexdigest()
         assert await bus.replay("worker") == 0, "a cut frame is not replayed"
