@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from acp.agents import AgentBase, AgentDefinition, Catalogue, RuntimeConfig, load_config
+from acp.agents import AgentBase, AgentDefinition, Catalogue, RuntimeConfig
 from acp.agents.examples import collect_examples
 from acp.catalogue import choose_agents, find_workflow
 from acp.errors import ACPError, DefinitionError, ProtocolError, RequestTimeout, UnknownAgent
@@ -29,7 +30,6 @@ from acp.logs import configure_logging
 from acp.protocol import (
     Envelope,
     MessageKind,
-    WireCodec,
     body_from_text,
     body_to_text,
     envelope_to_text,
@@ -37,15 +37,20 @@ from acp.protocol import (
     render_envelope,
 )
 from acp.protocol.check import check_bodies
-from acp.runtime.bus import BusOptions, DeadLetter, RedisBus
+from acp.runtime.bus import DeadLetter, RedisBus
 from acp.runtime.client import Client, Result, ResultState
 from acp.runtime.connect import redis_url_for_cli
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.demo import run_demo
 from acp.runtime.keys import COORDINATORS, INTAKE
 from acp.runtime.metrics import Metrics, serve_metrics
-from acp.runtime.options import bus_options
-from acp.runtime.settings import ENV_REDIS_URL
+from acp.runtime.options import Deployment
+from acp.runtime.settings import (
+    EMBEDDED,
+    ENV_REDIS_URL,
+    ENV_REDIS_URL_FILE,
+    resolve_redis,
+)
 from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import agent_queues, read_status
 from acp.runtime.targets import resolve_targets
@@ -308,12 +313,77 @@ _RedisOption = Annotated[
     str | None,
     typer.Option(
         "--redis",
-        envvar=ENV_REDIS_URL,
         metavar="URL",
-        help="Redis server URL, e.g. redis://127.0.0.1:6379/0; required, here or in the env var.",
+        help=f"Redis server URL, e.g. redis://127.0.0.1:6379/0 (else ${ENV_REDIS_URL}). A "
+        "password in it shows in `ps` to every user of this machine: prefer the "
+        "environment variable or --redis-url-file.",
         show_default=False,
     ),
 ]
+_RedisFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--redis-url-file",
+        metavar="FILE",
+        help=f"Read the Redis server URL from FILE (else ${ENV_REDIS_URL_FILE}): keeps a "
+        "password out of `ps` and of child processes' environments.",
+        show_default=False,
+    ),
+]
+_CONFIG_OPTION = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Runtime configuration: tiers, complexity, budgets, result records, "
+        "wire (signatures, dictionary) and bus (durability, bounds) "
+        "(default: $ACP_CONFIG, else the shipped runtime/acp.toml).",
+        show_default=False,
+    ),
+]
+
+
+class DurabilityChoice(StrEnum):
+    fast = "fast"
+    safe = "safe"
+
+
+_DurabilityOption = Annotated[
+    DurabilityChoice | None,
+    typer.Option(
+        "--durability",
+        help="fast: a write is acknowledged once the server holds it; safe: once it is in "
+        "the server's append-only file (slower). Default: $ACP_BUS_DURABILITY, else "
+        "durability in the config's bus section, else fast.",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The server a command talks to and the deployment's settings (bus options,
+    durability, codec with its key ring), from flags, environment and config."""
+
+    url: str
+    deployment: Deployment
+
+
+def _deployment(config: Path | None, durability: DurabilityChoice | None = None) -> Deployment:
+    return Deployment.load(config, durability=durability.value if durability else None)
+
+
+def _where(
+    redis: str | None,
+    url_file: Path | None,
+    config: Path | None = None,
+    durability: DurabilityChoice | None = None,
+) -> _Where:
+    try:
+        return _Where(redis_url_for_cli(redis, url_file), _deployment(config, durability))
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+
 _DEST_HELP = "Destination (agent or queue name)."
 
 
@@ -345,25 +415,15 @@ def _first_acp_error(group: BaseExceptionGroup[Any]) -> ACPError | None:
     return None
 
 
-async def _on_bus(
-    url: str, work: Callable[[RedisBus], Awaitable[_T]], options: BusOptions | None
-) -> _T:
-    async with RedisBus.from_url(url, options, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT) as bus:
+async def _on_bus(where: _Where, work: Callable[[RedisBus], Awaitable[_T]]) -> _T:
+    async with where.deployment.bus(where.url, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT) as bus:
         return await work(bus)
 
 
-def _with_bus(
-    redis: str | None,
-    work: Callable[[RedisBus], Awaitable[_T]],
-    options: BusOptions | None = None,
-) -> _T:
-    """Run ``work`` on the named server. Library errors (bad or missing URL, server
-    unreachable) become one line on stderr and exit 1; they never hold the password."""
-    try:
-        url = redis_url_for_cli(redis)
-    except ACPError as exc:
-        raise _fail(str(exc)) from None
-    return _run(lambda: _on_bus(url, work, options))
+def _with_bus(where: _Where, work: Callable[[RedisBus], Awaitable[_T]]) -> _T:
+    """Run ``work`` on the named server. Library errors (server unreachable, refused)
+    become one line on stderr and exit 1; they never hold the password."""
+    return _run(lambda: _on_bus(where, work))
 
 
 async def _require_dest(bus: RedisBus, dest: str) -> None:
@@ -391,13 +451,23 @@ def _entry_ids(entry_ids: list[str] | None, every: bool) -> list[str] | None:
     return list(dict.fromkeys(entry_ids))
 
 
-def _decode(frame: bytes) -> tuple[Envelope | None, str | None]:
+def _decode(frame: bytes, deployment: Deployment) -> tuple[Envelope | None, str | None]:
     """The envelope in a dead frame, or why it cannot be read; the tag is not checked
     because the frame may be here precisely for a bad tag."""
     try:
-        return WireCodec(verify=False).decode(frame), None
+        return deployment.inspecting_codec().decode(frame), None
     except ProtocolError as exc:
         return None, str(exc)
+
+
+def _signature(frame: bytes, deployment: Deployment) -> str:
+    """Whether the deployment's own codec accepts the frame's tag, and if not, why."""
+    try:
+        deployment.codec.decode(frame)
+    except ProtocolError as exc:
+        return f"refused: {exc}"
+    keys = deployment.codec.keys
+    return "valid" if keys is None else f"valid (key ring {', '.join(keys.key_ids)})"
 
 
 def _when(ts: float, *, short: bool = False) -> str:
@@ -451,6 +521,8 @@ def dlq_list(
         int, typer.Option("--count", "-n", help="Most dead letters per destination.", min=1)
     ] = 100,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
 ) -> None:
     """List dead letters, oldest first: entry id, message id, reason, deliveries,
     when it died and the first line of its last error.
@@ -475,7 +547,8 @@ def dlq_list(
                     more[dest] = total
         return letters, unknown, more
 
-    letters, unknown, more = _with_bus(redis, fetch)
+    where = _where(redis, redis_url_file, config)
+    letters, unknown, more = _with_bus(where, fetch)
     for dest in unknown:
         typer.echo(f"note: no destination {dest!r}", err=True)
     for dest, total in more.items():
@@ -483,7 +556,9 @@ def dlq_list(
             f"note: showing {count} of {total} dead letters in {dest} (see --count)", err=True
         )
     if as_json:
-        records = [_letter_record(letter, _decode(letter.frame)[0]) for letter in letters]
+        records = [
+            _letter_record(letter, _decode(letter.frame, where.deployment)[0]) for letter in letters
+        ]
         typer.echo(json.dumps({"dead_letters": records}, ensure_ascii=False))
         return
     if not letters:
@@ -523,6 +598,8 @@ def dlq_show(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
 ) -> None:
     """Show one dead letter in full: reason, error, delivery history, headers and
     the message as a person reads it (or why its frame cannot be decoded, with a
@@ -542,13 +619,16 @@ def dlq_show(
                 return letter
         raise _fail(f"no dead letter {entry_id} in {dest} (see acp dlq list {dest})")
 
-    letter = _with_bus(redis, fetch)
-    env, problem = _decode(letter.frame)
+    where = _where(redis, redis_url_file, config)
+    letter = _with_bus(where, fetch)
+    env, problem = _decode(letter.frame, where.deployment)
+    signature = _signature(letter.frame, where.deployment) if env is not None else None
     if as_json:
         record = _letter_record(letter, env)
         record["headers"] = dict(letter.headers)
         record["message"] = json.loads(envelope_to_text(env)) if env else None
         record["decode_error"] = problem
+        record["signature"] = signature
         record["frame_bytes"] = len(letter.frame)
         record["frame_hex"] = None if env else letter.frame[:64].hex()
         typer.echo(json.dumps(record, ensure_ascii=False))
@@ -571,7 +651,11 @@ def dlq_show(
         *(f"  {name}: {value}" for name, value in sorted(letter.headers.items())),
     ]
     if env is not None:
-        lines += ["message:", *(f"  {line}" for line in render_envelope(env).splitlines())]
+        lines += [
+            f"signature: {signature}",
+            "message:",
+            *(f"  {line}" for line in render_envelope(env).splitlines()),
+        ]
     else:
         lines += [
             f"message: cannot be decoded: {problem}",
@@ -590,6 +674,9 @@ def dlq_replay(
     ] = None,
     every: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
+    durability: _DurabilityOption = None,
 ) -> None:
     """Put dead letters back on DEST's queue with a fresh delivery count, after the
     cause is fixed. Exits 1 if some given entry ids are not dead letters there.
@@ -613,7 +700,7 @@ def dlq_replay(
             moved += batch
         return moved
 
-    moved = _with_bus(redis, replay)
+    moved = _with_bus(_where(redis, redis_url_file, config, durability), replay)
     typer.echo(f"replayed {moved} dead letter{'' if moved == 1 else 's'} to {dest}")
     if ids is not None and moved < len(ids):
         raise _fail(f"{len(ids) - moved} of the given entry ids are not dead letters in {dest}")
@@ -629,6 +716,9 @@ def dlq_purge(
     every: Annotated[bool, typer.Option("--all", help="Delete every dead letter.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
+    durability: _DurabilityOption = None,
 ) -> None:
     """Delete dead letters for good. Asks first unless --yes; answering no exits 1
     and deletes nothing. Exits 1 if some given entry ids are not dead letters there.
@@ -642,7 +732,8 @@ def dlq_purge(
         return len(ids) if ids is not None else (await bus.stats(dest)).dead
 
     # Ask between two connections: none is held open while a person decides.
-    n = _with_bus(redis, count)
+    where = _where(redis, redis_url_file, config, durability)
+    n = _with_bus(where, count)
     if n == 0:
         typer.echo(f"no dead letters in {dest}")
         return
@@ -655,7 +746,7 @@ def dlq_purge(
         await _require_dest(bus, dest)
         return await bus.purge(dest, ids)
 
-    deleted = _with_bus(redis, purge)
+    deleted = _with_bus(where, purge)
     typer.echo(f"purged {deleted} dead letter{'' if deleted == 1 else 's'} from {dest}")
     if ids is not None and deleted < len(ids):
         raise _fail(f"{len(ids) - deleted} of the given entry ids are not dead letters in {dest}")
@@ -688,15 +779,6 @@ class CacheTTL(StrEnum):
     one_hour = "1h"
 
 
-_CONFIG_OPTION = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="Runtime configuration: tiers, complexity, budgets, result records "
-        "(default: $ACP_CONFIG, else the shipped runtime/acp.toml).",
-        show_default=False,
-    ),
-]
 _AGENTS_OPTION = Annotated[
     list[Path] | None,
     typer.Option(
@@ -731,6 +813,8 @@ def worker_command(
     agents: _AGENTS_OPTION = None,
     concurrency: Annotated[int, typer.Option(help="Messages in flight per agent.", min=1)] = 16,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    durability: _DurabilityOption = None,
     name: Annotated[
         str | None,
         typer.Option(
@@ -751,21 +835,22 @@ def worker_command(
 
     Example: acp worker data-engineer acp.catalogue.pipeline_doctor:agent --redis redis://127.0.0.1:6379/0
     """
+    where = _where(redis, redis_url_file, config, durability)
     try:
-        runtime_config = load_config(config)
         catalogue = _catalogue(agents)
         ttl: Literal["5m", "1h"] = "1h" if cache_ttl is CacheTTL.one_hour else "5m"
-        resolved = resolve_targets(
-            targets, catalogue=catalogue, claude=_claude_factory(runtime_config, base_url, ttl)
-        )
-        url = redis_url_for_cli(redis)
+        claude = _claude_factory(where.deployment.config, base_url, ttl)
+        resolved = resolve_targets(targets, catalogue=catalogue, claude=claude)
     except ACPError as exc:
         raise _fail(str(exc)) from None
 
     async def run() -> None:
-        async with RedisBus.from_url(url, bus_options(runtime_config)) as bus:
+        async with where.deployment.bus(where.url) as bus:
             metrics = Metrics() if metrics_port is not None else None
-            worker = Worker(bus, resolved, concurrency=concurrency, worker_id=name, metrics=metrics)
+            worker = Worker(
+                bus, resolved, concurrency=concurrency, worker_id=name, metrics=metrics,
+                codec=where.deployment.codec,
+            )  # fmt: skip
             typer.echo(
                 f"worker {worker.worker_id}: {', '.join(a.name for a in resolved)} on {bus.settings.redacted_url}",
                 err=True,
@@ -803,6 +888,8 @@ def send_command(
     ] = None,
     config: _CONFIG_OPTION = None,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    durability: _DurabilityOption = None,
 ) -> None:
     """Send a command to an agent; with --wait, print its reply as JSON (or rendered).
 
@@ -813,14 +900,12 @@ def send_command(
     """
     try:
         payload = body_from_text(body)
-        options = bus_options(load_config(config))
     except ProtocolError as exc:
         raise _fail(f"--json: {exc}", 2) from None
-    except ACPError as exc:
-        raise _fail(str(exc)) from None
+    where = _where(redis, redis_url_file, config, durability)
 
     async def run(bus: RedisBus) -> tuple[Envelope, Envelope | None]:
-        client = Client(bus, sender="cli")
+        client = Client(bus, sender="cli", codec=where.deployment.codec)
         if not wait:
             return await client.send(agent, payload, tier=tier), None
         deadline = None if no_deadline else time.time() + timeout
@@ -830,7 +915,7 @@ def send_command(
         except RequestTimeout as exc:
             raise _fail(f"{exc}\nfollow it: acp result {env.id} --wait") from None
 
-    sent, reply = _with_bus(redis, run, options)
+    sent, reply = _with_bus(where, run)
     if reply is None:
         typer.echo(json.dumps({"sent": sent.id, "to": agent}))
         typer.echo(f"follow it: acp result {sent.id} --wait", err=True)
@@ -850,6 +935,8 @@ def result_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     human: Annotated[bool, typer.Option("--human", help="Render the reply for a person.")] = False,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
 ) -> None:
     """Where a command sent earlier stands: queued, parked (no worker for its agent),
     running, done (with its reply) or dead (with the reason and how to replay it).
@@ -860,9 +947,11 @@ def result_command(
     """
 
     async def look(bus: RedisBus) -> Result:
-        return await Client(bus).result(msg_id, wait=timeout if wait else None)
+        client = Client(bus, codec=where.deployment.codec)
+        return await client.result(msg_id, wait=timeout if wait else None)
 
-    result = _with_bus(redis, look)
+    where = _where(redis, redis_url_file, config)
+    result = _with_bus(where, look)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), default=str))
     else:
@@ -900,7 +989,9 @@ def _show_result(result: Result, *, human: bool) -> None:
 @app.command("coordinator")
 def coordinator_command(
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
     config: _CONFIG_OPTION = None,
+    durability: _DurabilityOption = None,
     agents: _AGENTS_OPTION = None,
     name: Annotated[str | None, typer.Option(help="Coordinator id (default host-pid).")] = None,
     lease_ttl: Annotated[
@@ -918,19 +1009,19 @@ def coordinator_command(
 
     Example: acp coordinator --redis redis://127.0.0.1:6379/0 --config runtime/acp.toml
     """
+    where = _where(redis, redis_url_file, config, durability)
     try:
-        runtime_config = load_config(config)
         catalogue = _catalogue(agents)
-        url = redis_url_for_cli(redis)
     except ACPError as exc:
         raise _fail(str(exc)) from None
 
     async def run() -> None:
-        async with RedisBus.from_url(url, bus_options(runtime_config)) as bus:
+        async with where.deployment.bus(where.url) as bus:
             metrics = Metrics() if metrics_port is not None else None
             coordinator = Coordinator(
-                bus, runtime_config, definitions=catalogue.definitions, coordinator_id=name,
-                lease_ttl=lease_ttl, status_interval=status_interval, metrics=metrics,
+                bus, where.deployment.config, definitions=catalogue.definitions,
+                coordinator_id=name, lease_ttl=lease_ttl, status_interval=status_interval,
+                metrics=metrics, codec=where.deployment.codec,
             )  # fmt: skip
             typer.echo(f"coordinator {coordinator.id} on {bus.settings.redacted_url}", err=True)
             await _serve_with_metrics(metrics, metrics_port, coordinator)
@@ -990,24 +1081,25 @@ def status_command(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
 ) -> None:
     """Workers, queues, dead letters, tiers and cost today against budget.
 
     Example: acp status --watch --redis redis://127.0.0.1:6379/0
     """
+    where = _where(redis, redis_url_file, config)
     if as_json:
-        typer.echo(json.dumps(_with_bus(redis, read_status), default=str))
+        typer.echo(json.dumps(_with_bus(where, read_status), default=str))
         return
     if not watch:
-        Console().print(_status_view(_with_bus(redis, read_status)))
+        Console().print(_status_view(_with_bus(where, read_status)))
         return
-    try:
-        url = redis_url_for_cli(redis)
-    except ACPError as exc:
-        raise _fail(str(exc)) from None
 
     async def follow() -> None:
-        async with RedisBus.from_url(url, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT) as bus:
+        async with where.deployment.bus(
+            where.url, reconnect_timeout=_ADMIN_RECONNECT_TIMEOUT
+        ) as bus:
             with Live(_status_view(await read_status(bus)), refresh_per_second=4) as live:
                 while True:
                     await anyio.sleep(interval)
@@ -1025,6 +1117,7 @@ def demo_command(
     agents: _AGENTS_OPTION = None,
     messages: Annotated[int, typer.Option(help="Commands of traffic to send.", min=1)] = 300,
     config: _CONFIG_OPTION = None,
+    durability: _DurabilityOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with the summary as JSON.")] = False,
 ) -> None:
     """A complete run on one screen: a private server, the coordinator, workers,
@@ -1040,11 +1133,17 @@ def demo_command(
         )  # the demo narrates; its expected warnings (dead letters) would clutter it
     try:
         catalogue = _catalogue(agents)
-        runtime_config = load_config(config)
+        deployment = _deployment(config, durability)
     except ACPError as exc:
         raise _fail(str(exc)) from None
     summary = _run(
-        lambda: run_demo(catalogue, runtime_config, say=console.print, messages=messages)
+        lambda: run_demo(
+            catalogue,
+            deployment.config,
+            say=console.print,
+            messages=messages,
+            deployment=deployment,
+        )
     )
     if as_json:
         typer.echo(json.dumps(summary))
@@ -1064,11 +1163,13 @@ def up_command(
         str | None,
         typer.Option(
             "--redis",
-            envvar=ENV_REDIS_URL,
             metavar="URL",
-            help="Use this server instead of a private one.",
+            help=f"Use this server instead of a private one (else ${ENV_REDIS_URL}; a "
+            "password in it shows in `ps`: prefer the variable or --redis-url-file).",
         ),
     ] = None,
+    redis_url_file: _RedisFileOption = None,
+    durability: _DurabilityOption = None,
     data_dir: Annotated[
         str | None, typer.Option(help="Keep the private server's data here (default: temporary).")
     ] = None,
@@ -1082,12 +1183,16 @@ def up_command(
     """
     console = Console()
     try:
-        runtime_config = load_config(config)
+        deployment = _deployment(config, durability)
+        named = resolve_redis(redis, url_file=redis_url_file)
         catalogue = _catalogue(agents)
-        plan = plan_agents(catalogue, runtime_config)
+        plan = plan_agents(catalogue, deployment.config)
     except ACPError as exc:
         raise _fail(str(exc)) from None
-    stack = Stack(plan, runtime_config, catalogue.definitions, redis_url=redis, data_dir=data_dir)
+    stack = Stack(
+        plan, deployment.config, catalogue.definitions, data_dir=data_dir,
+        redis_url=None if named is EMBEDDED else named.url, deployment=deployment,
+    )  # fmt: skip
 
     async def run() -> None:
         async with anyio.create_task_group() as tg:
@@ -1102,7 +1207,7 @@ def up_command(
             console.print(
                 f"send work:  ACP_REDIS_URL={stack.settings.redacted_url} acp send AGENT --json '{{\"cmd\": ...}}' --wait"
             )
-            async with RedisBus.from_url(stack.settings.url) as bus:
+            async with deployment.bus(stack.settings.url) as bus:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals, Live(
                     _status_view(await read_status(bus)), console=console, refresh_per_second=2
                 ) as live:  # fmt: skip
@@ -1147,6 +1252,9 @@ def run_command(
         bool, typer.Option("--json", help="Print each report as JSON, one per line.")
     ] = False,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
+    durability: _DurabilityOption = None,
 ) -> None:
     """Start workflows: phases in order, parallel steps at once, sequential in order,
     each step's agent getting the previous phase's outputs. Needs a running coordinator.
@@ -1165,9 +1273,11 @@ def run_command(
         bodies.append(body)
     # with --json, stdout carries only the reports: progress goes to stderr
     console = Console(highlight=False, soft_wrap=True, stderr=as_json)
+    where = _where(redis, redis_url_file, config, durability)
+    inspect = where.deployment.inspecting_codec()
 
     async def run(bus: RedisBus) -> list[Envelope]:
-        client = Client(bus, sender="cli", via="coordinator")
+        client = Client(bus, sender="cli", via="coordinator", codec=where.deployment.codec)
         if not await bus.members(COORDINATORS):
             console.print(
                 "[yellow]no coordinator is running: the workflows wait in its intake[/yellow]"
@@ -1185,7 +1295,7 @@ def run_command(
             async for event in bus.subscribe(WORKFLOW_TOPIC):
                 if event.headers.get("workflow") not in envs:
                     continue
-                status = WireCodec(verify=False).decode(event.frame).body.get("workflow_status", {})
+                status = inspect.decode(event.frame).body.get("workflow_status", {})
                 name = status.get("workflow")
                 if status.get("event") == "step":
                     mark = {"succeeded": "[green]ok[/green]", "running": "..."}.get(
@@ -1209,7 +1319,7 @@ def run_command(
             tg.cancel_scope.cancel()
         return [reports[env.id] for env in started]
 
-    reports = _with_bus(redis, run)
+    reports = _with_bus(where, run)
     failed = False
     for report in reports:
         r = report.body
@@ -1243,6 +1353,8 @@ def tail_command(
         bool, typer.Option("--human", help="Render each message for a person.")
     ] = False,
     redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
 ) -> None:
     """Follow messages as they flow into queues, until Ctrl-C: compact JSON, one
     message a line, or rendered for a person. It only watches: nothing is consumed.
@@ -1253,7 +1365,8 @@ def tail_command(
 
     Example: acp tail --agent data-engineer --human
     """
-    codec = WireCodec(verify=False)
+    where = _where(redis, redis_url_file, config)
+    codec = where.deployment.inspecting_codec()
 
     async def follow(bus: RedisBus) -> None:
         dests = agent or list(await agent_queues(bus))
@@ -1276,7 +1389,7 @@ def tail_command(
                 typer.echo(json.dumps({"queue": delivery.dest, "hop": hop, **record}))
 
     with contextlib.suppress(KeyboardInterrupt):
-        _with_bus(redis, follow)
+        _with_bus(where, follow)
 
 
 def main() -> None:

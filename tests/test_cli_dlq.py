@@ -276,7 +276,7 @@ def test_no_server_named_is_a_clear_error_not_an_embedded_server() -> None:
     result = runner.invoke(app, ["dlq", "list"], env={"ACP_REDIS_URL": None})
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert "pass --redis URL or set ACP_REDIS_URL" in result.stderr
+    assert "pass --redis URL or --redis-url-file FILE, or set ACP_REDIS_URL" in result.stderr
     assert "Traceback" not in result.output
 
 

@@ -9,10 +9,16 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -402,3 +408,110 @@ async def test_dead_letters_keep_a_capped_copy_and_a_bounded_stream(
         assert letter.frame == big[: options.dead_payload_max]
         assert letter.sha256 == hashlib.sha256(big).hexdigest()
         assert await bus.replay("worker") == 0, "a cut frame is not replayed"
+
+
+# -- 2, 6 and 11. the command line: key ring, required signatures, durability, URL file --
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCTOR = "acp.catalogue.pipeline_doctor:agent"
+STATUS_BODY = json.dumps({"cmd": "PIPELINE_STATUS", "component_id": "etl"})
+
+
+def _cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACP_", "ANTHROPIC_"))}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def _acp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "acp", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _dead(url: str, dest: str) -> list[dict[str, Any]]:
+    client = redis.Redis.from_url(url)
+    try:
+        rows = client.xrange(Keys(dest).dead)
+    finally:
+        client.close()
+    return [{k.decode(): v.decode(errors="replace") for k, v in f.items()} for _, f in rows]
+
+
+def test_the_command_line_signs_and_requires_signatures(redis_url: str, tmp_path: Path) -> None:
+    """A worker given a key ring (in a file, and its server URL in a file too) answers
+    sends signed with it, dead-letters unsigned and wrongly signed ones as
+    'integrity', and the dead-letter tools say why."""
+    keys = tmp_path / "keys"
+    keys.write_text("# oldest first\nk1=" + "s" * 32 + "\n")
+    url_file = tmp_path / "url"
+    url_file.write_text(redis_url + "\n")
+    worker_env = _cli_env(ACP_HMAC_KEYS_FILE=str(keys))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "acp", "worker", DOCTOR, "--redis-url-file", str(url_file)],
+        cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        signed = _cli_env(ACP_REDIS_URL=redis_url, ACP_HMAC_KEYS="k1=" + "s" * 32)
+        done = _acp("send", "pipeline-doctor", "--json", STATUS_BODY, "--wait", env=signed)
+        assert done.returncode == 0, done.stderr
+        assert "component_id" in json.loads(done.stdout), done.stdout
+        unsigned = _cli_env(ACP_REDIS_URL=redis_url)
+        assert _acp("send", "pipeline-doctor", "--json", STATUS_BODY, env=unsigned).returncode == 0
+        forged = _cli_env(ACP_REDIS_URL=redis_url, ACP_HMAC_KEYS="k1=" + "f" * 32)
+        assert _acp("send", "pipeline-doctor", "--json", STATUS_BODY, env=forged).returncode == 0
+        deadline = time.monotonic() + 30
+        while len(_dead(redis_url, "pipeline-doctor")) < 2:
+            assert time.monotonic() < deadline, "unsigned and forged sends were not refused"
+            time.sleep(0.1)
+        dead = _dead(redis_url, "pipeline-doctor")
+        assert [d["reason"] for d in dead] == ["integrity", "integrity"]
+        assert "unsigned" in dead[0]["error"], dead[0]["error"]
+        shown = _acp("dlq", "show", "pipeline-doctor", _dead_ids(redis_url)[1], "--json",
+                     env=signed)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["signature"].startswith("refused: integrity")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=40)
+
+
+def _dead_ids(url: str) -> list[str]:
+    client = redis.Redis.from_url(url)
+    try:
+        return [i.decode() for i, _ in client.xrange(Keys("pipeline-doctor").dead)]
+    finally:
+        client.close()
+
+
+def test_required_signatures_without_a_key_ring_stop_a_command_at_once(redis_url: str) -> None:
+    env = _cli_env(ACP_REDIS_URL=redis_url, ACP_WIRE_REQUIRE_SIGNATURES="true")
+    done = _acp("send", "pipeline-doctor", "--json", STATUS_BODY, env=env)
+    assert done.returncode == 1
+    assert "signatures are required but no key ring" in done.stderr
+
+
+def test_safe_durability_is_chosen_from_the_command_line(
+    isolated_redis_server: Any,
+) -> None:
+    """A server without an append-only file cannot promise "safe": asked for it by
+    flag, variable or config, every writing command says so instead of writing."""
+    url = isolated_redis_server.url
+    client = redis.Redis.from_url(url)
+    client.config_set("appendonly", "no")
+    try:
+        env = _cli_env(ACP_REDIS_URL=url)
+        flag = _acp("send", "x", "--json", STATUS_BODY, "--durability", "safe", env=env)
+        variable = _acp(
+            "send", "x", "--json", STATUS_BODY, env={**env, "ACP_BUS_DURABILITY": "safe"}
+        )
+        for done in (flag, variable):
+            assert done.returncode == 1
+            assert "safe durability needs" in done.stderr
+        assert client.xlen(Keys("x").stream) == 0
+        fast = _acp("send", "x", "--json", STATUS_BODY, env=env)
+        assert fast.returncode == 0, fast.stderr
+        assert client.xlen(Keys("x").stream) == 1
+    finally:
+        client.config_set("appendonly", "yes")
+        client.close()

@@ -3,7 +3,8 @@
 Loaded from a TOML file (``runtime/acp.toml`` is the shipped default) and
 overridable by environment so one file serves every deployment:
 ``ACP_TIER_<TIER>_<FIELD>`` (``ACP_TIER_SONNET_MODEL=claude-sonnet-4-6``),
-``ACP_COMPLEXITY_<CLASS>_<FIELD>``, ``ACP_BUDGET_DAILY_USD``.
+``ACP_COMPLEXITY_<CLASS>_<FIELD>``, ``ACP_BUDGET_DAILY_USD``, ``ACP_WIRE_<FIELD>``
+(``ACP_WIRE_REQUIRE_SIGNATURES=true``), ``ACP_BUS_<FIELD>`` (``ACP_BUS_DURABILITY=safe``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,12 +22,14 @@ from acp.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG",
     "Budgets",
+    "BusConfig",
     "ComplexityClass",
     "Price",
     "Results",
     "RuntimeConfig",
     "TierSpec",
     "Usage",
+    "WireConfig",
     "load_config",
 ]
 
@@ -113,11 +116,46 @@ class Results(_Frozen):
     max_entries: int = Field(default=100_000, ge=1)
 
 
+class WireConfig(_Frozen):
+    """How frames are written and which are accepted: every process of a deployment
+    must agree, so it lives here rather than in each command's flags."""
+
+    #: refuse unsigned frames and unknown key ids (dead letter ``integrity``); needs
+    #: a key ring (``ACP_HMAC_KEYS``, ``ACP_HMAC_KEYS_FILE`` or ``hmac_keys_file``).
+    #: Unset: required exactly when a key ring is configured
+    require_signatures: bool | None = None
+    #: accept body-only (version 2) signatures while older writers still run
+    legacy_signatures: bool = False
+    #: the zstd dictionary new frames are written with (every known one is read)
+    dictionary: int = Field(default=2, ge=1)
+    #: the largest frame accepted, in bytes
+    max_frame: int = Field(default=1024 * 1024, ge=1024)
+    #: a file holding the key ring (``id=secret`` entries, one per line or comma
+    #: separated, oldest first); ``ACP_HMAC_KEYS`` and ``ACP_HMAC_KEYS_FILE`` win
+    hmac_keys_file: str | None = None
+
+
+class BusConfig(_Frozen):
+    """What the bus promises and how much it keeps (``BusOptions`` has the rest)."""
+
+    #: "safe" acknowledges a send or commit only once the server's append-only file
+    #: has it; "fast" once the server holds it in memory
+    durability: Literal["fast", "safe"] = "fast"
+    #: message ids remembered per destination for the send dedup and the ledger
+    dedup_max: int = Field(default=100_000, ge=1000)
+    #: dead letters kept per destination, the oldest trimmed past it
+    dead_max: int = Field(default=10_000, ge=1)
+    #: bytes of an oversized or unreadable frame kept in its dead letter
+    dead_payload_max: int = Field(default=64 * 1024, ge=0)
+
+
 class RuntimeConfig(_Frozen):
     tiers: dict[str, TierSpec]
     complexity: dict[str, ComplexityClass]
     budgets: Budgets = Field(default_factory=Budgets)
     results: Results = Field(default_factory=Results)
+    wire: WireConfig = Field(default_factory=WireConfig)
+    bus: BusConfig = Field(default_factory=BusConfig)
 
     def tier(self, name: str) -> TierSpec:
         try:
@@ -160,6 +198,9 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             section, name, field = "complexity", parts[2], "_".join(parts[3:])
         elif key == "ACP_BUDGET_DAILY_USD":
             data.setdefault("budgets", {})["daily_usd"] = float(value)
+            continue
+        elif key.startswith(("ACP_WIRE_", "ACP_BUS_")) and len(parts) >= 3:
+            data.setdefault(parts[1], {})["_".join(parts[2:])] = _coerce(value)
             continue
         else:
             continue

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from acp.runtime.client import Client
     from acp.runtime.coordinator import Coordinator
     from acp.runtime.embedded import EmbeddedServer
-    from acp.runtime.options import bus_options
+    from acp.runtime.options import Deployment, bus_options
     from acp.runtime.processor import Processor
     from acp.runtime.results import Result, ResultState
     from acp.runtime.settings import RedisSettings
@@ -46,6 +46,7 @@ __all__ = [
     "Client",
     "Coordinator",
     "Delivery",
+    "Deployment",
     "EmbeddedServer",
     "MemoryBroker",
     "MemoryBus",
@@ -74,6 +75,7 @@ _WHERE = {
     "Client": "acp.runtime.client",
     "Coordinator": "acp.runtime.coordinator",
     "EmbeddedServer": "acp.runtime.embedded",
+    "Deployment": "acp.runtime.options",
     "bus_options": "acp.runtime.options",
     "Processor": "acp.runtime.processor",
     "Result": "acp.runtime.results",

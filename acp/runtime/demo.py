@@ -29,9 +29,8 @@ from acp.errors import RequestTimeout, Stalled
 from acp.protocol.ids import new_id
 from acp.protocol.render import render_body
 from acp.runtime.bus.base import Bus, Outgoing
-from acp.runtime.bus.redis import RedisBus
 from acp.runtime.client import Client
-from acp.runtime.options import bus_options
+from acp.runtime.options import Deployment
 from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import read_status
 
@@ -100,6 +99,7 @@ async def run_demo(
     config: RuntimeConfig,
     *,
     say: Callable[[str], None],
+    deployment: Deployment | None = None,
     messages: int = 300,
     concurrency: int = 32,
     answer_timeout: float = 120.0,
@@ -108,7 +108,8 @@ async def run_demo(
     """Run the demo, narrating through ``say``; returns the summary it ends with."""
     catalogue, borrowed = with_demo_agents(catalogue)
     plan = plan_agents(catalogue, config)
-    stack = Stack(plan, config, catalogue.definitions, status_interval=1.0)
+    deployment = deployment or Deployment.from_config(config)
+    stack = Stack(plan, config, catalogue.definitions, status_interval=1.0, deployment=deployment)
     summary: dict[str, Any] = {}
     async with anyio.create_task_group() as tg:
         await tg.start(stack.run)
@@ -125,8 +126,8 @@ async def run_demo(
             say(
                 f"   Claude-backed, waiting for ANTHROPIC_API_KEY: {', '.join(sorted(plan.waiting_for_key))}."
             )
-        async with RedisBus.from_url(stack.settings.url, bus_options(config)) as bus:
-            client = Client(bus, sender="demo")
+        async with deployment.bus(stack.settings.url) as bus:
+            client = Client(bus, sender="demo", codec=deployment.codec)
             latencies: list[float] = []
             errors: list[str] = []
             limit = anyio.Semaphore(concurrency)

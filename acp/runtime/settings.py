@@ -1,6 +1,7 @@
 """Where the Redis-protocol server is: typed settings built from a URL or the environment.
 
-A URL is the one way to name a server (``ACP_REDIS_URL`` or ``--redis``), so
+A URL is the one way to name a server (``ACP_REDIS_URL`` or ``--redis``, or a
+file holding it: ``ACP_REDIS_URL_FILE``, ``--redis-url-file``), so
 that a coordinator, its workers and any subprocess agree by passing one
 string. With no URL at all the runtime starts its own embedded server; see
 :func:`resolve_redis`.
@@ -17,6 +18,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -27,6 +29,7 @@ from acp.errors import ConfigError
 __all__ = [
     "EMBEDDED",
     "ENV_REDIS_URL",
+    "ENV_REDIS_URL_FILE",
     "Embedded",
     "RedisSettings",
     "resolve_redis",
@@ -34,6 +37,9 @@ __all__ = [
 
 #: environment variable that names the Redis server for every acp process
 ENV_REDIS_URL: Final = "ACP_REDIS_URL"
+#: a file holding that URL: a password in it then shows neither in ``ps`` nor in the
+#: environment of every child process
+ENV_REDIS_URL_FILE: Final = "ACP_REDIS_URL_FILE"
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
 _CERT_REQS: Final = ("none", "optional", "required")
@@ -268,19 +274,40 @@ class RedisSettings(BaseModel):
 
 
 def resolve_redis(
-    url: str | None, *, environ: Mapping[str, str] | None = None
+    url: str | None,
+    *,
+    url_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> RedisSettings | Literal[Embedded.EMBEDDED]:
-    """Decide which server to use: the given URL, else ``ACP_REDIS_URL``, else :data:`EMBEDDED`.
+    """Decide which server to use: the given URL, else the URL in ``url_file``, else
+    ``ACP_REDIS_URL``, else the file ``ACP_REDIS_URL_FILE`` names, else :data:`EMBEDDED`.
 
     An empty string counts as "not given", so ``ACP_REDIS_URL=`` in a shell
     falls back to the embedded server instead of failing on an empty URL.
     """
     if url is not None and url.strip():
+        if url_file:
+            raise ConfigError("name the Redis server once: a URL or a URL file, not both")
         return RedisSettings.from_url(url)
+    if url_file:
+        return _from_file(url_file)
     env = os.environ if environ is None else environ
     if env.get(ENV_REDIS_URL, "").strip():
         return RedisSettings.from_env(env)
+    if named := env.get(ENV_REDIS_URL_FILE, "").strip():
+        return _from_file(named)
     return EMBEDDED
+
+
+def _from_file(path: str | os.PathLike[str]) -> RedisSettings:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Redis URL file {path}: {exc.strerror or exc}") from None
+    try:
+        return RedisSettings.from_url(text)
+    except ConfigError as exc:
+        raise ConfigError(f"Redis URL file {path}: {exc}") from None
 
 
 def _parse_query(query: str, shown: str) -> dict[str, str]:

@@ -23,11 +23,9 @@ from acp.agents.definition import AgentDefinition
 from acp.agents.loader import Catalogue
 from acp.agents.sdk import AgentBase
 from acp.errors import Stalled
-from acp.runtime.bus.base import BusOptions
-from acp.runtime.bus.redis import RedisBus
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.embedded import EmbeddedServer
-from acp.runtime.options import bus_options
+from acp.runtime.options import Deployment
 from acp.runtime.settings import RedisSettings
 from acp.runtime.targets import import_agent
 from acp.runtime.worker import Worker
@@ -94,7 +92,7 @@ class Stack:
         *,
         redis_url: str | None = None,
         data_dir: str | None = None,
-        options: BusOptions | None = None,
+        deployment: Deployment | None = None,
         status_interval: float = 2.0,
     ) -> None:
         self.plan = plan
@@ -102,7 +100,9 @@ class Stack:
         self.definitions = definitions
         self.redis_url = redis_url
         self.data_dir = data_dir
-        self.options = options
+        #: bus options, durability and codec (keys, dictionary): from ``config`` and
+        #: the environment unless given
+        self.deployment = deployment or Deployment.from_config(config)
         self.status_interval = status_interval
         self.url: str | None = None
         self.settings: RedisSettings | None = None
@@ -121,20 +121,23 @@ class Stack:
                 await stack.enter_async_context(server)
                 url = server.url
             self.url = url
-            options = self.options or bus_options(self.config)
-            bus = await stack.enter_async_context(RedisBus.from_url(url, options))
+            deployment = self.deployment
+            bus = await stack.enter_async_context(deployment.bus(url))
             self.settings = bus.settings
-            coordinator_bus = await stack.enter_async_context(RedisBus.from_url(url, options))
+            coordinator_bus = await stack.enter_async_context(deployment.bus(url))
             self.coordinator = Coordinator(
                 coordinator_bus,
                 self.config,
                 definitions=self.definitions,
                 status_interval=self.status_interval,
+                codec=deployment.codec,
             )
             async with anyio.create_task_group() as tg:
                 await tg.start(self.coordinator.run)
                 if self.plan.agents:
-                    self.worker = Worker(bus, self.plan.agents, heartbeat=1.0)
+                    self.worker = Worker(
+                        bus, self.plan.agents, heartbeat=1.0, codec=deployment.codec
+                    )
                     await tg.start(self.worker.run)
                 with anyio.move_on_after(30):
                     await self.coordinator.has_led.wait()
