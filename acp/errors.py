@@ -14,6 +14,7 @@
     ├── BusError                    transport trouble, translated from redis
     │   ├── BusClosed               used outside ``async with``
     │   ├── ConnectionLost          the server went away and did not come back in time
+    │   ├── AccessDenied            wrong credentials, or the server's ACL forbids it (no retry)
     │   ├── RequestTimeout          no reply before the deadline
     │   └── LeaseLost               another consumer owns the entry now (fencing)
     ├── Stalled                     something waited for did not happen in time (says what, why)
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACPError",
+    "AccessDenied",
     "AgentError",
     "BusClosed",
     "BusError",
@@ -153,6 +155,13 @@ class BusClosed(BusError):
 
 class ConnectionLost(BusError):
     code = "connection_lost"
+
+
+class AccessDenied(BusError):
+    """The server refused who we are or what we asked: retrying cannot help, so it is
+    raised at once, naming the user and what was denied (never the password)."""
+
+    code = "access_denied"
 
 
 class RequestTimeout(BusError):

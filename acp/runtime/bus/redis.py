@@ -20,11 +20,11 @@ from typing import Any, Literal, TypeVar
 import anyio
 import msgpack
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from acp.errors import ConfigError, ConnectionLost
+from acp.errors import AccessDenied, ConfigError, ConnectionLost
 from acp.logs import get_logger
 from acp.runtime.bus import scripts
 from acp.runtime.bus.base import (
@@ -53,11 +53,13 @@ from acp.runtime.keys import (
     RESULT_RECORDS,
     RESULTS,
     Keys,
+    check_name,
     counters_hash,
     lease_keys,
     presence_hash,
     topic_stream,
 )
+from acp.protocol.ids import new_id
 from acp.runtime.settings import RedisSettings
 
 __all__ = ["Durability", "RedisBus"]
@@ -88,6 +90,20 @@ _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
     "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED",
 )  # fmt: skip
+
+
+def _is_denial(exc: ResponseError) -> bool:
+    """NOPERM, also when raised by a command inside a script (wrapped in ERR ...)."""
+    text = str(exc)
+    return isinstance(exc, NoPermissionError) or "NOPERM" in text or "no permissions" in text.lower()
+
+
+def _valid_prefix(user: str) -> bool:
+    try:
+        check_name(f"{user}.x")
+    except ConfigError:
+        return False
+    return True
 
 
 def _header_fields(headers: Mapping[str, str]) -> list[bytes | str]:
@@ -256,6 +272,9 @@ class RedisBus(Bus):
         reconnect_timeout: float = 60.0,
         client_id: str | None = None,
     ) -> None:
+        if client_id is None and settings.username and _valid_prefix(settings.username):
+            # the inbox is inbox.<user>.<random>: an ACL can give a user its own replies
+            client_id = f"{settings.username}.{new_id()[-12:]}"
         super().__init__(options, client_id=client_id)
         self.settings = settings
         self.durability = durability
@@ -408,6 +427,8 @@ class RedisBus(Bus):
         while True:
             try:
                 return await fn()
+            except AuthenticationError as exc:  # a ConnectionError, but no retry helps
+                raise self._denied(exc) from None
             except _RECOVERABLE as exc:
                 if time.monotonic() + delay > deadline:
                     waited = time.monotonic() - started
@@ -420,6 +441,8 @@ class RedisBus(Bus):
             except NoScriptError:
                 await self._load_scripts()  # the server restarted or flushed its scripts
             except ResponseError as exc:
+                if _is_denial(exc):
+                    raise self._denied(exc) from None
                 if "NOGROUP" not in str(exc):
                     raise
                 # The server lost its groups (restarted without data, or flushed):
@@ -440,15 +463,18 @@ class RedisBus(Bus):
 
     async def _create_group(self, dest: str, keys: Keys) -> None:
         if dest not in self._groups:
-            try:
-                await self.redis.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self._retrying(partial(self._xgroup_create, keys.stream))
             self._groups.add(dest)
         if dest not in self._known:
-            await self.redis.sadd(DESTINATIONS, dest)
+            await self._retrying(partial(self.redis.sadd, DESTINATIONS, dest))
             self._known.add(dest)
+
+    async def _xgroup_create(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     def _housekeeping(self, key: str) -> str:
         """'1' when the script writing ``key`` should trim it by age now: at most
@@ -458,6 +484,19 @@ class RedisBus(Bus):
             return "0"
         self._housekept[key] = now
         return "1"
+
+    def _denied(self, exc: Exception) -> AccessDenied:
+        who = f"user {self.settings.username!r}" if self.settings.username else "the default user"
+        text = str(exc).replace("\n", " ")
+        if isinstance(exc, AuthenticationError):
+            return AccessDenied(
+                f"Redis at {self.settings.redacted_url} refused {who}: {text} (check the "
+                "password, and that the user is on)"
+            )
+        return AccessDenied(
+            f"Redis at {self.settings.redacted_url} denied {who}: {text} (see runtime/users.acl "
+            "for what each role needs)"
+        )
 
     async def _durably(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run a write, then (safe mode) wait until the server's append-only file has it.
