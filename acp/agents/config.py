@@ -4,7 +4,8 @@ Loaded from a TOML file (``runtime/acp.toml`` is the shipped default) and
 overridable by environment so one file serves every deployment:
 ``ACP_TIER_<TIER>_<FIELD>`` (``ACP_TIER_SONNET_MODEL=claude-sonnet-4-6``),
 ``ACP_COMPLEXITY_<CLASS>_<FIELD>``, ``ACP_BUDGET_DAILY_USD``, ``ACP_WIRE_<FIELD>``
-(``ACP_WIRE_REQUIRE_SIGNATURES=true``), ``ACP_BUS_<FIELD>`` (``ACP_BUS_DURABILITY=safe``).
+(``ACP_WIRE_REQUIRE_SIGNATURES=true``), ``ACP_BUS_<FIELD>`` (``ACP_BUS_DURABILITY=safe``),
+``ACP_REDIS_SSL_CA_CERTS``, ``ACP_REDIS_SSL_CERTFILE``, ``ACP_REDIS_SSL_KEYFILE``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "BusConfig",
     "ComplexityClass",
     "Price",
+    "RedisTLS",
     "Results",
     "RuntimeConfig",
     "TierSpec",
@@ -149,6 +151,15 @@ class BusConfig(_Frozen):
     dead_payload_max: int = Field(default=64 * 1024, ge=0)
 
 
+class RedisTLS(_Frozen):
+    """TLS files for ``rediss://`` servers, where the URL does not name them (redis-py's
+    parameter names): ``ACP_REDIS_SSL_CA_CERTS`` and so on override them."""
+
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
 class RuntimeConfig(_Frozen):
     tiers: dict[str, TierSpec]
     complexity: dict[str, ComplexityClass]
@@ -156,6 +167,7 @@ class RuntimeConfig(_Frozen):
     results: Results = Field(default_factory=Results)
     wire: WireConfig = Field(default_factory=WireConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
+    redis: RedisTLS = Field(default_factory=RedisTLS)
 
     def tier(self, name: str) -> TierSpec:
         try:
@@ -199,7 +211,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
         elif key == "ACP_BUDGET_DAILY_USD":
             data.setdefault("budgets", {})["daily_usd"] = float(value)
             continue
-        elif key.startswith(("ACP_WIRE_", "ACP_BUS_")) and len(parts) >= 3:
+        elif key.startswith(("ACP_WIRE_", "ACP_BUS_", "ACP_REDIS_SSL_")) and len(parts) >= 3:
             data.setdefault(parts[1], {})["_".join(parts[2:])] = _coerce(value)
             continue
         else:

@@ -17,6 +17,7 @@ from acp.errors import ConfigError
 from acp.protocol import KeyRing, WireCodec
 from acp.runtime.bus.base import BusOptions
 from acp.runtime.bus.redis import Durability, RedisBus
+from acp.runtime.settings import RedisSettings
 
 __all__ = [
     "ENV_HMAC_KEYS",
@@ -113,8 +114,13 @@ class Deployment:
         return replace(self, options=replace(self.options, **changes))
 
     def bus(self, url: str, **kwargs: Any) -> RedisBus:
-        """A bus on the server at ``url`` with this deployment's options and durability."""
-        return RedisBus.from_url(url, self.options, durability=self.durability, **kwargs)
+        """A bus on the server at ``url`` with this deployment's options, durability and
+        TLS files (where the URL names none)."""
+        tls = self.config.redis
+        settings = RedisSettings.from_url(url).with_tls_files(
+            ca_certs=tls.ssl_ca_certs, certfile=tls.ssl_certfile, keyfile=tls.ssl_keyfile
+        )
+        return RedisBus(settings, self.options, durability=self.durability, **kwargs)
 
     def inspecting_codec(self) -> WireCodec:
         """A codec for tools that show frames whatever their tag: it reads what the

@@ -43,6 +43,8 @@ ENV_REDIS_URL_FILE: Final = "ACP_REDIS_URL_FILE"
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
 _CERT_REQS: Final = ("none", "optional", "required")
+#: URL parameters naming TLS files, as redis-py spells them
+_TLS_FILES: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _DEFAULT_SOCKET_TIMEOUT: Final = 10.0
 _DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 _MASK: Final = "***"
@@ -84,6 +86,11 @@ class RedisSettings(BaseModel):
     password: SecretStr | None = None
     tls: bool = False
     tls_cert_reqs: Literal["none", "optional", "required"] = "required"
+    #: a CA bundle to verify the server with (default: the system's store)
+    tls_ca_certs: str | None = None
+    #: a client certificate and its key, for servers that ask for one (mutual TLS)
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
     unix_socket_path: str | None = None
     socket_timeout: float | None = Field(default=_DEFAULT_SOCKET_TIMEOUT, gt=0)
     connect_timeout: float = Field(default=_DEFAULT_CONNECT_TIMEOUT, gt=0)
@@ -97,8 +104,9 @@ class RedisSettings(BaseModel):
         Forms: ``redis://[[user]:password@]host[:port][/db]`` and
         ``unix://[[user]:password@]/path/to/socket[?db=N]``. Query parameters:
         ``db``, ``socket_timeout``, ``socket_connect_timeout`` (or
-        ``connect_timeout``) and, for ``rediss``, ``ssl_cert_reqs``. Anything
-        else is refused so that a typo does not silently change behaviour.
+        ``connect_timeout``) and, for ``rediss``, ``ssl_cert_reqs``, ``ssl_ca_certs``,
+        ``ssl_certfile`` and ``ssl_keyfile`` (redis-py's names). Anything else is
+        refused so that a typo does not silently change behaviour.
         """
         if not isinstance(url, str) or not url.strip():
             raise ConfigError("empty Redis URL (expected e.g. redis://127.0.0.1:6379/0)")
@@ -190,10 +198,16 @@ class RedisSettings(BaseModel):
                     f"Redis URL {shown}: ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}"
                 )
             fields["tls_cert_reqs"] = reqs
+        for name in _TLS_FILES:
+            if name in query:
+                if scheme != "rediss":
+                    raise ConfigError(f"Redis URL {shown}: {name} needs a rediss:// URL")
+                fields["tls_" + name.removeprefix("ssl_")] = query.pop(name)
         if query:
             raise ConfigError(
                 f"Redis URL {shown}: unknown parameter(s) {', '.join(sorted(query))}; "
-                "known: db, socket_timeout, socket_connect_timeout, ssl_cert_reqs"
+                "known: db, socket_timeout, socket_connect_timeout, ssl_cert_reqs, "
+                "ssl_ca_certs, ssl_certfile, ssl_keyfile"
             )
         try:
             return cls(**fields)
@@ -244,7 +258,25 @@ class RedisSettings(BaseModel):
             if self.tls:
                 kwargs["ssl"] = True
                 kwargs["ssl_cert_reqs"] = self.tls_cert_reqs
+                for name in _TLS_FILES:
+                    if (path := getattr(self, "tls_" + name.removeprefix("ssl_"))) is not None:
+                        kwargs[name] = path
         return kwargs
+
+    def with_tls_files(
+        self,
+        *,
+        ca_certs: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ) -> RedisSettings:
+        """These settings with the TLS files a deployment names (config, environment)
+        where the URL names none; a URL without TLS is returned unchanged."""
+        if not self.tls:
+            return self
+        given = {"tls_ca_certs": ca_certs, "tls_certfile": certfile, "tls_keyfile": keyfile}
+        update = {k: v for k, v in given.items() if v and getattr(self, k) is None}
+        return self.model_copy(update=update) if update else self
 
     def _build_url(self, *, reveal: bool) -> str:
         auth = ""
@@ -264,6 +296,9 @@ class RedisSettings(BaseModel):
             return f"unix://{auth}{quote(self.unix_socket_path)}?{query}"
         if self.tls and self.tls_cert_reqs != "required":
             params["ssl_cert_reqs"] = self.tls_cert_reqs
+        for name in _TLS_FILES:
+            if (path := getattr(self, "tls_" + name.removeprefix("ssl_"))) is not None:
+                params[name] = path
         host = f"[{self.host}]" if ":" in self.host else self.host
         scheme = "rediss" if self.tls else "redis"
         query = f"?{urlencode(params)}" if params else ""

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from acp.errors import AccessDenied, ConfigError, ConnectionLost
 from acp.logs import get_logger
+from acp.protocol.ids import new_id
 from acp.runtime.bus import scripts
 from acp.runtime.bus.base import (
     H_CORRELATION,
@@ -59,7 +60,6 @@ from acp.runtime.keys import (
     presence_hash,
     topic_stream,
 )
-from acp.protocol.ids import new_id
 from acp.runtime.settings import RedisSettings
 
 __all__ = ["Durability", "RedisBus"]
@@ -95,7 +95,9 @@ _SCRIPT_NAMES = (
 def _is_denial(exc: ResponseError) -> bool:
     """NOPERM, also when raised by a command inside a script (wrapped in ERR ...)."""
     text = str(exc)
-    return isinstance(exc, NoPermissionError) or "NOPERM" in text or "no permissions" in text.lower()
+    return (
+        isinstance(exc, NoPermissionError) or "NOPERM" in text or "no permissions" in text.lower()
+    )
 
 
 def _valid_prefix(user: str) -> bool:
@@ -315,6 +317,10 @@ class RedisBus(Bus):
         kwargs = self.settings.connection_kwargs()
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
+        # a pool takes TLS as its connection class, not as ``ssl=True``
+        tls = kwargs.pop("ssl", False)
+        if tls:
+            kwargs["connection_class"] = aioredis.SSLConnection
         pool = aioredis.BlockingConnectionPool(
             max_connections=max_connections, timeout=None, **kwargs
         )
