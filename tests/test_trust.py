@@ -177,7 +177,9 @@ def _inbox_replies(url: str) -> int:
         client.close()
 
 
-async def _process(url: str, *, until_idle: float = 1.0) -> tuple[Processor, list[Envelope]]:
+async def _process(
+    url: str, *, until_idle: float = 1.0, check_ledger: bool = False
+) -> tuple[Processor, list[Envelope]]:
     seen: list[Envelope] = []
 
     async def counting(env: Envelope) -> Sequence[Envelope]:
@@ -185,7 +187,7 @@ async def _process(url: str, *, until_idle: float = 1.0) -> tuple[Processor, lis
         return [env.reply({"n": env.body["n"] * 2})]
 
     async with RedisBus.from_url(url, FAST) as bus, anyio.create_task_group() as tg:
-        processor = Processor(bus, "worker", counting, consumer="w1")
+        processor = Processor(bus, "worker", counting, consumer="w1", check_ledger=check_ledger)
         await tg.start(processor.run)
         await anyio.sleep(until_idle)
         processor.stop()
@@ -222,15 +224,21 @@ async def test_copies_of_one_message_in_one_batch_run_once_and_answer_once(
     assert _inbox_replies(redis_url) == 1
 
 
-async def test_a_message_replayed_after_its_commit_is_not_run_again(redis_url: str) -> None:
+@pytest.mark.parametrize("check_ledger", [True, False])
+async def test_a_message_replayed_after_its_commit_is_not_run_again(
+    redis_url: str, check_ledger: bool
+) -> None:
+    """Asking the ledger first (agents whose work is paid), a replay is not run; without
+    it (plain handlers, which may run twice after a crash anyway) it may run, but its
+    commit is refused and no second reply leaves."""
     env = command(5, reply_to=INBOX)
     frame = codec.encode(env)
     raw_add(redis_url, {b"m": env.id.encode(), b"f": frame})
-    _, seen_first = await _process(redis_url)
+    _, seen_first = await _process(redis_url, check_ledger=check_ledger)
     raw_add(redis_url, {b"m": env.id.encode(), b"f": frame})  # the same frame, later
-    second, seen_second = await _process(redis_url)
+    second, seen_second = await _process(redis_url, check_ledger=check_ledger)
     assert len(seen_first) == 1
-    assert seen_second == []
+    assert len(seen_second) == (0 if check_ledger else 1)
     assert second.stats.duplicates == 1
     assert _inbox_replies(redis_url) == 1
     client = redis.Redis.from_url(redis_url)
@@ -515,3 +523,36 @@ def test_safe_durability_is_chosen_from_the_command_line(
     finally:
         client.config_set("appendonly", "yes")
         client.close()
+
+
+def test_the_deployment_reads_the_wire_and_bus_settings(tmp_path: Path) -> None:
+    from acp.runtime import Deployment
+
+    keys = tmp_path / "ring"
+    keys.write_text("old=" + "o" * 20 + ", new=" + "n" * 20)
+    env = {
+        "ACP_WIRE_DICTIONARY": "1",
+        "ACP_WIRE_LEGACY_SIGNATURES": "true",
+        "ACP_BUS_DEAD_MAX": "500",
+        "ACP_HMAC_KEYS_FILE": str(keys),
+    }
+    deployment = Deployment.load(env=env)
+    assert deployment.codec.dictionary == 1
+    assert deployment.codec.legacy_signatures
+    assert deployment.codec.require_signatures, "a key ring makes signatures required"
+    assert deployment.codec.keys is not None
+    assert deployment.codec.keys.signing_key_id == "new"
+    assert deployment.options.dead_max == 500
+    assert deployment.durability == "fast"
+    assert Deployment.load(env=env, durability="safe").durability == "safe"
+    with pytest.raises(ConfigError, match="ACP_HMAC_KEYS"):
+        Deployment.load(env={"ACP_HMAC_KEYS": "no-equals-sign"})
+    with pytest.raises(ConfigError, match="bus"):
+        Deployment.load(env={"ACP_BUS_DURABILITY": "sometimes"})
+
+
+def test_help_says_a_password_on_the_command_line_shows_in_ps() -> None:
+    done = _acp("worker", "--help", env=_cli_env(COLUMNS="200"))
+    assert "shows in `ps`" in done.stdout
+    assert "--redis-url-file" in done.stdout
+    assert "--durability" in done.stdout

@@ -304,6 +304,7 @@ class ClaudeAgent(AgentBase):
         self._system = self._system_blocks()
 
     kind = "claude"
+    once_per_message = True
 
     def __repr__(self) -> str:
         return f"ClaudeAgent({self.name!r}, tier={self.tier!r}, model={self.definition.model!r})"

@@ -96,6 +96,11 @@ class AgentBase(abc.ABC):
     #: "python" for handlers in code; "claude" for agents whose work is model calls,
     #: the only work that uses model capacity (the coordinator schedules it)
     kind: str = "python"
+    #: its work costs (a paid call): each message id runs at most once here, a
+    #: replayed or copied one is acknowledged without running (one ledger round trip
+    #: per batch). Off for plain handlers, which may run a replay again, as after a
+    #: crash; its effects are dropped at commit either way
+    once_per_message: bool = False
 
     def watch_rate_limits(self, callback: RateLimitCallback) -> None:
         """Hand the model API's rate-limit headers to ``callback`` after each call

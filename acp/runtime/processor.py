@@ -143,10 +143,15 @@ class Processor:
         agent_of: Callable[[Envelope], str] | None = None,
         on_start: Callable[[Envelope], Awaitable[None]] | None = None,
         on_dead: Callable[[DeadLettered], Awaitable[None]] | None = None,
+        check_ledger: bool = False,
     ) -> None:
         """``agent_of`` names the agent a message is for in error replies (default: its
         recipient); ``on_start`` runs before the handler, ``on_dead`` after a message
-        went to the dead letters (and its sender was told)."""
+        went to the dead letters (and its sender was told). ``check_ledger`` asks the
+        ledger, one round trip per batch read, whether a message was committed
+        already (a replay): for handlers whose work costs (a paid model call), which
+        then run once per message id; others may run a replay again, and its commit
+        drops the effects, as after a crash."""
         self.bus = bus
         self.dest = dest
         self.handler = handler
@@ -164,6 +169,7 @@ class Processor:
         self.agent_of = agent_of or (lambda env: env.recipient)
         self.on_start = on_start
         self.on_dead = on_dead
+        self.check_ledger = check_ledger
         #: a stopped processor with nothing in flight leaves the consumer group
         self.leave_on_stop = True
         self.stats = ProcessorStats()
@@ -255,7 +261,8 @@ class Processor:
             )
             if batch:
                 self._in_flight.update({d.entry_id: d for d in batch})
-                batch = await self._skip_processed(batch)
+                if self.check_ledger:
+                    batch = await self._skip_processed(batch)
                 self._queue.extend(batch)
                 self._ensure_worker()
                 # Let the worker start before the next read goes out: a lone request

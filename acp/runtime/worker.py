@@ -216,6 +216,7 @@ class Worker:
                 route=self.route,
                 on_start=self._started,
                 on_dead=partial(self._dead, agent),
+                check_ledger=agent.once_per_message,
             )
             for agent in self.agents
         }

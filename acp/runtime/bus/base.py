@@ -231,7 +231,9 @@ class BusOptions:
     dedup_ttl: float = 3600.0
     #: at most this many message ids are remembered per destination by the send dedup,
     #: and as many by the ledger, the oldest forgotten first: memory stays bounded
-    #: whatever the rate (a duplicate is caught within both the time and this count)
+    #: whatever the rate (a duplicate is caught within both the time and this count).
+    #: Trimmed with the age limit, at most once a second per destination and client,
+    #: so a second's worth of ids may exceed it in between
     dedup_max: int = 100_000
     retry_base: float = 0.5
     retry_cap: float = 60.0

@@ -24,9 +24,9 @@ end
 
 # KEYS: stream, sent-zset. ARGV: dedup_ttl_ms, expire_ms, packed items (a msgpack
 # array of {msg_id, frame, [field, value, ...]}, header fields being rare),
-# housekeeping ('1' to trim the dedup set by age and refresh the expiry of an
-# inbox; the client asks at most once a second per destination), and the most ids
-# the dedup set keeps (the oldest go past it: ZCARD is O(1)). One packed
+# housekeeping ('1' to trim the dedup set by age and to the most ids it keeps, and
+# refresh the expiry of an inbox; the client asks at most once a second per
+# destination), and the most ids the dedup set keeps (the oldest go past it). One packed
 # argument keeps the client's argument encoding off the hot path; one ZMSCORE
 # and one ZADD per batch, and the time read off the first new entry's id,
 # keep the server's. Returns how many entries were added.
@@ -52,12 +52,10 @@ for i, item in ipairs(items) do
     marks[#marks + 1] = id
   end
 end
-if #marks > 0 then
-  redis.call('ZADD', KEYS[2], unpack(marks))
+if #marks > 0 then redis.call('ZADD', KEYS[2], unpack(marks)) end
+if ARGV[4] == '1' then
   local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
   if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
-end
-if ARGV[4] == '1' then
 """
 SEND += (
     _NOW
@@ -107,10 +105,11 @@ return out
 
 # KEYS: stream, done-zset, outbox. ARGV: group, consumer, ledger_ttl_ms, packed
 # items (a msgpack array of {entry_id, msg_id, {dest, msg_id, frame, [field, value,
-# ...]} per effect}), the XPENDING count bound, and housekeeping ('1' to trim the
-# ledger by age, at most once a second per destination), and the packed ids of
-# outbox entries an earlier commit forwarded ('' if none), deleted here so that
-# clean-up costs no command of its own, and the most ids the ledger keeps. Ownership comes from one XPENDING over the batch's id
+# ...]} per effect}), the XPENDING count bound, housekeeping ('1' to trim the
+# ledger by age and to the most ids it keeps, at most once a second per
+# destination), the packed ids of outbox entries an earlier commit forwarded (''
+# if none), deleted here so that clean-up costs no command of its own, and the most
+# ids the ledger keeps. Ownership comes from one XPENDING over the batch's id
 # range (the consumer's own entries only), the ledger from one ZMSCORE and one
 # ZADD: per item, the script calls the server only for the effects it writes.
 # Returns {statuses, outbox ids}: one letter per item (d done, u duplicate,
@@ -166,8 +165,8 @@ for k, item in ipairs(items) do
   end
   statuses[k] = status
 end
-if #marks > 0 then
-  redis.call('ZADD', KEYS[2], unpack(marks))
+if #marks > 0 then redis.call('ZADD', KEYS[2], unpack(marks)) end
+if ARGV[6] == '1' then
   local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
   if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
 end
