@@ -45,6 +45,7 @@ from _acp import BODY  # noqa: E402
 from acp.agents.examples import collect_examples  # noqa: E402
 from acp.protocol import Envelope, WireCodec, classify_body, vocabulary  # noqa: E402
 from acp.protocol.codec import zstd_dictionary, zstd_parameters  # noqa: E402
+from acp.protocol.integrity import _digest_v2  # noqa: E402
 
 
 def _payload(frame: bytes) -> bytes:
@@ -65,6 +66,9 @@ def training_payloads() -> list[bytes]:
             recipient="agent-b",
             body=body,
             created_at=1_790_000_000.0 + i,
+            # the tag of the frames dictionary 2 was counted on: a digest of the body
+            # alone (tags now cover the header too, which changes their bytes)
+            hash=_digest_v2(msgpack.packb(body, use_bin_type=True)),
         )
         frame = plain.encode(env)
         payloads.append(_payload(frame))
