@@ -23,6 +23,7 @@
     └── AgentError                  raised by or about agent handlers
         ├── RetryableError          a handler asks for a retry with backoff
         ├── Continue                the work needs another paid call, admitted as new work
+        │   └── Suspend             ... once the agents it delegated to have answered
         ├── Rejected                dead-letter this message now, with a reason
         │   └── SpendLimitReached   the model API refused on a spend limit (names the tier)
         ├── UnknownCommand          no handler for this command
@@ -33,6 +34,8 @@ CLI output can say *what* and *where* without parsing strings.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 __all__ = [
     "ACPError",
@@ -58,6 +61,7 @@ __all__ = [
     "ServerNotFound",
     "SpendLimitReached",
     "Stalled",
+    "Suspend",
     "UnknownAgent",
     "UnknownCommand",
 ]
@@ -228,6 +232,31 @@ class Continue(AgentError):
         self.state = dict(state or {})
         self.delay = delay
         self.meta = dict(meta or {})
+
+
+class Suspend(Continue):
+    """Raised by an agent whose next step waits for other agents: ``children`` (ACP
+    commands, as envelopes) leave with this message's commit, nothing holds a worker
+    or a model slot meanwhile, and the next step is sent by whichever worker brings
+    the last reply to the rendezvous ``join`` (the answers the step already has are
+    ``done``, by part)."""
+
+    code = "suspend"
+
+    def __init__(
+        self,
+        step: str,
+        *,
+        join: str,
+        children: Sequence[object],
+        done: dict[str, bytes] | None = None,
+        state: dict[str, str] | None = None,
+        meta: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(step, state=state, meta=meta)
+        self.join = join
+        self.children = list(children)
+        self.done = dict(done or {})
 
 
 class Rejected(AgentError):

@@ -562,3 +562,31 @@ async def test_a_consumer_that_stops_leaves_the_group_unless_it_holds_entries(
         await bus.commit("w-1", [(held, [])])
         assert await bus.leave("q", "w-1")
         assert (await bus.stats("q")).consumers == 0
+
+
+async def test_records_append_once_in_order(make_bus: MakeBus) -> None:
+    """A conversation is written turn by turn: a re-run appending a turn it appended
+    before changes nothing, a gap is refused, nothing is rewritten."""
+    async with make_bus() as bus:
+        assert await bus.append_record("conv-1", 0, b"turn 0", ttl=60)
+        assert await bus.append_record("conv-1", 1, b"turn 1", ttl=60)
+        assert await bus.append_record("conv-1", 1, b"turn 1 again", ttl=60)  # a re-run
+        assert not await bus.append_record("conv-1", 3, b"a gap", ttl=60)
+        assert await bus.read_record("conv-1") == [b"turn 0", b"turn 1"]
+        assert await bus.read_record("conv-2") == []
+
+
+async def test_a_join_hands_its_payload_to_whoever_brings_the_last_part(
+    make_bus: MakeBus,
+) -> None:
+    async with make_bus() as bus:
+        assert await bus.arrive("j1", "early", b"came before the opening") is None
+        await bus.open_join("j1", 3, b"resume", {"local": b"done here"}, ttl=60)
+        await bus.open_join("j1", 5, b"other", {}, ttl=60)  # opening again: no change
+        assert await bus.arrive("j1", "late", b"last") == b"resume"
+        assert await bus.arrive("j1", "late", b"a copy") == b"resume"  # first value wins
+        assert await bus.join_parts("j1") == {
+            "early": b"came before the opening",
+            "local": b"done here",
+            "late": b"last",
+        }

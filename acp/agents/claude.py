@@ -47,20 +47,47 @@ from anthropic.types import (
     OutputConfigParam,
     TextBlock,
     TextBlockParam,
+    ToolParam,
 )
 from pydantic import BaseModel, ValidationError
 
 from acp.agents.config import ComplexityClass, RuntimeConfig, TierSpec, Usage
 from acp.agents.definition import MODEL_ALIASES, AgentDefinition, tier_of
+from acp.agents.delegation import (
+    DELEGATE,
+    PUBLISH_STATUS,
+    ancestry,
+    delegate_tool,
+    plan_child,
+    reachable,
+    status_tool,
+)
 from acp.agents.prompt import PREAMBLE
 from acp.agents.ratelimits import RateLimitCallback, RateLimitSnapshot
 from acp.agents.ratelimits import retry_after as read_retry_after
 from acp.agents.replies import is_structured, reply_schema
 from acp.agents.sdk import AgentBase, Context
-from acp.errors import ConfigError, Continue, MissingAPIKey, Rejected, SpendLimitReached
+from acp.errors import (
+    ConfigError,
+    Continue,
+    MissingAPIKey,
+    Rejected,
+    SpendLimitReached,
+    Suspend,
+)
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
-from acp.protocol.headers import H_NOT_BEFORE, H_SPENT, H_STEP, H_TURNS
+from acp.protocol.headers import (
+    H_ANCESTRY,
+    H_CONV,
+    H_JOIN,
+    H_NOT_BEFORE,
+    H_PART,
+    H_ROOT,
+    H_SPENT,
+    H_STEP,
+    H_TURNS,
+)
 from acp.protocol.text import body_to_text
 
 if TYPE_CHECKING:
@@ -164,6 +191,8 @@ class _Answer:
     stop_reason: str | None
     usage: Usage
     cost_usd: float
+    #: the response's content blocks, as the API takes them back in a later turn
+    content: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -255,6 +284,7 @@ class ClaudeAgent(AgentBase):
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], float] | None = None,
         rng: Callable[[], float] = random.random,
+        catalogue: Mapping[str, AgentDefinition] | None = None,
     ) -> None:
         """``reply_models`` (pydantic) or ``reply_schemas`` (JSON schema) per command
         shape structured replies; without one, ``derive_schemas`` reads the shape the
@@ -262,7 +292,11 @@ class ClaudeAgent(AgentBase):
         tiers whose models accept ``output_config.effort`` (sending it to one that
         does not is a 400). ``now`` is wall time (deadlines are epoch seconds);
         ``clock`` times calls; ``sleep`` and ``rng`` are there for tests. ``now`` is the
-        clock deadlines are judged by, by default the context's (the server's)."""
+        clock deadlines are judged by, by default the context's (the server's).
+        ``catalogue`` (the definitions by name) is who this agent may delegate to,
+        narrowed by its ``delegates_to`` and the config's ``[delegation]``: with
+        someone to reach, it runs an agent loop with a ``delegate`` and a
+        ``publish_status`` tool."""
         if cache_ttl not in get_args(CacheTTL):
             raise ConfigError(f"cache_ttl must be '5m' or '1h'; got {cache_ttl!r}")
         if max_attempts < 1:
@@ -302,6 +336,13 @@ class ClaudeAgent(AgentBase):
         #: the schemas the definition declares, by command, read when first needed
         self._declared: dict[str, dict[str, Any] | None] = {}
         self._system = self._system_blocks()
+        #: the agents this one may delegate to, and the tools that offers
+        self.reach = reachable(definition, catalogue or {}, config.delegation)
+        self._tools: list[ToolParam] = (
+            [delegate_tool([catalogue[n] for n in self.reach]), status_tool()]
+            if catalogue and self.reach
+            else []
+        )
 
     kind = "claude"
     once_per_message = True
@@ -343,7 +384,10 @@ class ClaudeAgent(AgentBase):
         plan = ledger.plan = self._plan(env)
         first: list[MessageParam] = [{"role": "user", "content": body_to_text(env.body)}]
         turns: list[MessageParam] = _json_header(env, H_TURNS, []) if step == "repair" else []
-        answer = await self._call(plan, [*first, *turns], env, ctx, ledger)
+        if self._tools and step not in ("repair", "escalate"):
+            answer = await self._loop_turn(plan, first, env, ctx, ledger)
+        else:
+            answer = await self._call(plan, [*first, *turns], env, ctx, ledger)
         if not plan.structured:
             _refuse_if_refused(answer)
             return {"text": answer.text}
@@ -361,6 +405,121 @@ class ClaudeAgent(AgentBase):
             ctx.log.warning("invalid_reply", tier=plan.tier, problem=problem, next=higher.tier)
             raise Continue("escalate", tier=higher.tier, state={H_STEP: "escalate", H_TURNS: "[]"})
         return {"error": "invalid_reply", "detail": problem, "raw": answer.text}
+
+    # -- the agent loop: one model turn per dispatch --------------------------------------
+
+    async def _loop_turn(
+        self,
+        plan: _Plan,
+        first: list[MessageParam],
+        env: Envelope,
+        ctx: Context,
+        ledger: _Ledger,
+    ) -> _Answer:
+        """One turn of the tool-use loop: the final answer, or the next step raised.
+
+        The conversation is a record of turns (``ctx.turns``), appended to, never
+        rewritten; a turn is recorded before it is acted on, so a step run again
+        after a crash finds its model turn there and does not pay for it twice.
+        Tool calls end the dispatch: delegations leave as ordinary commands and
+        the step suspends (``Suspend``) until their replies are in; local tools
+        run here and the next turn is new work (``Continue``), admitted like any."""
+        conversation = env.headers.get(H_CONV) or env.id
+        history = await ctx.turns(conversation)
+        if history and history[-1]["role"] == "assistant" and env.headers.get(H_STEP) == "resume":
+            # the answers the last turn's tool calls waited for: the next user turn
+            answers = await ctx.answers(_join_name(conversation, len(history)))
+            results = _tool_results(history[-1], answers)
+            await ctx.add_turn(conversation, len(history), {"role": "user", "content": results})
+            history.append({"role": "user", "content": results})
+        turn = sum(1 for t in history if t["role"] == "assistant")
+        if history and history[-1]["role"] == "assistant":
+            # recorded by a run of this step that did not get to commit: not paid again
+            answer = _recorded(plan, history[-1])
+        else:
+            last_turn = turn + 1 >= plan.complexity.max_turns
+            messages = [*first, *(_api_turn(t) for t in history)]
+            answer = await self._call(
+                plan, messages, env, ctx, ledger, tools=None if last_turn else self._tools
+            )
+            entry: dict[str, Any] = {"role": "assistant", "content": list(answer.content)}
+            entry["stop"] = answer.stop_reason
+            await ctx.add_turn(conversation, len(history), entry)
+            history.append(entry)
+        state = {H_CONV: conversation}
+        if answer.stop_reason == "pause_turn":  # a server tool paused: carry on
+            raise Continue("turn", tier=plan.tier, state={**state, H_STEP: "turn"})
+        calls = [b for b in answer.content if b.get("type") == "tool_use"]
+        if answer.stop_reason != "tool_use" or not calls:
+            return answer
+        join = _join_name(conversation, len(history))
+        done, children = await self._run_tools(calls, env, ctx, join)
+        if children:
+            raise Suspend("resume", join=join, children=children, done=done,
+                          state={**state, H_STEP: "resume"})  # fmt: skip
+        results = _tool_results(history[-1], done)
+        await ctx.add_turn(conversation, len(history), {"role": "user", "content": results})
+        raise Continue("turn", tier=plan.tier, state={**state, H_STEP: "turn"})
+
+    async def _run_tools(
+        self, calls: list[dict[str, Any]], env: Envelope, ctx: Context, join: str
+    ) -> tuple[dict[str, bytes], list[Envelope]]:
+        """The answers of the tools that run here (by call id), and the commands the
+        ``delegate`` calls become (ids derived from the call: a re-run sends the same)."""
+        done: dict[str, bytes] = {}
+        children: list[Envelope] = []
+        above = ancestry(env.headers)
+        for call in calls:
+            call_id, name, args = call["id"], call.get("name"), call.get("input") or {}
+            if name == DELEGATE:
+                child = plan_child(args, me=self.name, above=above, reach=self.reach,
+                                   limits=self.config.delegation, already=len(children))  # fmt: skip
+                if child.refused:
+                    ctx.log.warning("delegation_refused", to=child.to, reason=child.refused)
+                    done[call_id] = _answer_bytes(MessageKind.ERROR, {"error": child.refused})
+                    continue
+                children.append(self._child(env, child.to, child.body, join, call_id, above))
+            elif name == PUBLISH_STATUS:
+                status = args.get("status")
+                if isinstance(status, dict):
+                    await ctx.publish(status)
+                    done[call_id] = _answer_bytes(MessageKind.REPLY, {"published": True})
+                else:
+                    done[call_id] = _answer_bytes(
+                        MessageKind.ERROR, {"error": "status must be a JSON object"}
+                    )
+            else:
+                done[call_id] = _answer_bytes(MessageKind.ERROR, {"error": f"no tool {name!r}"})
+        return done, children
+
+    def _child(
+        self,
+        env: Envelope,
+        to: str,
+        body: dict[str, Any],
+        join: str,
+        call_id: str,
+        above: list[str],
+    ) -> Envelope:
+        """A delegated command: answering to this agent, at the rendezvous ``join``;
+        never given more time than the parent has left (the same deadline)."""
+        headers = {
+            H_JOIN: join,
+            H_PART: call_id,
+            H_ANCESTRY: ",".join([*above, self.name]),
+            H_ROOT: env.headers.get(H_ROOT) or env.id,
+        }
+        return Envelope.for_body(
+            body,
+            sender=self.name,
+            recipient=to,
+            reply_to=self.name,
+            id=hashlib.blake2b(f"{join}:{call_id}".encode(), digest_size=16).hexdigest(),
+            deadline=env.deadline,
+            priority=env.priority,
+            tenant=env.tenant,
+            headers=headers,
+        )
 
     # -- where a call goes ---------------------------------------------------------------
 
@@ -476,6 +635,8 @@ class ClaudeAgent(AgentBase):
         env: Envelope,
         ctx: Context,
         ledger: _Ledger,
+        *,
+        tools: list[ToolParam] | None = None,
     ) -> _Answer:
         """One answered call; transient failures are retried here, up to ``max_attempts``."""
         output_config = self._output_config(plan)
@@ -491,6 +652,7 @@ class ClaudeAgent(AgentBase):
                     messages=messages,
                     metadata=self._metadata(env),
                     output_config=output_config or anthropic.omit,
+                    tools=tools or anthropic.omit,
                     timeout=timeout,
                 )
                 await self._observe(plan, raw.headers, raw.status_code, ctx)
@@ -606,6 +768,7 @@ class ClaudeAgent(AgentBase):
             stop_reason=message.stop_reason,
             usage=usage,
             cost_usd=plan.spec.cost(usage, cache_ttl=self.cache_ttl),
+            content=tuple(b.model_dump(mode="json", exclude_none=True) for b in message.content),
         )
         if not _same_model(plan.model, message.model):
             ctx.log.warning(
@@ -633,6 +796,48 @@ def _json_header(env: Envelope, name: str, default: Any) -> Any:
     except ValueError:
         return default
     return value if isinstance(value, type(default)) else default
+
+
+def _join_name(conversation: str, index: int) -> str:
+    """Where the answers to the tool calls of turn ``index - 1`` meet."""
+    return f"{conversation}.{index}"
+
+
+def _answer_bytes(kind: MessageKind, body: Mapping[str, Any]) -> bytes:
+    return json.dumps({"kind": kind.value, "body": body}, separators=(",", ":")).encode()
+
+
+def _tool_results(turn: Mapping[str, Any], answers: Mapping[str, bytes]) -> list[dict[str, Any]]:
+    """The user turn answering ``turn``'s tool calls, in their order."""
+    results = []
+    for block in turn["content"]:
+        if block.get("type") != "tool_use":
+            continue
+        raw = answers.get(block["id"])
+        answer = json.loads(raw) if raw else {"kind": "error", "body": {"error": "no answer"}}
+        results.append(
+            {
+                "type": "tool_result",
+                "tool_use_id": block["id"],
+                "content": _dumps(answer.get("body", {})),
+                "is_error": answer.get("kind") == MessageKind.ERROR.value,
+            }
+        )
+    return results
+
+
+def _api_turn(turn: Mapping[str, Any]) -> MessageParam:
+    """A recorded turn as the API takes it (the record keeps a stop reason too)."""
+    return cast(MessageParam, {"role": turn["role"], "content": turn["content"]})
+
+
+def _recorded(plan: _Plan, turn: Mapping[str, Any]) -> _Answer:
+    """A model turn recorded by an earlier run of this step: nothing spent now."""
+    content = tuple(turn["content"])
+    text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+    return _Answer(plan=plan, text=text, reported_model=plan.model,
+                   stop_reason=turn.get("stop"), usage=Usage(), cost_usd=0.0,
+                   content=content)  # fmt: skip
 
 
 def _dumps(value: Any) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "Budgets",
     "BusConfig",
     "ComplexityClass",
+    "Delegation",
     "Price",
     "RedisTLS",
     "Results",
@@ -103,6 +104,9 @@ class ComplexityClass(_Frozen):
     timeout_s: float = Field(gt=0)
     weight: float = Field(gt=0)
     effort: str = "medium"
+    #: model turns one request may take in an agent loop (tool calls, delegations);
+    #: the last one is offered no tools, so it answers
+    max_turns: int = Field(default=8, ge=1)
 
 
 class Budgets(_Frozen):
@@ -151,6 +155,17 @@ class BusConfig(_Frozen):
     dead_payload_max: int = Field(default=64 * 1024, ge=0)
 
 
+class Delegation(_Frozen):
+    """What keeps a tree of delegations safe."""
+
+    #: agents between a root request and the deepest delegated command
+    max_depth: int = Field(default=3, ge=0)
+    #: delegations one model turn may make (the rest are refused as tool errors)
+    max_children_per_turn: int = Field(default=5, ge=1)
+    #: per agent, who it may reach, replacing what its definition says
+    reach: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class RedisTLS(_Frozen):
     """TLS files for ``rediss://`` servers, where the URL does not name them (redis-py's
     parameter names): ``ACP_REDIS_SSL_CA_CERTS`` and so on override them."""
@@ -168,6 +183,7 @@ class RuntimeConfig(_Frozen):
     wire: WireConfig = Field(default_factory=WireConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     redis: RedisTLS = Field(default_factory=RedisTLS)
+    delegation: Delegation = Field(default_factory=Delegation)
 
     def tier(self, name: str) -> TierSpec:
         try:

@@ -129,6 +129,9 @@ class AgentDefinition(BaseModel):
     entrypoint: str | None = None
     #: tiers the coordinator may move this agent to; empty means stay on ``model``
     allowed_tiers: list[Tier] = Field(default_factory=list)
+    #: agents this one may delegate to (``["*"]``: the whole catalogue); unset: the
+    #: catalogue agents its body names
+    delegates_to: list[str] | None = None
     #: every other frontmatter key (``triggers``, ``output_contract``, unknown keys ...)
     extra: dict[str, Any] = Field(default_factory=dict)
     #: the markdown body after the frontmatter
@@ -145,6 +148,11 @@ class AgentDefinition(BaseModel):
                 f"starting with a letter or digit; got {value!r}"
             )
         return value
+
+    @field_validator("delegates_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("description")
     @classmethod

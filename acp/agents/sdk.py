@@ -78,6 +78,15 @@ class Context(Protocol):
     async def publish(self, body: Mapping[str, Any]) -> None:
         """Publish a status update on the agent's status topic."""
 
+    async def turns(self, conversation: str) -> list[dict[str, Any]]:
+        """The recorded turns of an agent loop's conversation, oldest first."""
+
+    async def add_turn(self, conversation: str, index: int, turn: Mapping[str, Any]) -> None:
+        """Record turn ``index`` (once: a re-run recording it again changes nothing)."""
+
+    async def answers(self, join: str) -> dict[str, bytes]:
+        """The answers that met at rendezvous ``join``, by part (a tool call's id)."""
+
     async def progress(self, fraction: float, note: str = "") -> None:
         """Report how far the work is (0.0-1.0) to anyone following the message."""
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from acp.protocol.body import MessageKind, classify_body
+from acp.protocol.headers import H_JOIN, H_PART
 from acp.protocol.ids import new_id
 
 __all__ = ["TIERS", "Envelope"]
@@ -149,6 +150,10 @@ class Envelope(BaseModel):
             "tenant": self.tenant,
         }
         sender, recipient = self.recipient, self.reply_to or self.sender
+        if self.headers and H_JOIN in self.headers:
+            # a delegated command: its answer carries the rendezvous it is awaited at
+            back = {k: self.headers[k] for k in (H_JOIN, H_PART) if k in self.headers}
+            fields = {**fields, "headers": {**back, **fields.get("headers", {})}}
         if not fields or _plain_text_fields(fields):
             kept.update(fields)
             plain = Envelope._plain(MessageKind(kind), body, sender, recipient, kept)

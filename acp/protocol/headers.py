@@ -9,12 +9,17 @@ of the next one.
 from __future__ import annotations
 
 __all__ = [
+    "H_ANCESTRY",
+    "H_CONV",
+    "H_JOIN",
     "H_NOT_BEFORE",
+    "H_PART",
     "H_RESERVATION",
     "H_ROOT",
     "H_SINCE",
     "H_SPENT",
     "H_STEP",
+    "H_TURN",
     "H_TURNS",
     "RUNTIME_PREFIX",
 ]
@@ -30,6 +35,17 @@ H_ROOT = "acp-root"
 H_TURNS = "acp-turns"
 #: JSON of what the chain's earlier calls used and cost (usage, cost_usd, calls, requeues)
 H_SPENT = "acp-spent"
+#: the conversation an agent loop's step belongs to (its record's name), and the
+#: number of model turns it made so far
+H_CONV = "acp-conv"
+H_TURN = "acp-turn"
+#: on a delegated command and its reply: the rendezvous the parent waits at, and
+#: the part (the model's tool call id) this reply is
+H_JOIN = "acp-join"
+H_PART = "acp-part"
+#: the agents above a delegated command, root first, comma separated: its depth,
+#: and what refuses a cycle
+H_ANCESTRY = "acp-ancestry"
 #: server time (epoch seconds) before which a continuation must not be dispatched
 H_NOT_BEFORE = "acp-not-before"
 #: server time (epoch seconds) the chain first reached the coordinator: its age

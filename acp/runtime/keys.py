@@ -25,8 +25,10 @@ __all__ = [
     "check_name",
     "counters_hash",
     "inbox_name",
+    "join_hash",
     "lease_keys",
     "presence_hash",
+    "record_list",
     "topic_stream",
 ]
 
@@ -112,6 +114,19 @@ def lease_keys(name: str) -> tuple[str, str]:
 def counters_hash(name: str) -> str:
     check_name(name, "counters")
     return f"{PREFIX}:{{counters:{name}}}"
+
+
+def record_list(name: str) -> str:
+    """An append-only record (a conversation, turn by turn): one list."""
+    check_name(name, "record")
+    return f"{PREFIX}:{{record:{name}}}"
+
+
+def join_hash(name: str) -> str:
+    """A rendezvous of parts arriving from anywhere (replies a suspended step waits
+    for), with what to send once all are in: one hash."""
+    check_name(name, "join")
+    return f"{PREFIX}:{{join:{name}}}"
 
 
 def topic_stream(topic: str) -> str:

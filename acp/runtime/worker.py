@@ -28,12 +28,12 @@ from anyio.abc import TaskStatus
 from acp import __version__
 from acp.agents.ratelimits import RateLimitSnapshot
 from acp.agents.sdk import AgentBase
-from acp.errors import Continue, SchemaError, SpendLimitReached, UnknownCommand
+from acp.errors import Continue, SchemaError, SpendLimitReached, Suspend, UnknownCommand
 from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
-from acp.protocol.headers import H_RESERVATION, H_ROOT
+from acp.protocol.headers import H_JOIN, H_PART, H_RESERVATION, H_ROOT
 from acp.runtime.bus.base import Bus
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
 from acp.runtime.metrics import Metrics, Sample
@@ -70,6 +70,10 @@ COMPLETIONS_TOPIC = "completions"
 def _trace_id(traceparent: str | None) -> str | None:
     parts = (traceparent or "").split("-")
     return parts[1] if len(parts) == 4 else None
+
+
+#: kinds that answer a command
+_ANSWERS = frozenset({MessageKind.REPLY, MessageKind.ERROR})
 
 
 @dataclass
@@ -158,6 +162,18 @@ class WorkerContext:
         await self.worker.bus.publish(
             STATUS_TOPIC, self.worker.codec.encode(status), {"agent": self.agent.name}
         )
+
+    async def turns(self, conversation: str) -> list[dict[str, Any]]:
+        return [json.loads(t) for t in await self.worker.bus.read_record(conversation)]
+
+    async def add_turn(self, conversation: str, index: int, turn: Mapping[str, Any]) -> None:
+        item = json.dumps(turn, separators=(",", ":"), ensure_ascii=False).encode()
+        ttl = self.worker.bus.options.ledger_ttl
+        if not await self.worker.bus.append_record(conversation, index, item, ttl=ttl):
+            raise RuntimeError(f"conversation {conversation}: turn {index} would leave a gap")
+
+    async def answers(self, join: str) -> dict[str, bytes]:
+        return await self.worker.bus.join_parts(join)
 
     async def platform(self) -> dict[str, Any]:
         from acp.runtime.status import read_status  # status reads worker presence: import late
@@ -508,6 +524,8 @@ class Worker:
 
     def _handler(self, agent: AgentBase) -> Any:
         async def handle(env: Envelope) -> list[Envelope]:
+            if env.kind in _ANSWERS and H_JOIN in env.headers:
+                return await self._arrive(env)
             if env.command == "CANCEL":
                 return self._reply(env, await self._cancel(env))
             ctx = WorkerContext(self, agent, env)
@@ -532,6 +550,18 @@ class Worker:
             try:
                 with ctx.scope:
                     body = await agent.handle(env, ctx)
+            except Suspend as exc:
+                # the step waits for other agents: its next step is sent by whoever
+                # brings the last answer; nothing is held here meanwhile
+                step = exc
+                then = self._continuation(env, exc)
+                expect = len(exc.children) + len(exc.done)
+                await self.bus.open_join(
+                    exc.join, expect, self.codec.encode(then), exc.done,
+                    ttl=self.bus.options.ledger_ttl,
+                )  # fmt: skip
+                children = [c for c in exc.children if isinstance(c, Envelope)]
+                return [*ctx.effects, *children]
             except Continue as exc:
                 # this message's call is settled; the next step is new work, committed
                 # with this message and scheduled like any other
@@ -565,6 +595,15 @@ class Worker:
             return ctx.effects + self._reply(env, body, trace=ctx.trace)
 
         return handle
+
+    async def _arrive(self, env: Envelope) -> list[Envelope]:
+        """An answer to a delegated command: brought to its rendezvous; the last one
+        in sends the waiting step on (to be scheduled like any work)."""
+        part = env.headers.get(H_PART) or env.correlation_id or env.id
+        answer = {"kind": env.kind.value, "body": env.body}
+        value = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+        then = await self.bus.arrive(env.headers[H_JOIN], part, value)
+        return [] if then is None else [self.codec.decode(then)]
 
     @staticmethod
     def _continuation(env: Envelope, step: Continue) -> Envelope:

@@ -472,6 +472,34 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def counters(self, name: str) -> dict[str, float]: ...
 
+    # -- records and joins: what lets a step suspend and resume anywhere ----------------
+
+    @abc.abstractmethod
+    async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
+        """Put ``item`` at position ``index`` of the append-only record ``name`` if the
+        record holds exactly ``index`` items; True also when it holds more (a re-run
+        appending what it appended before). False on a gap. Each item is written
+        once: a record costs what it holds, never a rewrite."""
+
+    @abc.abstractmethod
+    async def read_record(self, name: str) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    async def open_join(
+        self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
+    ) -> None:
+        """A rendezvous of ``expect`` parts (some already in: ``parts``) that hands
+        ``then`` to whoever brings the last one. Opening it again changes nothing."""
+
+    @abc.abstractmethod
+    async def arrive(self, name: str, part: str, value: bytes) -> bytes | None:
+        """Bring a part (the first value of a part wins): ``then`` when every part is
+        in, else None. A part brought twice may complete it twice: what ``then``
+        sends must be idempotent (it carries a fixed message id)."""
+
+    @abc.abstractmethod
+    async def join_parts(self, name: str) -> dict[str, bytes]: ...
+
     @abc.abstractmethod
     async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]: ...
 

@@ -76,6 +76,13 @@ class _Topic:
     arrived: anyio.Event = field(default_factory=anyio.Event)
 
 
+@dataclass
+class _Join:
+    expect: int | None = None
+    then: bytes = b""
+    parts: dict[str, bytes] = field(default_factory=dict)
+
+
 class MemoryBroker:
     """The shared state several ``MemoryBus`` clients talk to."""
 
@@ -87,6 +94,9 @@ class MemoryBroker:
         self.leases: dict[str, tuple[str, int, float]] = {}
         self.lease_tokens: dict[str, int] = {}
         self.counters: dict[str, dict[str, float]] = {}
+        #: append-only records, and joins (parts, expected count, payload)
+        self.records: dict[str, list[bytes]] = {}
+        self.joins: dict[str, _Join] = {}
         #: the ``once`` keys each counters set has counted
         self.counted: dict[str, set[str]] = {}
         #: result records by message id, oldest write first
@@ -473,6 +483,47 @@ class MemoryBus(Bus):
         self._check_open()
         await anyio.lowlevel.checkpoint()
         return dict(self.broker.counters.get(name, {}))
+
+    # Records and joins live as long as the broker (in-process: no expiry needed).
+
+    async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        record = self.broker.records.setdefault(name, [])
+        if len(record) == index:
+            record.append(item)
+        return len(record) > index
+
+    async def read_record(self, name: str) -> list[bytes]:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        return list(self.broker.records.get(name, []))
+
+    async def open_join(
+        self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
+    ) -> None:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        join = self.broker.joins.setdefault(name, _Join())
+        if join.expect is None:
+            join.expect, join.then = expect, then
+        for part, value in parts.items():
+            join.parts.setdefault(part, value)
+
+    async def arrive(self, name: str, part: str, value: bytes) -> bytes | None:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        join = self.broker.joins.setdefault(name, _Join())
+        join.parts.setdefault(part, value)
+        if join.expect is None or len(join.parts) < join.expect:
+            return None
+        return join.then
+
+    async def join_parts(self, name: str) -> dict[str, bytes]:
+        self._check_open()
+        await anyio.lowlevel.checkpoint()
+        join = self.broker.joins.get(name)
+        return dict(join.parts) if join else {}
 
     async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
         self._check_open()

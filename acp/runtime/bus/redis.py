@@ -56,8 +56,10 @@ from acp.runtime.keys import (
     Keys,
     check_name,
     counters_hash,
+    join_hash,
     lease_keys,
     presence_hash,
+    record_list,
     topic_stream,
 )
 from acp.runtime.settings import RedisSettings
@@ -88,7 +90,8 @@ _PENDING_SCAN = 1_000_000
 _RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
-    "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED",
+    "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED", "APPEND", "OPEN_JOIN",
+    "ARRIVE",
 )  # fmt: skip
 
 
@@ -931,6 +934,41 @@ class RedisBus(Bus):
         self._check_open()
         raw: Any = await self._retrying(lambda: self.redis.hgetall(counters_hash(name)))
         return {k.decode(): float(v) for k, v in raw.items()}
+
+    async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
+        self._check_open()
+        done: Any = await self._durably(
+            partial(self._eval, "APPEND", [record_list(name)], [index, item, int(ttl * 1000)])
+        )
+        return bool(done)
+
+    async def read_record(self, name: str) -> list[bytes]:
+        self._check_open()
+        items: Any = await self._retrying(lambda: self.redis.lrange(record_list(name), 0, -1))
+        return list(items)
+
+    async def open_join(
+        self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
+    ) -> None:
+        self._check_open()
+        flat = [x for part, value in parts.items() for x in (part, value)]
+        await self._durably(
+            partial(
+                self._eval, "OPEN_JOIN", [join_hash(name)], [expect, then, int(ttl * 1000), *flat]
+            )
+        )
+
+    async def arrive(self, name: str, part: str, value: bytes) -> bytes | None:
+        self._check_open()
+        then: Any = await self._durably(
+            partial(self._eval, "ARRIVE", [join_hash(name)], [part, value])
+        )
+        return bytes(then) if then else None
+
+    async def join_parts(self, name: str) -> dict[str, bytes]:
+        self._check_open()
+        raw: Any = await self._retrying(lambda: self.redis.hgetall(join_hash(name)))
+        return {k[2:].decode(): v for k, v in raw.items() if k.startswith(b"p.")}
 
     async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
         self._check_open()

@@ -178,6 +178,42 @@ return {table.concat(statuses), outbox}
 """
 )
 
+# KEYS: record list. ARGV: index, item, ttl_ms. Appends the item when the list holds
+# exactly ``index`` items; 1 when it is (now or already) there, 0 on a gap.
+APPEND = """
+local n = redis.call('LLEN', KEYS[1])
+local index = tonumber(ARGV[1])
+if n == index then
+  redis.call('RPUSH', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if n > index then return 1 end
+return 0
+"""
+
+# KEYS: join hash. ARGV: expect, then, ttl_ms, part, value, ... Opens a rendezvous
+# (each field set only if absent: opening twice changes nothing).
+OPEN_JOIN = """
+redis.call('HSETNX', KEYS[1], '.expect', ARGV[1])
+redis.call('HSETNX', KEYS[1], '.then', ARGV[2])
+for i = 4, #ARGV, 2 do redis.call('HSETNX', KEYS[1], 'p.' .. ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: join hash. ARGV: part, value. The part's first value wins; returns the
+# rendezvous's payload once every part is in, else false.
+ARRIVE = """
+redis.call('HSETNX', KEYS[1], 'p.' .. ARGV[1], ARGV[2])
+local expect = redis.call('HGET', KEYS[1], '.expect')
+if not expect then return false end
+if redis.call('HLEN', KEYS[1]) - 2 >= tonumber(expect) then
+  return redis.call('HGET', KEYS[1], '.then')
+end
+return false
+"""
+
 # KEYS: done-zset. ARGV: packed message ids. Returns one letter per id: '1' when the
 # ledger holds it (committed within its window), '0' when not. One packed argument:
 # a processor asks this for every batch it reads.

@@ -1,0 +1,162 @@
+"""Who a Claude-backed agent may delegate to, the tools it is offered for that, and
+the checks a delegation passes before it becomes an ordinary ACP command.
+
+Pure: no bus, no model client. The agent loop (``acp.agents.claude``) turns a
+model's ``delegate`` tool call into a child command with :func:`plan_child`; the
+runtime sends it like any other command and resumes the parent with its reply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from anthropic.types import ToolParam
+
+from acp.agents.config import Delegation
+from acp.agents.definition import AgentDefinition
+from acp.protocol.headers import H_ANCESTRY
+
+__all__ = [
+    "DELEGATE",
+    "PUBLISH_STATUS",
+    "ChildPlan",
+    "ancestry",
+    "delegate_tool",
+    "plan_child",
+    "reachable",
+    "status_tool",
+]
+
+DELEGATE = "delegate"
+PUBLISH_STATUS = "publish_status"
+#: how much of an agent's description the tool lists (descriptions can be long)
+_DESCRIPTION_CHARS = 300
+
+
+def reachable(
+    definition: AgentDefinition,
+    catalogue: Mapping[str, AgentDefinition],
+    limits: Delegation,
+) -> list[str]:
+    """The agents ``definition`` may delegate to, in catalogue order, never itself:
+    the config's ``reach`` for it, else its ``delegates_to`` (``*``: everyone), else
+    the catalogue agents its body names."""
+    wanted = limits.reach.get(definition.name, definition.delegates_to)
+    if wanted is None:
+        body = definition.system_prompt
+        named = [n for n in catalogue if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", body)]
+    elif "*" in wanted:
+        named = list(catalogue)
+    else:
+        named = [n for n in catalogue if n in wanted]
+    return [n for n in named if n != definition.name]
+
+
+def _commands(definition: AgentDefinition) -> list[str]:
+    seen: dict[str, None] = {}
+    for message in definition.messages:
+        if message.command and message.kind.value == "command":
+            seen.setdefault(message.command, None)
+    return list(seen)
+
+
+def delegate_tool(agents: Sequence[AgentDefinition]) -> ToolParam:
+    """The ``delegate`` tool, its description listing who it reaches and what each
+    declares it takes: the model picks a recipient and writes an ACP body."""
+    lines = []
+    for agent in agents:
+        about = " ".join(agent.description.split())
+        if len(about) > _DESCRIPTION_CHARS:
+            about = about[: _DESCRIPTION_CHARS - 3] + "..."
+        commands = _commands(agent)
+        takes = f" Commands: {', '.join(commands)}." if commands else ""
+        lines.append(f"- {agent.name}: {about}{takes}")
+    description = (
+        "Send an ACP command to another agent and get its reply as this tool's result. "
+        "Calls made in the same turn run in parallel; your next turn starts when all "
+        "have answered. body is the command's JSON, e.g. "
+        '{"cmd": "PIPELINE_STATUS", "component_id": "etl"}. Agents you can reach:\n'
+        + "\n".join(lines)
+    )
+    return {
+        "name": DELEGATE,
+        "description": description,
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "to": {"type": "string", "enum": [a.name for a in agents]},
+                "body": {"type": "object", "description": "the ACP command body"},
+            },
+            "required": ["to", "body"],
+        },
+    }
+
+
+def status_tool() -> ToolParam:
+    return {
+        "name": PUBLISH_STATUS,
+        "description": (
+            "Publish a status update (a JSON object, the shape your definition's status "
+            "examples show) on your status topic, where operators and observers see it. "
+            "Returns at once."
+        ),
+        "input_schema": {
+            "type": "object",
+            "properties": {"status": {"type": "object"}},
+            "required": ["status"],
+        },
+    }
+
+
+def ancestry(headers: Mapping[str, str]) -> list[str]:
+    """The agents above a message, root first."""
+    chain = headers.get(H_ANCESTRY, "")
+    return [a for a in chain.split(",") if a]
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """A delegation that passed its checks, or why it did not (``refused``)."""
+
+    to: str
+    body: dict[str, Any]
+    refused: str | None = None
+
+
+def plan_child(
+    call: Mapping[str, Any],
+    *,
+    me: str,
+    above: Sequence[str],
+    reach: Sequence[str],
+    limits: Delegation,
+    already: int,
+) -> ChildPlan:
+    """Check one ``delegate`` call: a known, reachable agent that is not this one nor
+    above it (a cycle), within the depth and the per-turn count; a body that is an
+    object. A refusal is told to the model as the tool's result."""
+    to = str(call.get("to", ""))
+    body = call.get("body")
+    if not isinstance(body, dict):
+        return ChildPlan(to, {}, "body must be a JSON object (an ACP command body)")
+    if to == me:
+        return ChildPlan(to, body, "an agent cannot delegate to itself")
+    if to not in reach:
+        return ChildPlan(to, body, f"{to!r} is not an agent you can reach: {', '.join(reach)}")
+    if to in above:
+        chain = " -> ".join([*above, me, to])
+        return ChildPlan(to, body, f"refused, it would make a cycle: {chain}")
+    if len(above) + 1 > limits.max_depth:
+        return ChildPlan(
+            to,
+            body,
+            f"refused: delegation depth {limits.max_depth} reached ({' -> '.join([*above, me])})",
+        )
+    if already >= limits.max_children_per_turn:
+        return ChildPlan(
+            to, body, f"refused: at most {limits.max_children_per_turn} delegations per turn"
+        )
+    return ChildPlan(to, body)

@@ -1,0 +1,176 @@
+"""Claude-backed agents that delegate (issue 15): the agent loop through the real
+``anthropic`` SDK (a scripted ``httpx2.MockTransport`` answering ``tool_use`` turns),
+a worker and a coordinator on both buses."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from acp.agents.claude import ClaudeAgent
+from acp.agents.config import Delegation
+from acp.agents.definition import AgentDefinition
+from acp.agents.delegation import plan_child, reachable
+from acp.runtime import Client, Coordinator, Worker
+from tests.test_claude_agent import CONFIG, FakeAPI, message
+
+pytestmark = pytest.mark.anyio
+
+ORCHESTRATOR = AgentDefinition(
+    name="orchestrator",
+    description="Plans releases and delegates every piece of work to a specialist.",
+    model="opus",
+    computational_complexity="medium",
+    system_prompt="You are the orchestrator. Ask the data-engineer; never do the work.",
+    delegates_to=["data-engineer"],
+)
+ENGINEER = AgentDefinition(
+    name="data-engineer",
+    description="Checks data pipelines and answers with their status.",
+    model="sonnet",
+    computational_complexity="medium",
+    system_prompt="You are the data engineer. Reply in compact JSON.",
+)
+CATALOGUE = {d.name: d for d in (ORCHESTRATOR, ENGINEER)}
+
+
+def tool_use(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    body = message("", model="claude-opus-5-5", stop_reason="tool_use")
+    body["content"] = [
+        {"type": "text", "text": "Asking the specialists."},
+        *(
+            {"type": "tool_use", "id": f"toolu_{n:02d}", "name": name, "input": args}
+            for n, (name, args) in enumerate(calls)
+        ),
+    ]
+    return body
+
+
+class Script:
+    """The fake API's answers: the orchestrator delegates on its first turn and sums
+    up on its second; the data engineer answers at once. Counts paid turns."""
+
+    def __init__(self, first_turn: dict[str, Any]) -> None:
+        self.first_turn = first_turn
+        self.turns: Counter[tuple[str, int]] = Counter()
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        system = " ".join(block["text"] for block in body["system"])
+        messages = body["messages"]
+        who = "orchestrator" if "orchestrator" in system else "data-engineer"
+        self.turns[who, len(messages)] += 1
+        if who == "data-engineer":
+            asked = json.loads(messages[0]["content"])
+            reply = {"component_id": asked.get("component_id"), "healthy": True}
+            return httpx2.Response(200, json=message(json.dumps(reply), model="claude-sonnet-5-5"))
+        if len(messages) == 1:
+            return httpx2.Response(200, json=self.first_turn)
+        results = [b for b in messages[-1]["content"] if b["type"] == "tool_result"]
+        summary = {"release": "go", "checked": [json.loads(r["content"]) for r in results]}
+        return httpx2.Response(200, json=message(json.dumps(summary), model="claude-opus-5-5"))
+
+
+async def run_tree(bus_backend: Any, script: Script, body: dict[str, Any]) -> dict[str, Any]:
+    api = FakeAPI(script)
+    agents = [
+        ClaudeAgent(d, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
+        for d in CATALOGUE.values()
+    ]
+    async with (
+        bus_backend() as worker_bus,
+        bus_backend() as coordinator_bus,
+        bus_backend() as client_bus,
+        anyio.create_task_group() as tg,
+    ):
+        coordinator = Coordinator(coordinator_bus, CONFIG, definitions=CATALOGUE)
+        await tg.start(coordinator.run)
+        worker = Worker(worker_bus, agents, heartbeat=0.5)
+        await tg.start(worker.run)
+        client = Client(client_bus, sender="tester", via="coordinator")
+        reply = await client.request("orchestrator", body, timeout=30)
+        worker.stop()
+        coordinator.stop()
+        record = await worker_bus.read_record(reply.correlation_id or "")
+    return {"reply": reply.body, "record": [json.loads(t) for t in record]}
+
+
+async def test_a_delegating_turn_suspends_and_the_answers_resume_it(bus_backend: Any) -> None:
+    """Two delegations in one turn run in parallel as ordinary commands; the
+    orchestrator's next turn gets both answers as tool results; every model turn is
+    paid for once; the conversation is recorded turn by turn."""
+    first = tool_use(
+        ("delegate", {"to": "data-engineer", "body": {"cmd": "PIPELINE_STATUS", "component_id": "etl", "respond_format": "STRUCTURED_JSON"}}),
+        ("delegate", {"to": "data-engineer", "body": {"cmd": "PIPELINE_STATUS", "component_id": "ml", "respond_format": "STRUCTURED_JSON"}}),
+    )  # fmt: skip
+    script = Script(first)
+    done = await run_tree(
+        bus_backend,
+        script,
+        {"cmd": "PLAN_RELEASE", "version": "2.1", "respond_format": "STRUCTURED_JSON"},
+    )
+    assert done["reply"].get("release") == "go", (done, script.turns)
+    assert sorted(c["component_id"] for c in done["reply"]["checked"]) == ["etl", "ml"]
+    assert script.turns == {
+        ("orchestrator", 1): 1,
+        ("data-engineer", 1): 2,
+        ("orchestrator", 3): 1,
+    }, "each model turn paid for once"
+    roles = [t["role"] for t in done["record"]]
+    assert roles == ["assistant", "user", "assistant"]
+    assert [b["type"] for b in done["record"][1]["content"]] == ["tool_result", "tool_result"]
+
+
+async def test_refused_delegations_come_back_to_the_model_as_tool_errors(
+    bus_backend: Any,
+) -> None:
+    first = tool_use(
+        ("delegate", {"to": "orchestrator", "body": {"cmd": "LOOP"}}),
+        ("delegate", {"to": "nobody", "body": {"cmd": "X"}}),
+        ("publish_status", {"status": {"release": "planning"}}),
+    )
+    script = Script(first)
+    done = await run_tree(
+        bus_backend, script, {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
+    )
+    results = done["record"][1]["content"]
+    assert [r["is_error"] for r in results] == [True, True, False]
+    assert "itself" in results[0]["content"]
+    assert "not an agent you can reach" in results[1]["content"]
+    assert script.turns["data-engineer", 1] == 0
+    assert done["reply"]["release"] == "go"
+
+
+def test_who_an_agent_reaches() -> None:
+    limits = Delegation()
+    assert reachable(ORCHESTRATOR, CATALOGUE, limits) == ["data-engineer"]
+    named = ORCHESTRATOR.model_copy(update={"delegates_to": None})
+    assert reachable(named, CATALOGUE, limits) == ["data-engineer"]  # its body names it
+    everyone = ORCHESTRATOR.model_copy(update={"delegates_to": ["*"]})
+    assert reachable(everyone, CATALOGUE, limits) == ["data-engineer"]  # never itself
+    narrowed = Delegation(reach={"orchestrator": []})
+    assert reachable(ORCHESTRATOR, CATALOGUE, narrowed) == []
+
+
+def test_cycles_depth_and_counts_are_refused() -> None:
+    limits = Delegation(max_depth=2, max_children_per_turn=1)
+    call = {"to": "data-engineer", "body": {"cmd": "X"}}
+    reach = ["data-engineer", "orchestrator"]
+    assert plan_child(call, me="orchestrator", above=[], reach=reach, limits=limits,
+                      already=0).refused is None  # fmt: skip
+    cycle = plan_child(call, me="orchestrator", above=["data-engineer"], reach=reach,
+                       limits=limits, already=0)  # fmt: skip
+    assert cycle.refused is not None
+    assert "cycle" in cycle.refused
+    deep = plan_child(call, me="orchestrator", above=["a", "b"], reach=reach, limits=limits,
+                      already=0)  # fmt: skip
+    assert deep.refused is not None
+    assert "depth" in deep.refused
+    many = plan_child(call, me="orchestrator", above=[], reach=reach, limits=limits, already=1)
+    assert many.refused is not None
+    assert "per turn" in many.refused
