@@ -13,11 +13,14 @@ import httpx2
 import pytest
 
 from acp.agents.claude import ClaudeAgent
-from acp.agents.config import Delegation
+from acp.agents.config import Delegation, RuntimeConfig
 from acp.agents.definition import AgentDefinition
 from acp.agents.delegation import plan_child, reachable
+from acp.errors import Continue, Suspend
+from acp.protocol import Envelope
+from acp.protocol.headers import H_CONV, H_STEP
 from acp.runtime import Client, Coordinator, Worker
-from tests.test_claude_agent import CONFIG, FakeAPI, message
+from tests.test_claude_agent import CONFIG, FakeAPI, FakeContext, message
 
 pytestmark = pytest.mark.anyio
 
@@ -76,28 +79,49 @@ class Script:
         return httpx2.Response(200, json=message(json.dumps(summary), model="claude-opus-5-5"))
 
 
-async def run_tree(bus_backend: Any, script: Script, body: dict[str, Any]) -> dict[str, Any]:
+async def run_tree(
+    bus_backend: Any,
+    script: Script,
+    body: dict[str, Any],
+    *,
+    roots: int = 1,
+    config: RuntimeConfig = CONFIG,
+    concurrency: int = 16,
+) -> dict[str, Any]:
     api = FakeAPI(script)
     agents = [
-        ClaudeAgent(d, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
+        ClaudeAgent(d, client=api.client(), config=config, catalogue=CATALOGUE)
         for d in CATALOGUE.values()
     ]
+    replies: list[Envelope] = []
     async with (
         bus_backend() as worker_bus,
         bus_backend() as coordinator_bus,
         bus_backend() as client_bus,
         anyio.create_task_group() as tg,
     ):
-        coordinator = Coordinator(coordinator_bus, CONFIG, definitions=CATALOGUE)
+        coordinator = Coordinator(coordinator_bus, config, definitions=CATALOGUE)
         await tg.start(coordinator.run)
-        worker = Worker(worker_bus, agents, heartbeat=0.5)
+        worker = Worker(worker_bus, agents, heartbeat=0.5, concurrency=concurrency)
         await tg.start(worker.run)
         client = Client(client_bus, sender="tester", via="coordinator")
-        reply = await client.request("orchestrator", body, timeout=30)
+
+        async def one() -> None:
+            replies.append(await client.request("orchestrator", body, timeout=60))
+
+        with anyio.fail_after(90):
+            async with anyio.create_task_group() as requests:
+                for _ in range(roots):
+                    requests.start_soon(one)
+        reply = replies[0]
         worker.stop()
         coordinator.stop()
         record = await worker_bus.read_record(reply.correlation_id or "")
-    return {"reply": reply.body, "record": [json.loads(t) for t in record]}
+    return {
+        "reply": reply.body,
+        "replies": [r.body for r in replies],
+        "record": [json.loads(t) for t in record],
+    }
 
 
 async def test_a_delegating_turn_suspends_and_the_answers_resume_it(bus_backend: Any) -> None:
@@ -174,3 +198,104 @@ def test_cycles_depth_and_counts_are_refused() -> None:
     many = plan_child(call, me="orchestrator", above=[], reach=reach, limits=limits, already=1)
     assert many.refused is not None
     assert "per turn" in many.refused
+
+
+def _fan_out(n: int) -> dict[str, Any]:
+    return tool_use(
+        *(
+            ("delegate", {"to": "data-engineer", "body": {"cmd": "PIPELINE_STATUS",
+             "component_id": f"c{i}", "respond_format": "STRUCTURED_JSON"}})
+            for i in range(n)
+        )
+    )  # fmt: skip
+
+
+async def test_a_parent_waiting_for_children_holds_no_slot(bus_backend: Any) -> None:
+    """Parent and child on one tier whose cap is 1, and 50 parents fanning out to 3
+    children each on a worker running 2 at a time: a parent that waits holds neither
+    the tier's slot nor the worker's, so every tree finishes."""
+    data = CONFIG.model_dump()
+    for tier in data["tiers"].values():
+        # one call at a time; token buckets wide enough not to be what binds here
+        tier.update(concurrency=1, input_tokens_per_minute=10**8,
+                    output_tokens_per_minute=10**8, requests_per_minute=10**6)  # fmt: skip
+    one_slot = RuntimeConfig.model_validate(data)
+    script = Script(_fan_out(3))
+    body = {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
+    done = await run_tree(bus_backend, script, body, roots=50, config=one_slot, concurrency=2)
+    assert len(done["replies"]) == 50
+    assert all(r.get("release") == "go" and len(r["checked"]) == 3 for r in done["replies"])
+    assert script.turns["data-engineer", 1] == 150
+
+
+class RecordingContext(FakeContext):
+    """A context with the runtime's records and joins, in memory."""
+
+    def __init__(self, env: Envelope, records: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(env)
+        self.records = records
+        self.published: list[Any] = []
+
+    async def turns(self, conversation: str) -> list[dict[str, Any]]:
+        return [json.loads(json.dumps(t)) for t in self.records.get(conversation, [])]
+
+    async def add_turn(self, conversation: str, index: int, turn: Any) -> None:
+        record = self.records.setdefault(conversation, [])
+        if len(record) == index:
+            record.append(dict(turn))
+
+    async def answers(self, join: str) -> dict[str, bytes]:
+        return {}
+
+    async def publish(self, body: Any) -> None:
+        self.published.append(body)
+
+
+async def test_a_step_run_again_pays_for_nothing_and_sends_the_same_children() -> None:
+    """A worker that dies after recording a turn but before its commit: the step is
+    delivered again, finds its turn recorded, makes no second call and suspends with
+    the same children (same ids: the bus drops the copies)."""
+    api = FakeAPI(lambda request: httpx2.Response(200, json=_fan_out(2)))
+    agent = ClaudeAgent(ORCHESTRATOR, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
+    env = Envelope.for_body(
+        {"cmd": "PLAN_RELEASE"}, sender="tester", recipient="orchestrator", reply_to="inbox.t"
+    )
+    records: dict[str, list[dict[str, Any]]] = {}
+    runs = []
+    for _ in range(2):
+        with pytest.raises(Suspend) as suspended:
+            await agent.handle(env, RecordingContext(env, records))
+        runs.append(suspended.value)
+    assert len(api.requests) == 1, "the recorded turn is not paid for again"
+    first, again = ([c.id for c in run.children] for run in runs)
+    assert first == again
+    assert runs[0].join == runs[1].join
+    assert len(records[env.id]) == 1
+
+
+async def test_local_tools_continue_as_new_work_and_the_last_turn_has_no_tools() -> None:
+    """A turn that only publishes a status continues as a new step (admitted like any
+    paid call); at max_turns the model is offered no tools, so it answers."""
+    status = tool_use(("publish_status", {"status": {"data_platform": {"etl": "ok"}}}))
+    api = FakeAPI(lambda request: httpx2.Response(200, json=status))
+    agent = ClaudeAgent(ORCHESTRATOR, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
+    env = Envelope.for_body({"cmd": "PLAN_RELEASE"}, sender="t", recipient="orchestrator")
+    records: dict[str, list[dict[str, Any]]] = {}
+    ctx = RecordingContext(env, records)
+    with pytest.raises(Continue) as step:
+        await agent.handle(env, ctx)
+    assert not isinstance(step.value, Suspend)
+    assert step.value.state[H_STEP] == "turn"
+    assert ctx.published == [{"data_platform": {"etl": "ok"}}]
+    assert [t["role"] for t in records[env.id]] == ["assistant", "user"]
+    # the steps that follow, up to the last allowed turn
+    max_turns = CONFIG.complexity_class("medium").max_turns
+    while sum(t["role"] == "assistant" for t in records[env.id]) < max_turns - 1:
+        nxt = env.evolve(headers={H_CONV: env.id, H_STEP: "turn"})
+        with pytest.raises(Continue):
+            await agent.handle(nxt, RecordingContext(nxt, records))
+    api.steps = [httpx2.Response(200, json=message('{"release": "go"}'))]
+    last = env.evolve(headers={H_CONV: env.id, H_STEP: "turn"})
+    body = await agent.handle(last, RecordingContext(last, records))
+    assert body is not None
+    assert "tools" not in json.loads(api.requests[-1].content), "the last turn answers"
