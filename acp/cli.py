@@ -790,13 +790,19 @@ _AGENTS_OPTION = Annotated[
 
 
 def _claude_factory(
-    runtime_config: RuntimeConfig, base_url: str | None, cache_ttl: Literal["5m", "1h"]
+    runtime_config: RuntimeConfig,
+    base_url: str | None,
+    cache_ttl: Literal["5m", "1h"],
+    catalogue: Catalogue,
 ) -> Callable[[AgentDefinition], AgentBase]:
     def build(definition: AgentDefinition) -> AgentBase:
         from acp.agents.claude import ClaudeAgent, claude_client  # the SDK loads slowly
 
         client = claude_client(base_url=base_url)  # MissingAPIKey names ANTHROPIC_API_KEY
-        return ClaudeAgent(definition, client=client, config=runtime_config, cache_ttl=cache_ttl)
+        return ClaudeAgent(
+            definition, client=client, config=runtime_config, cache_ttl=cache_ttl,
+            catalogue=catalogue.definitions,
+        )  # fmt: skip
 
     return build
 
@@ -839,7 +845,7 @@ def worker_command(
     try:
         catalogue = _catalogue(agents)
         ttl: Literal["5m", "1h"] = "1h" if cache_ttl is CacheTTL.one_hour else "5m"
-        claude = _claude_factory(where.deployment.config, base_url, ttl)
+        claude = _claude_factory(where.deployment.config, base_url, ttl, catalogue)
         resolved = resolve_targets(targets, catalogue=catalogue, claude=claude)
     except ACPError as exc:
         raise _fail(str(exc)) from None

@@ -238,6 +238,15 @@ class FakeContext:
     async def platform(self) -> dict[str, Any]:
         return {"workers": [], "queues": {}, "coordinators": [], "platform": None}
 
+    async def turns(self, conversation: str) -> list[dict[str, Any]]:
+        raise AssertionError("an agent with no one to delegate to keeps no record")
+
+    async def add_turn(self, conversation: str, index: int, turn: Any) -> None:
+        raise AssertionError("an agent with no one to delegate to keeps no record")
+
+    async def answers(self, join: str) -> dict[str, bytes]:
+        raise AssertionError("not used")
+
 
 class FakeSleep:
     def __init__(self) -> None:

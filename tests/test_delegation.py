@@ -195,6 +195,11 @@ def test_cycles_depth_and_counts_are_refused() -> None:
                       already=0)  # fmt: skip
     assert deep.refused is not None
     assert "depth" in deep.refused
+    assign = {"body": {"cmd": "ASSIGN", "to": "data-engineer", "task": "check etl"}}
+    routed = plan_child(assign, me="orchestrator", above=[], reach=reach, limits=limits,
+                        already=0)  # fmt: skip
+    assert routed.to == "data-engineer"
+    assert routed.refused is None
     many = plan_child(call, me="orchestrator", above=[], reach=reach, limits=limits, already=1)
     assert many.refused is not None
     assert "per turn" in many.refused

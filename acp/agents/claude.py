@@ -82,6 +82,7 @@ from acp.protocol.headers import (
     H_CONV,
     H_JOIN,
     H_NOT_BEFORE,
+    H_PARENT,
     H_PART,
     H_ROOT,
     H_SPENT,
@@ -507,6 +508,7 @@ class ClaudeAgent(AgentBase):
             H_JOIN: join,
             H_PART: call_id,
             H_ANCESTRY: ",".join([*above, self.name]),
+            H_PARENT: env.id,
             H_ROOT: env.headers.get(H_ROOT) or env.id,
         }
         return Envelope.for_body(

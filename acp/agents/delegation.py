@@ -138,10 +138,14 @@ def plan_child(
     """Check one ``delegate`` call: a known, reachable agent that is not this one nor
     above it (a cycle), within the depth and the per-turn count; a body that is an
     object. A refusal is told to the model as the tool's result."""
-    to = str(call.get("to", ""))
     body = call.get("body")
     if not isinstance(body, dict):
-        return ChildPlan(to, {}, "body must be a JSON object (an ACP command body)")
+        return ChildPlan(
+            str(call.get("to", "")), {}, "body must be a JSON object (an ACP command body)"
+        )
+    # an ASSIGN (project-orchestrator.md's shape) names its assignee in the body
+    assignee = body.get("to") if body.get("cmd") == "ASSIGN" else None
+    to = str(call.get("to") or assignee or "")
     if to == me:
         return ChildPlan(to, body, "an agent cannot delegate to itself")
     if to not in reach:

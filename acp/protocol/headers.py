@@ -13,6 +13,7 @@ __all__ = [
     "H_CONV",
     "H_JOIN",
     "H_NOT_BEFORE",
+    "H_PARENT",
     "H_PART",
     "H_RESERVATION",
     "H_ROOT",
@@ -44,8 +45,9 @@ H_TURN = "acp-turn"
 H_JOIN = "acp-join"
 H_PART = "acp-part"
 #: the agents above a delegated command, root first, comma separated: its depth,
-#: and what refuses a cycle
+#: and what refuses a cycle; and the id of the step that delegated it
 H_ANCESTRY = "acp-ancestry"
+H_PARENT = "acp-parent"
 #: server time (epoch seconds) before which a continuation must not be dispatched
 H_NOT_BEFORE = "acp-not-before"
 #: server time (epoch seconds) the chain first reached the coordinator: its age

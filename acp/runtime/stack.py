@@ -62,7 +62,13 @@ def plan_agents(
             plan.agents.append(_python_agent(definition))
         elif client is not None:
             plan.agents.append(
-                ClaudeAgent(definition, client=client, config=config, cache_ttl=cache_ttl)
+                ClaudeAgent(
+                    definition,
+                    client=client,
+                    config=config,
+                    cache_ttl=cache_ttl,
+                    catalogue=catalogue.definitions,
+                )
             )
         else:
             plan.waiting_for_key.append(definition.name)
