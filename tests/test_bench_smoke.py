@@ -117,3 +117,16 @@ def test_dictionary_bench_reports_both_dictionaries_and_remakes_the_frozen_table
     )
     full, _ = dictionary(2)
     assert bytes.fromhex(entropy.stdout.strip()) + dictionary_bytes() == full
+
+
+def test_delegation_bench_measures_both_kinds_in_one_run() -> None:
+    """``bench/delegation.py`` runs its tree end to end and reports what a hop adds."""
+    script = BUS.parent / "delegation.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--requests", "5", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout)
+    for kind in ("direct", "delegating"):
+        assert 0 < result[kind]["p50_ms"] <= result[kind]["p95_ms"]
+    assert result["delegating"]["p50_ms"] > result["direct"]["p50_ms"], "a hop costs something"
