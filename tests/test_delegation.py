@@ -304,3 +304,27 @@ async def test_local_tools_continue_as_new_work_and_the_last_turn_has_no_tools()
     body = await agent.handle(last, RecordingContext(last, records))
     assert body is not None
     assert "tools" not in json.loads(api.requests[-1].content), "the last turn answers"
+
+
+async def test_a_loops_invalid_answer_is_repaired_with_what_it_was_based_on() -> None:
+    """The repair of a final answer sees the conversation: the delegated answers it
+    was built on, then the invalid answer and the request to fix it."""
+    api = FakeAPI(lambda request: httpx2.Response(200, json=message("not json")))
+    agent = ClaudeAgent(ORCHESTRATOR, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
+    env = Envelope.for_body(
+        {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"},
+        sender="t", recipient="orchestrator",
+    )  # fmt: skip
+    records: dict[str, list[dict[str, Any]]] = {}
+    with pytest.raises(Continue) as repair:
+        await agent.handle(env, RecordingContext(env, records))
+    assert repair.value.step == "repair"
+    assert repair.value.state[H_CONV] == env.id
+    nxt = env.evolve(headers=repair.value.state)
+    api.steps = [httpx2.Response(200, json=message('{"release": "go"}'))]
+    body = await agent.handle(nxt, RecordingContext(nxt, records))
+    assert body is not None
+    assert body["release"] == "go"
+    sent = json.loads(api.requests[-1].content)["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert "invalid" in sent[-1]["content"]

@@ -388,6 +388,15 @@ class ClaudeAgent(AgentBase):
         if self._tools and step not in ("repair", "escalate"):
             answer = await self._loop_turn(plan, first, env, ctx, ledger)
         else:
+            if self._tools and (conversation := env.headers.get(H_CONV)):
+                # a loop's final answer repaired or escalated: with what it was based
+                # on (the recorded turns end with the answer itself)
+                history = [_api_turn(t) for t in await ctx.turns(conversation)]
+                if history and history[-1]["role"] == "assistant":
+                    # repaired: after the answer; escalated: asked again in its place
+                    history = history if step == "repair" else history[:-1]
+                    turns = turns[1:] if step == "repair" else turns
+                first = [*first, *history]
             answer = await self._call(plan, [*first, *turns], env, ctx, ledger)
         if not plan.structured:
             _refuse_if_refused(answer)
@@ -395,16 +404,22 @@ class ClaudeAgent(AgentBase):
         reply, problem = _check(answer)
         if reply is not None:
             return reply
+        # a loop's answer is repaired with its conversation
+        loop = {H_CONV: env.headers.get(H_CONV) or env.id} if self._tools else {}
         if step in (None, "retry") and not turns:
             ctx.log.warning("invalid_reply", tier=plan.tier, problem=problem, next="repair")
             repair = _repair_turns(answer.text, problem, plan)
             raise Continue(
-                "repair", tier=plan.tier, state={H_STEP: "repair", H_TURNS: _dumps(repair)}
+                "repair",
+                tier=plan.tier,
+                state={**loop, H_STEP: "repair", H_TURNS: _dumps(repair)},
             )
         higher = self._escalation(plan) if step != "escalate" else None
         if higher is not None:
             ctx.log.warning("invalid_reply", tier=plan.tier, problem=problem, next=higher.tier)
-            raise Continue("escalate", tier=higher.tier, state={H_STEP: "escalate", H_TURNS: "[]"})
+            raise Continue(
+                "escalate", tier=higher.tier, state={**loop, H_STEP: "escalate", H_TURNS: "[]"}
+            )
         return {"error": "invalid_reply", "detail": problem, "raw": answer.text}
 
     # -- the agent loop: one model turn per dispatch --------------------------------------
