@@ -15,8 +15,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-#: ``answer(request_body, call_number)`` -> the reply's text (None: the default answer)
-Answer = Callable[[dict[str, Any], int], "str | None"]
+#: ``answer(request_body, call_number)`` -> the reply's text (None: the default
+#: answer), or a whole response's ``{"content": [...], "stop_reason": ...}``
+Answer = Callable[[dict[str, Any], int], "str | dict[str, Any] | None"]
 
 
 class FakeAnthropic:
@@ -38,6 +39,8 @@ class FakeAnthropic:
         self.max_in_flight_by_model: dict[str, int] = {}
         #: (model, usage) of each answered call
         self.billed: list[tuple[str, dict[str, int]]] = []
+        #: (started, answered, request body) of each answered call, monotonic seconds
+        self.calls: list[tuple[float, float, dict[str, Any]]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -74,6 +77,7 @@ class FakeAnthropic:
                         fake.max_in_flight_by_model.get(model, 0), now
                     )
                     number = len(fake.requests)
+                started = time.monotonic()
                 try:
                     time.sleep(fake.delay)
                 finally:
@@ -88,6 +92,10 @@ class FakeAnthropic:
                 }
                 scripted = fake.answer(request, number) if fake.answer else None
                 text = json.dumps(answer) if scripted is None else scripted
+                content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+                stop = "end_turn"
+                if isinstance(scripted, dict):
+                    content, stop = scripted["content"], scripted["stop_reason"]
                 usage = {
                     "input_tokens": 120,
                     "output_tokens": fake.output_tokens,
@@ -103,8 +111,8 @@ class FakeAnthropic:
                         "type": "message",
                         "role": "assistant",
                         "model": request["model"],
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn",
+                        "content": content,
+                        "stop_reason": stop,
                         "stop_sequence": None,
                         "usage": usage,
                     },
@@ -114,6 +122,8 @@ class FakeAnthropic:
                         "anthropic-ratelimit-requests-reset": "2026-11-26T23:00:00Z",
                     },
                 )
+                with fake._lock:
+                    fake.calls.append((started, time.monotonic(), request))
 
             def _send(
                 self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
