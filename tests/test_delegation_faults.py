@@ -9,6 +9,7 @@ no child command is answered twice."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -163,7 +164,7 @@ def test_twenty_trees_survive_three_worker_kills(
         repeats = 0
         for key, windows in by_turn.items():
             windows.sort()
-            for (start, end), _ in zip(windows, windows[1:], strict=False):
+            for (start, end), _ in itertools.pairwise(windows):
                 repeats += 1
                 assert any(start <= k <= end + 0.1 for k in kills), (
                     f"{key} paid twice with no kill during the first call"
