@@ -328,3 +328,57 @@ async def test_a_loops_invalid_answer_is_repaired_with_what_it_was_based_on() ->
     sent = json.loads(api.requests[-1].content)["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert "invalid" in sent[-1]["content"]
+
+
+async def test_cancelling_a_root_cancels_its_tree(bus_backend: Any) -> None:
+    """A CANCEL for the root stops its running children and every later step of
+    the tree: the root is answered 'cancelled' and no further model turn is paid."""
+    from acp.agents import Agent
+
+    slow_def = AgentDefinition(
+        name="slow-checker", description="Takes its time.", model="haiku",
+        computational_complexity="low", entrypoint="tests.test_delegation:slow",
+    )  # fmt: skip
+    catalogue = {"orchestrator": ORCHESTRATOR.model_copy(update={"delegates_to": ["*"]}),
+                 "slow-checker": slow_def}  # fmt: skip
+    slow = Agent("slow-checker", tier="haiku", complexity="low")
+    started = anyio.Event()
+
+    @slow.command("CHECK")
+    async def check(body: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        started.set()
+        await anyio.sleep(60)
+        return {"done": True}
+
+    first = tool_use(("delegate", {"to": "slow-checker", "body": {"cmd": "CHECK"}}))
+    script = Script(first)
+    api = FakeAPI(script)
+    lead = ClaudeAgent(catalogue["orchestrator"], client=api.client(), config=CONFIG,
+                       catalogue=catalogue)  # fmt: skip
+    async with (
+        bus_backend() as worker_bus,
+        bus_backend() as coordinator_bus,
+        bus_backend() as client_bus,
+        anyio.create_task_group() as tg,
+    ):
+        coordinator = Coordinator(coordinator_bus, CONFIG, definitions=catalogue)
+        await tg.start(coordinator.run)
+        worker = Worker(worker_bus, [lead, slow], heartbeat=0.5)
+        await tg.start(worker.run)
+        client = Client(client_bus, sender="tester", via="coordinator")
+        root = client.command("orchestrator", {"cmd": "PLAN_RELEASE"}, reply=True)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as waiting:
+                answer: list[Envelope] = []
+
+                async def wait_for_root() -> None:
+                    answer.append(await client.request_envelope(root, timeout=30))
+
+                waiting.start_soon(wait_for_root)
+                await started.wait()
+                cancel = Client(client_bus, sender="tester")
+                await cancel.cancel("orchestrator", root.id)
+        worker.stop()
+        coordinator.stop()
+    assert answer[0].body.get("cancelled") is True
+    assert script.turns["orchestrator", 3] == 0, "no turn after the cancel"

@@ -72,6 +72,8 @@ def _trace_id(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 else None
 
 
+#: the roots cancelled (counters kept as long as the ledger): their trees stop
+_CANCELLED = "cancelled-roots"
 #: kinds that answer a command
 _ANSWERS = frozenset({MessageKind.REPLY, MessageKind.ERROR})
 
@@ -504,19 +506,29 @@ class Worker:
                 self._cancel_local(target)
 
     def _cancel_local(self, msg_id: str) -> bool:
-        ctx = self._running.get(msg_id)
-        if ctx is None:
-            return False
-        ctx.cancel()
-        ctx.log.info("cancelled")
-        return True
+        """Cancel ``msg_id`` if it runs here, and every step of its tree that does."""
+        found = False
+        for ctx in list(self._running.values()):
+            if msg_id in (ctx.env.id, ctx.env.headers.get(H_ROOT)):
+                ctx.cancel()
+                ctx.log.info("cancelled", target=msg_id)
+                found = True
+        return found
+
+    async def _cancelled_tree(self, env: Envelope) -> bool:
+        """A step or delegated command of a tree whose root was cancelled: it does not
+        run (asked only of messages in a chain or a tree, which carry their root)."""
+        root = env.headers.get(H_ROOT)
+        return bool(root) and root in await self.bus.counters(_CANCELLED)
 
     async def _cancel(self, env: Envelope) -> dict[str, Any]:
         target = env.body.get("msg_id")
         if not isinstance(target, str) or not target:
             return {"error": "bad_request", "detail": "CANCEL needs a 'msg_id' string"}
         here = self._cancel_local(target)
-        # Other workers of this agent may hold it: tell them all.
+        # Steps and delegations of its tree not yet running learn it when they start;
+        # other workers of this agent may hold it running: tell them all.
+        await self.bus.add_to_counters(_CANCELLED, {target: 1.0}, ttl=self.bus.options.ledger_ttl)
         await self.bus.publish(CONTROL_TOPIC, b"", {"cancel": target})
         return {"cancel": target, "found_here": here}
 
@@ -528,6 +540,9 @@ class Worker:
                 return await self._arrive(env)
             if env.command == "CANCEL":
                 return self._reply(env, await self._cancel(env))
+            if H_ROOT in env.headers and await self._cancelled_tree(env):
+                body = {"cancelled": True, "msg_id": env.id, "root": env.headers[H_ROOT]}
+                return self._reply(env, body)
             ctx = WorkerContext(self, agent, env)
             if not tracing():
                 return await run(ctx)
