@@ -54,6 +54,7 @@ from acp.runtime.settings import (
 from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import agent_queues, read_status
 from acp.runtime.targets import resolve_targets
+from acp.runtime.trace import TraceNode, read_trace
 from acp.runtime.worker import Service, Worker, serve_until_signalled
 from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_TOPIC
 
@@ -1344,6 +1345,65 @@ def run_command(
             )
     if failed:
         raise typer.Exit(1)
+
+
+# --- acp trace ----------------------------------------------------------------------
+
+
+def _trace_lines(
+    node: TraceNode, prefix: str = "", last: bool = True, top: bool = True
+) -> list[str]:
+    usage = node.meta.get("usage") or {}
+    tokens = f"{usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)} tok" if usage else ""
+    parts = [
+        node.agent,
+        str(node.meta.get("tier") or ""),
+        str(node.meta.get("model") or ""),
+        f"{node.turns} turn{'' if node.turns == 1 else 's'}" if node.turns else "",
+        tokens,
+        f"${node.meta['cost_usd']:.4f}" if "cost_usd" in node.meta else "",
+        f"{node.meta['elapsed_s']:.2f} s" if "elapsed_s" in node.meta else "",
+        node.outcome,
+    ]
+    branch = "" if top else ("└─ " if last else "├─ ")
+    lines = [prefix + branch + "  ".join(p for p in parts if p)]
+    below = prefix + ("" if top else ("   " if last else "│  "))
+    for i, child in enumerate(node.children):
+        lines += _trace_lines(child, below, i == len(node.children) - 1, top=False)
+    return lines
+
+
+@app.command("trace")
+def trace_command(
+    root_id: Annotated[
+        str, typer.Argument(help="The root request's id (acp send prints it).", metavar="ROOT_ID")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
+    redis: _RedisOption = None,
+    redis_url_file: _RedisFileOption = None,
+    config: _CONFIG_OPTION = None,
+) -> None:
+    """The delegation tree of a request: each agent, its tier and model, model turns,
+    tokens, cost, time and outcome, and whom it asked.
+
+    Example: acp trace 0193a5c2e4f1b2c3d4e5f60718293a4b
+    """
+    where = _where(redis, redis_url_file, config)
+
+    async def look(bus: RedisBus) -> TraceNode:
+        result = await Client(bus, codec=where.deployment.codec).result(root_id)
+        node = await read_trace(bus, root_id, agent=result.agent or "?")
+        if result.reply is not None:
+            node.meta = dict(result.reply.body.get("_acp") or {})
+            node.outcome = result.state.value
+        return node
+
+    node = _with_bus(where, look)
+    if as_json:
+        typer.echo(json.dumps(node.as_dict(), default=str))
+        return
+    typer.echo("\n".join(_trace_lines(node)))
+    typer.echo(f"tree cost ${node.total_cost():.4f}")
 
 
 # --- acp tail -----------------------------------------------------------------------

@@ -5,7 +5,9 @@ a worker and a coordinator on both buses."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,7 +21,8 @@ from acp.agents.delegation import plan_child, reachable
 from acp.errors import Continue, Suspend
 from acp.protocol import Envelope
 from acp.protocol.headers import H_CONV, H_STEP
-from acp.runtime import Client, Coordinator, Worker
+from acp.runtime import Client, Coordinator, RedisBus, Worker
+from acp.runtime.trace import read_trace
 from tests.test_claude_agent import CONFIG, FakeAPI, FakeContext, message
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +43,7 @@ ENGINEER = AgentDefinition(
     system_prompt="You are the data engineer. Reply in compact JSON.",
 )
 CATALOGUE = {d.name: d for d in (ORCHESTRATOR, ENGINEER)}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tool_use(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
@@ -117,10 +121,12 @@ async def run_tree(
         worker.stop()
         coordinator.stop()
         record = await worker_bus.read_record(reply.correlation_id or "")
+        tree = await read_trace(worker_bus, reply.correlation_id or "", agent="orchestrator")
     return {
         "reply": reply.body,
         "replies": [r.body for r in replies],
         "record": [json.loads(t) for t in record],
+        "tree": tree,
     }
 
 
@@ -147,6 +153,11 @@ async def test_a_delegating_turn_suspends_and_the_answers_resume_it(bus_backend:
     }, "each model turn paid for once"
     roles = [t["role"] for t in done["record"]]
     assert roles == ["assistant", "user", "assistant"]
+    tree = done["tree"].as_dict()  # what acp trace prints
+    assert tree["turns"] == 2
+    assert [c["agent"] for c in tree["children"]] == ["data-engineer", "data-engineer"]
+    assert all(c["outcome"] == "answered" and c["tier"] == "sonnet" for c in tree["children"])
+    assert all(c["cost_usd"] > 0 for c in tree["children"])
     assert [b["type"] for b in done["record"][1]["content"]] == ["tool_result", "tool_result"]
 
 
@@ -382,3 +393,22 @@ async def test_cancelling_a_root_cancels_its_tree(bus_backend: Any) -> None:
         coordinator.stop()
     assert answer[0].body.get("cancelled") is True
     assert script.turns["orchestrator", 3] == 0, "no turn after the cancel"
+
+
+async def test_acp_trace_prints_the_tree(redis_url: str) -> None:
+    first = tool_use(
+        ("delegate", {"to": "data-engineer", "body": {"cmd": "PIPELINE_STATUS", "component_id": "etl"}}),
+    )  # fmt: skip
+    done = await run_tree(
+        lambda *a, **kw: RedisBus.from_url(redis_url, *a, **kw), Script(first),
+        {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"},
+    )  # fmt: skip
+    root = done["tree"].msg_id
+    run = [sys.executable, "-m", "acp", "trace", root, "--redis", redis_url]
+    cwd = ROOT
+    shown = await anyio.run_process([*run, "--json"], cwd=cwd, check=True)
+    tree = json.loads(shown.stdout)
+    assert [c["agent"] for c in tree["children"]] == ["data-engineer"]
+    text = (await anyio.run_process(run, cwd=cwd, check=True)).stdout.decode()
+    assert "└─ data-engineer  sonnet" in text, text
+    assert "tree cost $" in text
