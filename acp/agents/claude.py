@@ -459,7 +459,7 @@ class ClaudeAgent(AgentBase):
                 plan, messages, env, ctx, ledger, tools=None if last_turn else self._tools
             )
             entry: dict[str, Any] = {"role": "assistant", "content": list(answer.content)}
-            entry["stop"] = answer.stop_reason
+            entry.update(stop=answer.stop_reason, agent=self.name, tier=plan.tier)
             await ctx.add_turn(conversation, len(history), entry)
             history.append(entry)
         state = {H_CONV: conversation}
@@ -536,6 +536,8 @@ class ClaudeAgent(AgentBase):
             priority=env.priority,
             tenant=env.tenant,
             headers=headers,
+            traceparent=env.traceparent,  # one trace for the whole tree
+            tracestate=env.tracestate,
         )
 
     # -- where a call goes ---------------------------------------------------------------

@@ -58,6 +58,8 @@ async def read_trace(bus: Bus, root_id: str, *, agent: str = "?", depth: int = 8
     node = TraceNode(msg_id=root_id, agent=agent)
     turns = [json.loads(t) for t in await bus.read_record(root_id)]
     node.turns = sum(1 for t in turns if t.get("role") == "assistant")
+    if turns and node.agent == "?":
+        node.agent = str(turns[0].get("agent", "?"))
     if turns and turns[-1].get("role") == "assistant" and turns[-1].get("stop") == "end_turn":
         node.outcome = "answered"
     for index, turn in enumerate(turns):
