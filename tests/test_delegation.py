@@ -412,3 +412,68 @@ async def test_acp_trace_prints_the_tree(redis_url: str) -> None:
     text = (await anyio.run_process(run, cwd=cwd, check=True)).stdout.decode()
     assert "└─ data-engineer  sonnet" in text, text
     assert "tree cost $" in text
+
+
+async def test_python_and_claude_agents_delegate_to_each_other(bus_backend: Any) -> None:
+    """A Python agent asks a Claude agent and a Python agent with ``ctx.delegate``: it
+    is suspended (no slot held), run again once both answered, and its call returns
+    the answers; a Claude agent's delegation reaches it the same way."""
+    from acp.agents import Agent
+
+    python_defs = {
+        name: AgentDefinition(name=name, description=f"The {name}.", model="haiku",
+                              computational_complexity="low", entrypoint="tests.agents:x")
+        for name in ("release-planner", "checker")
+    }  # fmt: skip
+    catalogue = {**CATALOGUE, **python_defs}
+    planner = Agent("release-planner", tier="haiku", complexity="low")
+    checker = Agent("checker", tier="haiku", complexity="low")
+    runs: list[str] = []
+
+    @planner.command("PLAN_RELEASE")
+    async def plan(body: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        runs.append(body["version"])
+        answers = await ctx.delegate([
+            ("data-engineer", {"cmd": "PIPELINE_STATUS", "component_id": "etl",
+                               "respond_format": "STRUCTURED_JSON"}),
+            ("checker", {"cmd": "CHECK", "component_id": "ml"}),
+            ("release-planner", {"cmd": "PLAN_RELEASE"}),  # itself: refused
+        ])  # fmt: skip
+        return {"version": body["version"], "answers": answers}
+
+    @checker.command("CHECK")
+    async def check(body: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {"component_id": body["component_id"], "healthy": True}
+
+    api = FakeAPI(Script(tool_use()))
+    engineer = ClaudeAgent(ENGINEER, client=api.client(), config=CONFIG, catalogue=catalogue)
+    async with (
+        bus_backend() as worker_bus,
+        bus_backend() as coordinator_bus,
+        bus_backend() as client_bus,
+        anyio.create_task_group() as tg,
+    ):
+        coordinator = Coordinator(coordinator_bus, CONFIG, definitions=catalogue)
+        await tg.start(coordinator.run)
+        worker = Worker(worker_bus, [planner, checker, engineer], heartbeat=0.5, concurrency=1)
+        await tg.start(worker.run)
+        client = Client(client_bus, sender="tester", via="coordinator")
+        with anyio.fail_after(30):
+            replies = []
+            async with anyio.create_task_group() as requests:
+
+                async def one(version: str) -> None:
+                    body = {"cmd": "PLAN_RELEASE", "version": version}
+                    replies.append(await client.request("release-planner", body, timeout=30))
+
+                for n in range(5):
+                    requests.start_soon(one, f"2.{n}")
+        worker.stop()
+        coordinator.stop()
+    assert len(replies) == 5
+    for reply in replies:
+        engineer_answer, checker_answer, refused = reply.body["answers"]
+        assert engineer_answer["healthy"] is True
+        assert checker_answer == {"component_id": "ml", "healthy": True}
+        assert "itself" in refused["error"]
+    assert sorted(runs) == sorted([f"2.{n}" for n in range(5)] * 2), "run, then run again"

@@ -57,6 +57,8 @@ from acp.agents.delegation import (
     DELEGATE,
     PUBLISH_STATUS,
     ancestry,
+    answer_bytes,
+    child_command,
     delegate_tool,
     plan_child,
     reachable,
@@ -78,13 +80,8 @@ from acp.errors import (
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
 from acp.protocol.headers import (
-    H_ANCESTRY,
     H_CONV,
-    H_JOIN,
     H_NOT_BEFORE,
-    H_PARENT,
-    H_PART,
-    H_ROOT,
     H_SPENT,
     H_STEP,
     H_TURNS,
@@ -492,53 +489,21 @@ class ClaudeAgent(AgentBase):
                                    limits=self.config.delegation, already=len(children))  # fmt: skip
                 if child.refused:
                     ctx.log.warning("delegation_refused", to=child.to, reason=child.refused)
-                    done[call_id] = _answer_bytes(MessageKind.ERROR, {"error": child.refused})
+                    done[call_id] = answer_bytes(MessageKind.ERROR, {"error": child.refused})
                     continue
-                children.append(self._child(env, child.to, child.body, join, call_id, above))
+                children.append(child_command(env, self.name, child.to, child.body, join, call_id))
             elif name == PUBLISH_STATUS:
                 status = args.get("status")
                 if isinstance(status, dict):
                     await ctx.publish(status)
-                    done[call_id] = _answer_bytes(MessageKind.REPLY, {"published": True})
+                    done[call_id] = answer_bytes(MessageKind.REPLY, {"published": True})
                 else:
-                    done[call_id] = _answer_bytes(
+                    done[call_id] = answer_bytes(
                         MessageKind.ERROR, {"error": "status must be a JSON object"}
                     )
             else:
-                done[call_id] = _answer_bytes(MessageKind.ERROR, {"error": f"no tool {name!r}"})
+                done[call_id] = answer_bytes(MessageKind.ERROR, {"error": f"no tool {name!r}"})
         return done, children
-
-    def _child(
-        self,
-        env: Envelope,
-        to: str,
-        body: dict[str, Any],
-        join: str,
-        call_id: str,
-        above: list[str],
-    ) -> Envelope:
-        """A delegated command: answering to this agent, at the rendezvous ``join``;
-        never given more time than the parent has left (the same deadline)."""
-        headers = {
-            H_JOIN: join,
-            H_PART: call_id,
-            H_ANCESTRY: ",".join([*above, self.name]),
-            H_PARENT: env.id,
-            H_ROOT: env.headers.get(H_ROOT) or env.id,
-        }
-        return Envelope.for_body(
-            body,
-            sender=self.name,
-            recipient=to,
-            reply_to=self.name,
-            id=hashlib.blake2b(f"{join}:{call_id}".encode(), digest_size=16).hexdigest(),
-            deadline=env.deadline,
-            priority=env.priority,
-            tenant=env.tenant,
-            headers=headers,
-            traceparent=env.traceparent,  # one trace for the whole tree
-            tracestate=env.tracestate,
-        )
 
     # -- where a call goes ---------------------------------------------------------------
 
@@ -820,10 +785,6 @@ def _json_header(env: Envelope, name: str, default: Any) -> Any:
 def _join_name(conversation: str, index: int) -> str:
     """Where the answers to the tool calls of turn ``index - 1`` meet."""
     return f"{conversation}.{index}"
-
-
-def _answer_bytes(kind: MessageKind, body: Mapping[str, Any]) -> bytes:
-    return json.dumps({"kind": kind.value, "body": body}, separators=(",", ":")).encode()
 
 
 def _tool_results(turn: Mapping[str, Any], answers: Mapping[str, bytes]) -> list[dict[str, Any]]:

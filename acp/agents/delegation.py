@@ -8,22 +8,29 @@ runtime sends it like any other command and resumes the parent with its reply.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from anthropic.types import ToolParam
+from typing import TYPE_CHECKING, Any
 
 from acp.agents.config import Delegation
 from acp.agents.definition import AgentDefinition
-from acp.protocol.headers import H_ANCESTRY
+from acp.protocol.body import MessageKind
+from acp.protocol.envelope import Envelope
+from acp.protocol.headers import H_ANCESTRY, H_JOIN, H_PARENT, H_PART, H_ROOT
+
+if TYPE_CHECKING:  # the SDK loads slowly; a worker of Python agents never needs it
+    from anthropic.types import ToolParam
 
 __all__ = [
     "DELEGATE",
     "PUBLISH_STATUS",
     "ChildPlan",
     "ancestry",
+    "answer_bytes",
+    "child_command",
     "delegate_tool",
     "plan_child",
     "reachable",
@@ -115,6 +122,40 @@ def ancestry(headers: Mapping[str, str]) -> list[str]:
     """The agents above a message, root first."""
     chain = headers.get(H_ANCESTRY, "")
     return [a for a in chain.split(",") if a]
+
+
+def answer_bytes(kind: MessageKind | str, body: Mapping[str, Any]) -> bytes:
+    """An answer as a rendezvous keeps it: its kind (reply or error) and body."""
+    value = {"kind": MessageKind(kind).value, "body": body}
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def child_command(
+    parent: Envelope, me: str, to: str, body: dict[str, Any], join: str, part: str
+) -> Envelope:
+    """A delegated command: answering to ``me`` at the rendezvous ``join`` (as
+    ``part``), under an id derived from both (a re-run sends the same command),
+    never given more time than the parent has left, in the parent's trace."""
+    headers = {
+        H_JOIN: join,
+        H_PART: part,
+        H_ANCESTRY: ",".join([*ancestry(parent.headers), me]),
+        H_PARENT: parent.id,
+        H_ROOT: parent.headers.get(H_ROOT) or parent.id,
+    }
+    return Envelope.for_body(
+        body,
+        sender=me,
+        recipient=to,
+        reply_to=me,
+        id=hashlib.blake2b(f"{join}:{part}".encode(), digest_size=16).hexdigest(),
+        deadline=parent.deadline,
+        priority=parent.priority,
+        tenant=parent.tenant,
+        headers=headers,
+        traceparent=parent.traceparent,
+        tracestate=parent.tracestate,
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ context is implemented by the runtime that drives them.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from pydantic import BaseModel
@@ -86,6 +86,16 @@ class Context(Protocol):
 
     async def answers(self, join: str) -> dict[str, bytes]:
         """The answers that met at rendezvous ``join``, by part (a tool call's id)."""
+
+    async def delegate(
+        self, calls: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Ask other agents, durably: ``(agent, command body)`` pairs, sent at once as
+        ordinary commands; their reply bodies, in order (an error reply's body has
+        ``error``). The handler does not wait holding a slot: it is suspended, and
+        run again from the start once every answer is in; this call then returns
+        them. So a handler must reach its ``delegate`` calls the same way each run
+        (what it did before them runs again: keep that idempotent)."""
 
     async def progress(self, fraction: float, note: str = "") -> None:
         """Report how far the work is (0.0-1.0) to anyone following the message."""

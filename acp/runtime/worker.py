@@ -26,6 +26,8 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from acp import __version__
+from acp.agents.config import Delegation
+from acp.agents.delegation import ancestry, answer_bytes, child_command, plan_child
 from acp.agents.ratelimits import RateLimitSnapshot
 from acp.agents.sdk import AgentBase
 from acp.errors import Continue, SchemaError, SpendLimitReached, Suspend, UnknownCommand
@@ -33,7 +35,7 @@ from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
-from acp.protocol.headers import H_JOIN, H_PART, H_RESERVATION, H_ROOT
+from acp.protocol.headers import H_CONV, H_JOIN, H_PART, H_RESERVATION, H_ROOT, H_STEP
 from acp.runtime.bus.base import Bus
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
 from acp.runtime.metrics import Metrics, Sample
@@ -72,6 +74,8 @@ def _trace_id(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 else None
 
 
+#: what keeps a Python agent's delegations safe (the worker has no runtime config)
+_PYTHON_LIMITS = Delegation()
 #: the roots cancelled (counters kept as long as the ledger): their trees stop
 _CANCELLED = "cancelled-roots"
 #: kinds that answer a command
@@ -89,6 +93,8 @@ class WorkerContext:
     effects: list[Envelope] = field(default_factory=list)
     _cancelled: bool = False
     _handoffs: int = 0
+    #: delegate calls made so far by this run of the handler (each names a rendezvous)
+    _delegations: int = 0
     #: the trace context messages sent from this hop carry (the hop's span)
     trace: tuple[str | None, str | None] | None = None
     reply_body: dict[str, Any] | None = None
@@ -176,6 +182,33 @@ class WorkerContext:
 
     async def answers(self, join: str) -> dict[str, bytes]:
         return await self.worker.bus.join_parts(join)
+
+    async def delegate(
+        self, calls: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        conversation = self.env.headers.get(H_CONV) or self.env.id
+        join = f"{conversation}.{self._delegations}"
+        self._delegations += 1
+        parts = [str(n) for n in range(len(calls))]
+        answers = await self.worker.bus.join_parts(join)
+        if not all(p in answers for p in parts):
+            done: dict[str, bytes] = {}
+            children: list[Envelope] = []
+            for part, (to, body) in zip(parts, calls, strict=True):
+                child = plan_child({"to": to, "body": dict(body)}, me=self.agent.name,
+                                   above=ancestry(self.env.headers), reach=[to],
+                                   limits=_PYTHON_LIMITS, already=len(children))  # fmt: skip
+                if child.refused:
+                    done[part] = answer_bytes(MessageKind.ERROR, {"error": child.refused})
+                else:
+                    children.append(
+                        child_command(self.env, self.agent.name, to, child.body, join, part)
+                    )
+            if children:
+                state = {H_CONV: conversation, H_STEP: "resume"}
+                raise Suspend("resume", join=join, children=children, done=done, state=state)
+            answers = done
+        return [json.loads(answers[p])["body"] for p in parts]
 
     async def platform(self) -> dict[str, Any]:
         from acp.runtime.status import read_status  # status reads worker presence: import late
@@ -615,9 +648,7 @@ class Worker:
         """An answer to a delegated command: brought to its rendezvous; the last one
         in sends the waiting step on (to be scheduled like any work)."""
         part = env.headers.get(H_PART) or env.correlation_id or env.id
-        answer = {"kind": env.kind.value, "body": env.body}
-        value = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
-        then = await self.bus.arrive(env.headers[H_JOIN], part, value)
+        then = await self.bus.arrive(env.headers[H_JOIN], part, answer_bytes(env.kind, env.body))
         return [] if then is None else [self.codec.decode(then)]
 
     @staticmethod
