@@ -1350,29 +1350,6 @@ def run_command(
 # --- acp trace ----------------------------------------------------------------------
 
 
-def _trace_lines(
-    node: TraceNode, prefix: str = "", last: bool = True, top: bool = True
-) -> list[str]:
-    usage = node.meta.get("usage") or {}
-    tokens = f"{usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)} tok" if usage else ""
-    parts = [
-        node.agent,
-        str(node.meta.get("tier") or ""),
-        str(node.meta.get("model") or ""),
-        f"{node.turns} turn{'' if node.turns == 1 else 's'}" if node.turns else "",
-        tokens,
-        f"${node.meta['cost_usd']:.4f}" if "cost_usd" in node.meta else "",
-        f"{node.meta['elapsed_s']:.2f} s" if "elapsed_s" in node.meta else "",
-        node.outcome,
-    ]
-    branch = "" if top else ("└─ " if last else "├─ ")
-    lines = [prefix + branch + "  ".join(p for p in parts if p)]
-    below = prefix + ("" if top else ("   " if last else "│  "))
-    for i, child in enumerate(node.children):
-        lines += _trace_lines(child, below, i == len(node.children) - 1, top=False)
-    return lines
-
-
 @app.command("trace")
 def trace_command(
     root_id: Annotated[
@@ -1402,7 +1379,7 @@ def trace_command(
     if as_json:
         typer.echo(json.dumps(node.as_dict(), default=str))
         return
-    typer.echo("\n".join(_trace_lines(node)))
+    typer.echo("\n".join(node.render()))
     typer.echo(f"tree cost ${node.total_cost():.4f}")
 
 

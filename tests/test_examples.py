@@ -41,3 +41,22 @@ def test_the_python_agent_example_is_under_25_lines() -> None:
     ]
     assert code[-1].end_lineno is not None
     assert code[-1].end_lineno - code[0].lineno + 1 < 25
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_the_delegation_example_runs_a_tree(backend: str) -> None:
+    """examples/delegation.py: an opus orchestrator asks a sonnet and a haiku agent
+    (the definitions in examples/delegation/) and decides; its tree is printed."""
+    done = subprocess.run(
+        [sys.executable, "examples/delegation.py", backend],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(
+        f'{backend}: release-orchestrator says {{"version": "4.2.0", "decision": "ship"'
+    )
+    assert lines[1].startswith("release-orchestrator  opus  claude-opus-5-5  2 turns")
+    assert lines[2].startswith("├─ pipeline-engineer  sonnet")
+    assert lines[3].startswith("└─ incident-triage  haiku")
+    assert lines[4].startswith("tree cost $")

@@ -43,6 +43,26 @@ class TraceNode:
             "children": [c.as_dict() for c in self.children],
         }  # fmt: skip
 
+    def render(self, prefix: str = "", *, last: bool = True, top: bool = True) -> list[str]:
+        """The tree as ``acp trace`` prints it, one line per agent."""
+        usage = self.meta.get("usage") or {}
+        parts = [
+            self.agent,
+            str(self.meta.get("tier") or ""),
+            str(self.meta.get("model") or ""),
+            f"{self.turns} turn{'' if self.turns == 1 else 's'}" if self.turns else "",
+            f"{usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)} tok" if usage else "",
+            f"${self.meta['cost_usd']:.4f}" if "cost_usd" in self.meta else "",
+            f"{self.meta['elapsed_s']:.2f} s" if "elapsed_s" in self.meta else "",
+            self.outcome,
+        ]
+        branch = "" if top else ("└─ " if last else "├─ ")
+        lines = [prefix + branch + "  ".join(p for p in parts if p)]
+        below = prefix + ("" if top else ("   " if last else "│  "))
+        for n, child in enumerate(self.children):
+            lines += child.render(below, last=n == len(self.children) - 1, top=False)
+        return lines
+
     def total_cost(self) -> float:
         own = float(self.meta.get("cost_usd") or 0.0)
         return own + sum(c.total_cost() for c in self.children)
