@@ -37,6 +37,7 @@ from acp.protocol import (
     render_envelope,
 )
 from acp.protocol.check import check_bodies
+from acp.protocol.headers import H_JOIN, H_ROOT
 from acp.runtime.bus import DeadLetter, RedisBus
 from acp.runtime.client import Client, Result, ResultState
 from acp.runtime.connect import redis_url_for_cli
@@ -1421,12 +1422,20 @@ def tail_command(
                 continue
             hop = "coordinator" if delivery.dest == INTAKE else "agent"
             if human:
-                where = (
+                place = (
                     f"coordinator intake, for {env.recipient}"
                     if hop == "coordinator"
                     else f"{delivery.dest}'s queue"
                 )
-                typer.echo(f"-- {where}\n{render_envelope(env)}")
+                if H_JOIN in env.headers:  # a delegation, or the answer to one
+                    what = (
+                        "answer to"
+                        if env.kind in (MessageKind.REPLY, MessageKind.ERROR)
+                        else "delegated by"
+                    )
+                    root = env.headers.get(H_ROOT, "?")
+                    place += f"; {what} {env.recipient if what == 'answer to' else env.sender} (tree {root})"
+                typer.echo(f"-- {place}\n{render_envelope(env)}")
             else:
                 record = json.loads(envelope_to_text(env))
                 typer.echo(json.dumps({"queue": delivery.dest, "hop": hop, **record}))

@@ -29,3 +29,36 @@ def test_tail_prints_each_message_as_it_arrives(redis_url: str) -> None:
     assert [m["body"] for m in lines] == [body], err
     assert lines[0]["to"] == "data-engineer"
     assert lines[0]["from"] == "cli"
+
+
+def test_tail_human_shows_a_delegation_and_its_answer(redis_url: str) -> None:
+    import redis as redis_py
+
+    from acp.agents.delegation import child_command
+    from acp.protocol import Envelope, WireCodec
+    from acp.runtime.bus.base import Outgoing
+    from acp.runtime.keys import Keys
+
+    parent = Envelope.for_body({"cmd": "PLAN"}, sender="cli", recipient="planner")
+    child = child_command(parent, "planner", "checker", {"cmd": "CHECK"}, "conv.1", "toolu_1")
+    answer = child.reply({"healthy": True})
+    acp(redis_url, "send", "checker", "--json", '{"cmd": "WARM_UP"}')
+    acp(redis_url, "send", "planner", "--json", '{"cmd": "WARM_UP"}')
+    tail = subprocess.Popen(
+        [*ACP, "tail", "--agent", "checker", "--agent", "planner", "--human"], cwd=ROOT,
+        env=env_for(redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)
+        client = redis_py.Redis.from_url(redis_url)
+        codec = WireCodec()
+        for env, dest in ((child, "checker"), (answer, "planner")):
+            item = Outgoing(dest, env.id, codec.encode(env))
+            client.xadd(Keys(dest).stream, {"m": item.msg_id, "f": item.frame})
+        client.close()
+        time.sleep(1.5)
+    finally:
+        tail.send_signal(signal.SIGINT)
+        out, err = tail.communicate(timeout=20)
+    assert f"checker's queue; delegated by planner (tree {parent.id})" in out, out + err
+    assert f"planner's queue; answer to planner (tree {parent.id})" in out

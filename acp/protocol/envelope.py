@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from acp.protocol.body import MessageKind, classify_body
-from acp.protocol.headers import H_JOIN, H_PART
+from acp.protocol.headers import H_JOIN, H_PART, H_ROOT
 from acp.protocol.ids import new_id
 
 __all__ = ["TIERS", "Envelope"]
@@ -152,7 +152,8 @@ class Envelope(BaseModel):
         sender, recipient = self.recipient, self.reply_to or self.sender
         if self.headers and H_JOIN in self.headers:
             # a delegated command: its answer carries the rendezvous it is awaited at
-            back = {k: self.headers[k] for k in (H_JOIN, H_PART) if k in self.headers}
+            # (and the tree it belongs to)
+            back = {k: self.headers[k] for k in (H_JOIN, H_PART, H_ROOT) if k in self.headers}
             fields = {**fields, "headers": {**back, **fields.get("headers", {})}}
         if not fields or _plain_text_fields(fields):
             kept.update(fields)
