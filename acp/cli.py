@@ -857,7 +857,7 @@ def worker_command(
             metrics = Metrics() if metrics_port is not None else None
             worker = Worker(
                 bus, resolved, concurrency=concurrency, worker_id=name, metrics=metrics,
-                codec=where.deployment.codec,
+                codec=where.deployment.codec, delegation=where.deployment.config.delegation,
             )  # fmt: skip
             typer.echo(
                 f"worker {worker.worker_id}: {', '.join(a.name for a in resolved)} on {bus.settings.redacted_url}",

@@ -91,6 +91,7 @@ async def run_tree(
     roots: int = 1,
     config: RuntimeConfig = CONFIG,
     concurrency: int = 16,
+    delegation: Delegation | None = None,
 ) -> dict[str, Any]:
     api = FakeAPI(script)
     agents = [
@@ -106,7 +107,9 @@ async def run_tree(
     ):
         coordinator = Coordinator(coordinator_bus, config, definitions=CATALOGUE)
         await tg.start(coordinator.run)
-        worker = Worker(worker_bus, agents, heartbeat=0.5, concurrency=concurrency)
+        worker = Worker(
+            worker_bus, agents, heartbeat=0.5, concurrency=concurrency, delegation=delegation
+        )
         await tg.start(worker.run)
         client = Client(client_bus, sender="tester", via="coordinator")
 
@@ -477,3 +480,39 @@ async def test_python_and_claude_agents_delegate_to_each_other(bus_backend: Any)
         assert checker_answer == {"component_id": "ml", "healthy": True}
         assert "itself" in refused["error"]
     assert sorted(runs) == sorted([f"2.{n}" for n in range(5)] * 2), "run, then run again"
+
+
+async def test_a_tree_makes_at_most_max_children_per_root_delegations(bus_backend: Any) -> None:
+    """Past the tree's limit a delegation is refused as a tool error; when every one
+    of a turn's delegations is refused, the next turn goes at once."""
+    script = Script(_fan_out(3))
+    body = {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
+    done = await run_tree(bus_backend, script, body, delegation=Delegation(max_children_per_root=2))
+    results = done["record"][1]["content"]
+    assert [r["is_error"] for r in results] == [False, False, True]
+    assert "at most 2 delegations per request" in results[2]["content"]
+    assert script.turns["data-engineer", 1] == 2
+
+
+class TwoRounds(Script):
+    """Delegates twice on the first turn and once more on the second."""
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        messages = json.loads(request.content)["messages"]
+        system = " ".join(b["text"] for b in json.loads(request.content)["system"])
+        if "orchestrator" in system and len(messages) == 3:
+            self.turns["orchestrator", 3] += 1
+            return httpx2.Response(200, json=_fan_out(1))
+        return super().__call__(request)
+
+
+async def test_a_turn_whose_delegations_are_all_refused_goes_on_at_once(
+    bus_backend: Any,
+) -> None:
+    script = TwoRounds(_fan_out(2))
+    body = {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
+    done = await run_tree(bus_backend, script, body, delegation=Delegation(max_children_per_root=2))
+    assert script.turns["data-engineer", 1] == 2
+    assert [t["role"] for t in done["record"]] == ["assistant", "user"] * 2 + ["assistant"]
+    assert done["record"][3]["content"][0]["is_error"] is True
+    assert done["reply"]["release"] == "go"

@@ -162,6 +162,8 @@ class Delegation(_Frozen):
     max_depth: int = Field(default=3, ge=0)
     #: delegations one model turn may make (the rest are refused as tool errors)
     max_children_per_turn: int = Field(default=5, ge=1)
+    #: delegations a whole tree may make, below one root request
+    max_children_per_root: int = Field(default=50, ge=1)
     #: per agent, who it may reach, replacing what its definition says
     reach: dict[str, list[str]] = Field(default_factory=dict)
 

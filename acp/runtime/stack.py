@@ -142,8 +142,9 @@ class Stack:
                 await tg.start(self.coordinator.run)
                 if self.plan.agents:
                     self.worker = Worker(
-                        bus, self.plan.agents, heartbeat=1.0, codec=deployment.codec
-                    )
+                        bus, self.plan.agents, heartbeat=1.0, codec=deployment.codec,
+                        delegation=self.config.delegation,
+                    )  # fmt: skip
                     await tg.start(self.worker.run)
                 with anyio.move_on_after(30):
                     await self.coordinator.has_led.wait()

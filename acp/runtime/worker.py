@@ -74,8 +74,6 @@ def _trace_id(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 else None
 
 
-#: what keeps a Python agent's delegations safe (the worker has no runtime config)
-_PYTHON_LIMITS = Delegation()
 #: the roots cancelled (counters kept as long as the ledger): their trees stop
 _CANCELLED = "cancelled-roots"
 #: kinds that answer a command
@@ -197,7 +195,7 @@ class WorkerContext:
             for part, (to, body) in zip(parts, calls, strict=True):
                 child = plan_child({"to": to, "body": dict(body)}, me=self.agent.name,
                                    above=ancestry(self.env.headers), reach=[to],
-                                   limits=_PYTHON_LIMITS, already=len(children))  # fmt: skip
+                                   limits=self.worker.delegation, already=len(children))  # fmt: skip
                 if child.refused:
                     done[part] = answer_bytes(MessageKind.ERROR, {"error": child.refused})
                 else:
@@ -244,12 +242,17 @@ class Worker:
         worker_id: str | None = None,
         spend_limit_pause: float = 900.0,
         metrics: Metrics | None = None,
+        delegation: Delegation | None = None,
     ) -> None:
+        """``delegation`` limits the trees the agents here grow (the runtime config's
+        ``[delegation]``): Python agents' per-turn count and depth, and every tree's
+        count of delegations per root."""
         if not agents:
             raise ValueError("a worker needs at least one agent")
         self.bus = bus
         self.agents = list(agents)
         self.codec = codec or WireCodec()
+        self.delegation = delegation or Delegation()
         self.concurrency = concurrency
         self.heartbeat = heartbeat
         self.host = socket.gethostname()
@@ -603,13 +606,15 @@ class Worker:
                 # brings the last answer; nothing is held here meanwhile
                 step = exc
                 then = self._continuation(env, exc)
-                expect = len(exc.children) + len(exc.done)
+                children = [c for c in exc.children if isinstance(c, Envelope)]
+                children = await self._within_tree_limit(then, exc, children)
+                expect = len(children) + len(exc.done)
                 await self.bus.open_join(
                     exc.join, expect, self.codec.encode(then), exc.done,
                     ttl=self.bus.options.ledger_ttl,
                 )  # fmt: skip
-                children = [c for c in exc.children if isinstance(c, Envelope)]
-                return [*ctx.effects, *children]
+                # nothing left to wait for (all refused): the next step goes now
+                return [*ctx.effects, *(children or [then])]
             except Continue as exc:
                 # this message's call is settled; the next step is new work, committed
                 # with this message and scheduled like any other
@@ -643,6 +648,24 @@ class Worker:
             return ctx.effects + self._reply(env, body, trace=ctx.trace)
 
         return handle
+
+    async def _within_tree_limit(
+        self, then: Envelope, step: Suspend, children: list[Envelope]
+    ) -> list[Envelope]:
+        """The children a tree still has room for (``max_children_per_root``); the
+        rest are answered here, as refusals the model or the handler reads."""
+        limit = self.delegation.max_children_per_root
+        tree = f"tree.{then.headers.get(H_ROOT) or then.id}"
+        used = int((await self.bus.counters(tree)).get("children", 0))
+        room = max(0, limit - used)
+        for child in children[room:]:
+            refusal = {"error": f"refused: at most {limit} delegations per request"}
+            step.done[child.headers[H_PART]] = answer_bytes(MessageKind.ERROR, refusal)
+        sent = children[:room]
+        # counted once per rendezvous: a re-run of this step changes nothing
+        ttl = self.bus.options.ledger_ttl
+        await self.bus.add_to_counters(tree, {"children": len(sent)}, ttl=ttl, once=step.join)
+        return sent
 
     async def _arrive(self, env: Envelope) -> list[Envelope]:
         """An answer to a delegated command: brought to its rendezvous; the last one
