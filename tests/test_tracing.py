@@ -73,3 +73,50 @@ async def test_each_hop_is_a_child_span_of_the_senders_trace() -> None:
     assert handle.attributes["acp.cost_usd"] == reply.body["_acp"]["cost_usd"]
     assert reply.traceparent is not None
     assert reply.traceparent.split("-")[1] == trace_id
+
+
+async def test_a_delegated_commands_span_nests_under_its_parents() -> None:
+    """Delegations carry the delegating hop's span: the child's hop is its child."""
+    from acp.agents import Agent
+
+    EXPORTER.clear()
+    config = load_config(env={})
+    lead_def = AgentDefinition(name="lead", description="Asks.", model="haiku",
+                               entrypoint="tests.agents:x")  # fmt: skip
+    helper_def = AgentDefinition(name="helper", description="Answers.", model="haiku",
+                                 entrypoint="tests.agents:x")  # fmt: skip
+    lead = Agent("lead", tier="haiku", complexity="low")
+    helper = Agent("helper", tier="haiku", complexity="low")
+
+    @lead.command("ASK")
+    async def ask(body: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        (answer,) = await ctx.delegate([("helper", {"cmd": "HELP"})])
+        return answer
+
+    @helper.command("HELP")
+    async def help_(body: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {"helped": True}
+
+    broker = MemoryBroker()
+    async with MemoryBus(broker) as a, MemoryBus(broker) as b, MemoryBus(broker) as c:
+        definitions = {"lead": lead_def, "helper": helper_def}
+        coordinator = Coordinator(a, config, definitions=definitions, registry_interval=0.05)
+        worker = Worker(b, [lead, helper], heartbeat=0.1)
+        async with anyio.create_task_group() as tg:
+            await tg.start(coordinator.run)
+            await tg.start(worker.run)
+            await coordinator.has_led.wait()
+            reply = await Client(c, via="coordinator").request(
+                "lead", {"cmd": "ASK"}, timeout=20, traceparent=new_traceparent()
+            )
+            worker.stop()
+            coordinator.stop()
+            tg.cancel_scope.cancel()
+    assert reply.body == {"helped": True}
+    spans = EXPORTER.get_finished_spans()
+    asks = [s for s in spans if s.name == "lead ASK"]
+    (helps,) = [s for s in spans if s.name == "helper HELP"]
+    (admitted,) = [s for s in spans if s.name == "coordinator admit"
+                   and helps.parent and s.context.span_id == helps.parent.span_id]  # fmt: skip
+    assert admitted.parent is not None
+    assert admitted.parent.span_id in {s.context.span_id for s in asks}, "under the lead's hop"

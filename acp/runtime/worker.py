@@ -607,6 +607,11 @@ class Worker:
                 step = exc
                 then = self._continuation(env, exc)
                 children = [c for c in exc.children if isinstance(c, Envelope)]
+                if ctx.trace is not None:  # the children's spans nest under this hop's
+                    traceparent, tracestate = ctx.trace
+                    children = [
+                        c.evolve(traceparent=traceparent, tracestate=tracestate) for c in children
+                    ]
                 children = await self._within_tree_limit(then, exc, children)
                 expect = len(children) + len(exc.done)
                 await self.bus.open_join(
