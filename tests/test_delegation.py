@@ -516,3 +516,23 @@ async def test_a_turn_whose_delegations_are_all_refused_goes_on_at_once(
     assert [t["role"] for t in done["record"]] == ["assistant", "user"] * 2 + ["assistant"]
     assert done["record"][3]["content"][0]["is_error"] is True
     assert done["reply"]["release"] == "go"
+
+
+async def test_a_child_the_budget_refuses_comes_back_as_a_tool_error(bus_backend: Any) -> None:
+    """A delegation the coordinator refuses on a budget (the data engineer's daily
+    limit is below one call's worst case) reaches the model as a tool error naming
+    the budget; the parent goes on and answers."""
+    data = CONFIG.model_dump()
+    data["budgets"] = {"per_agent_daily_usd": {"data-engineer": 0.01}}
+    tight = RuntimeConfig.model_validate(data)
+    first = tool_use(
+        ("delegate", {"to": "data-engineer", "body": {"cmd": "PIPELINE_STATUS", "component_id": "etl"}}),
+    )  # fmt: skip
+    script = Script(first)
+    body = {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
+    done = await run_tree(bus_backend, script, body, config=tight)
+    (result,) = done["record"][1]["content"]
+    assert result["is_error"] is True
+    assert "budget" in result["content"]
+    assert script.turns["data-engineer", 1] == 0, "refused before any paid call"
+    assert done["reply"]["release"] == "go"
