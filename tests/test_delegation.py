@@ -307,14 +307,16 @@ async def test_local_tools_continue_as_new_work_and_the_last_turn_has_no_tools()
     assert step.value.state[H_STEP] == "turn"
     assert ctx.published == [{"data_platform": {"etl": "ok"}}]
     assert [t["role"] for t in records[env.id]] == ["assistant", "user"]
-    # the steps that follow, up to the last allowed turn
+    # the steps that follow (each as the runtime sends it), up to the last allowed turn
     max_turns = CONFIG.complexity_class("medium").max_turns
+    state = step.value.state
     while sum(t["role"] == "assistant" for t in records[env.id]) < max_turns - 1:
-        nxt = env.evolve(headers={H_CONV: env.id, H_STEP: "turn"})
-        with pytest.raises(Continue):
+        nxt = env.evolve(headers=state)
+        with pytest.raises(Continue) as step:
             await agent.handle(nxt, RecordingContext(nxt, records))
+        state = step.value.state
     api.steps = [httpx2.Response(200, json=message('{"release": "go"}'))]
-    last = env.evolve(headers={H_CONV: env.id, H_STEP: "turn"})
+    last = env.evolve(headers=state)
     body = await agent.handle(last, RecordingContext(last, records))
     assert body is not None
     assert "tools" not in json.loads(api.requests[-1].content), "the last turn answers"
@@ -536,3 +538,29 @@ async def test_a_child_the_budget_refuses_comes_back_as_a_tool_error(bus_backend
     assert "budget" in result["content"]
     assert script.turns["data-engineer", 1] == 0, "refused before any paid call"
     assert done["reply"]["release"] == "go"
+
+
+async def test_a_paused_turn_goes_on_from_where_it_paused() -> None:
+    """``pause_turn``: the next step sends the conversation with the paused turn last,
+    and the API carries on from it; nothing is asked twice."""
+    paused = message("Searching...", model="claude-opus-5-5", stop_reason="pause_turn")
+    api = FakeAPI(httpx2.Response(200, json=paused))
+    agent = ClaudeAgent(ORCHESTRATOR, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
+    env = Envelope.for_body({"cmd": "PLAN_RELEASE"}, sender="t", recipient="orchestrator")
+    records: dict[str, list[dict[str, Any]]] = {}
+    with pytest.raises(Continue) as step:
+        await agent.handle(env, RecordingContext(env, records))
+    api.steps = [httpx2.Response(200, json=message("ship it"))]
+    nxt = env.evolve(headers=step.value.state)
+    body = await agent.handle(nxt, RecordingContext(nxt, records))
+    assert body is not None
+    assert body["text"] == "ship it"
+    sent = json.loads(api.requests[-1].content)["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant"]
+    assert sent[-1]["content"][0]["text"] == "Searching..."
+    assert len(api.requests) == 2
+    # the continuation delivered again after a crash: its recorded turn is reused
+    again = await agent.handle(nxt, RecordingContext(nxt, records))
+    assert again is not None
+    assert again["text"] == "ship it"
+    assert len(api.requests) == 2

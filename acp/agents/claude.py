@@ -84,6 +84,7 @@ from acp.protocol.headers import (
     H_NOT_BEFORE,
     H_SPENT,
     H_STEP,
+    H_TURN,
     H_TURNS,
 )
 from acp.protocol.text import body_to_text
@@ -438,18 +439,21 @@ class ClaudeAgent(AgentBase):
         the step suspends (``Suspend``) until their replies are in; local tools
         run here and the next turn is new work (``Continue``), admitted like any."""
         conversation = env.headers.get(H_CONV) or env.id
+        #: where this step's model turn goes in the record (the step before said)
+        slot = int(env.headers.get(H_TURN) or 0)
         history = await ctx.turns(conversation)
-        if history and history[-1]["role"] == "assistant" and env.headers.get(H_STEP) == "resume":
+        if env.headers.get(H_STEP) == "resume" and len(history) == slot - 1:
             # the answers the last turn's tool calls waited for: the next user turn
-            answers = await ctx.answers(_join_name(conversation, len(history)))
+            answers = await ctx.answers(_join_name(conversation, slot - 1))
             results = _tool_results(history[-1], answers)
-            await ctx.add_turn(conversation, len(history), {"role": "user", "content": results})
+            await ctx.add_turn(conversation, slot - 1, {"role": "user", "content": results})
             history.append({"role": "user", "content": results})
-        turn = sum(1 for t in history if t["role"] == "assistant")
-        if history and history[-1]["role"] == "assistant":
+        if len(history) > slot:
             # recorded by a run of this step that did not get to commit: not paid again
-            answer = _recorded(plan, history[-1])
+            history = history[: slot + 1]
+            answer = _recorded(plan, history[slot])
         else:
+            turn = sum(1 for t in history if t["role"] == "assistant")
             last_turn = turn + 1 >= plan.complexity.max_turns
             messages = [*first, *(_api_turn(t) for t in history)]
             answer = await self._call(
@@ -457,22 +461,21 @@ class ClaudeAgent(AgentBase):
             )
             entry: dict[str, Any] = {"role": "assistant", "content": list(answer.content)}
             entry.update(stop=answer.stop_reason, agent=self.name, tier=plan.tier)
-            await ctx.add_turn(conversation, len(history), entry)
+            await ctx.add_turn(conversation, slot, entry)
             history.append(entry)
-        state = {H_CONV: conversation}
-        if answer.stop_reason == "pause_turn":  # a server tool paused: carry on
-            raise Continue("turn", tier=plan.tier, state={**state, H_STEP: "turn"})
+        if answer.stop_reason == "pause_turn":  # a server tool paused: the API goes on
+            raise Continue("turn", tier=plan.tier, state=_next(conversation, "turn", slot + 1))
         calls = [b for b in answer.content if b.get("type") == "tool_use"]
         if answer.stop_reason != "tool_use" or not calls:
             return answer
-        join = _join_name(conversation, len(history))
+        join = _join_name(conversation, slot + 1)
         done, children = await self._run_tools(calls, env, ctx, join)
         if children:
-            raise Suspend("resume", join=join, children=children, done=done,
-                          state={**state, H_STEP: "resume"})  # fmt: skip
-        results = _tool_results(history[-1], done)
-        await ctx.add_turn(conversation, len(history), {"role": "user", "content": results})
-        raise Continue("turn", tier=plan.tier, state={**state, H_STEP: "turn"})
+            state = _next(conversation, "resume", slot + 2)
+            raise Suspend("resume", join=join, children=children, done=done, state=state)
+        results = _tool_results(history[slot], done)
+        await ctx.add_turn(conversation, slot + 1, {"role": "user", "content": results})
+        raise Continue("turn", tier=plan.tier, state=_next(conversation, "turn", slot + 2))
 
     async def _run_tools(
         self, calls: list[dict[str, Any]], env: Envelope, ctx: Context, join: str
@@ -780,6 +783,11 @@ def _json_header(env: Envelope, name: str, default: Any) -> Any:
     except ValueError:
         return default
     return value if isinstance(value, type(default)) else default
+
+
+def _next(conversation: str, step: str, slot: int) -> dict[str, str]:
+    """The headers of a loop's next step: its conversation, and where its turn goes."""
+    return {H_CONV: conversation, H_STEP: step, H_TURN: str(slot)}
 
 
 def _join_name(conversation: str, index: int) -> str:
