@@ -46,8 +46,8 @@ CATALOGUE = {d.name: d for d in (ORCHESTRATOR, ENGINEER)}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tool_use(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    body = message("", model="claude-opus-5-5", stop_reason="tool_use")
+def tool_use(*calls: tuple[str, dict[str, Any]], model: str = "claude-opus-5-5") -> dict[str, Any]:
+    body = message("", model=model, stop_reason="tool_use")
     body["content"] = [
         {"type": "text", "text": "Asking the specialists."},
         *(
@@ -564,3 +564,47 @@ async def test_a_paused_turn_goes_on_from_where_it_paused() -> None:
     assert again is not None
     assert again["text"] == "ship it"
     assert len(api.requests) == 2
+
+
+async def test_a_request_budget_covers_the_whole_tree(bus_backend: Any) -> None:
+    """``per_request_usd``: the root's turns and every delegation below it draw on one
+    budget; a delegation whose worst case does not fit what the tree has left is
+    refused at once (not deferred to tomorrow) and the model reads it as a tool
+    error, while the root's own cheap next turn still runs."""
+    data = CONFIG.model_dump()
+    data["budgets"] = {"per_request_usd": 0.02}
+    tight = RuntimeConfig.model_validate(data)
+    cheap_lead = ORCHESTRATOR.model_copy(update={"model": "haiku"})
+    first = tool_use(
+        ("delegate", {"to": "data-engineer", "body": {"cmd": "PIPELINE_STATUS", "component_id": "etl"}}),
+        model="claude-haiku-5-5",
+    )  # fmt: skip
+    script = Script(first)
+    api = FakeAPI(script)
+    catalogue = {"orchestrator": cheap_lead, "data-engineer": ENGINEER}
+    agents = [ClaudeAgent(d, client=api.client(), config=tight, catalogue=catalogue)
+              for d in catalogue.values()]  # fmt: skip
+    async with (
+        bus_backend() as worker_bus,
+        bus_backend() as coordinator_bus,
+        bus_backend() as client_bus,
+        anyio.create_task_group() as tg,
+    ):
+        coordinator = Coordinator(coordinator_bus, tight, definitions=catalogue)
+        await tg.start(coordinator.run)
+        worker = Worker(worker_bus, agents, heartbeat=0.5)
+        await tg.start(worker.run)
+        body = {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
+        reply = await Client(client_bus, via="coordinator").request(
+            "orchestrator", body, timeout=30
+        )
+        record = [json.loads(t) for t in await worker_bus.read_record(reply.correlation_id or "")]
+        worker.stop()
+        coordinator.stop()
+    assert len(record) == 3, json.dumps(reply.body)  # the root ran both its turns
+    (result,) = record[1]["content"]
+    assert result["is_error"] is True
+    assert "request" in result["content"]
+    assert script.turns["data-engineer", 1] == 0
+    assert script.turns["orchestrator", 3] == 1
+    assert reply.body["release"] == "go"

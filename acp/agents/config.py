@@ -113,6 +113,9 @@ class Budgets(_Frozen):
     daily_usd: float | None = Field(default=None, ge=0)
     per_agent_daily_usd: dict[str, float] = Field(default_factory=dict)
     per_tenant_daily_usd: dict[str, float] = Field(default_factory=dict)
+    #: the most one request may spend: its own model turns, every step after them
+    #: and every delegation below it, whatever the day (unset: no such limit)
+    per_request_usd: float | None = Field(default=None, gt=0)
 
 
 class Results(_Frozen):

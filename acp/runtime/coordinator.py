@@ -45,7 +45,7 @@ from acp.logs import get_logger
 from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
-from acp.protocol.headers import H_NOT_BEFORE, H_RESERVATION, H_SINCE
+from acp.protocol.headers import H_NOT_BEFORE, H_RESERVATION, H_ROOT, H_SINCE
 from acp.runtime.bus.base import Bus, Delivery
 from acp.runtime.bus.redis import RedisBus
 from acp.runtime.dispatches import InputSizer, Reservation
@@ -451,6 +451,7 @@ class Coordinator:
             input_tokens=(
                 self.sizer.estimate(agent, prompt_bytes(definition, env)) if definition else None
             ),
+            request=env.headers.get(H_ROOT) or env.id,
         )
 
     # -- deciding -----------------------------------------------------------------------
@@ -617,7 +618,7 @@ class Coordinator:
                     id=env.id, agent=agent, tier=reservation.tier,
                     complexity=self._complexity(agent), submitted_at=min(env.created_at, self.now()),
                     priority=env.priority, deadline=env.deadline, tenant=env.tenant,
-                    attempt=env.attempt,
+                    attempt=env.attempt, request=env.headers.get(H_ROOT) or env.id,
                 )  # fmt: skip
                 if self.policy.restore_flight(
                     job, tier=reservation.tier, input_tokens=reservation.input_tokens,

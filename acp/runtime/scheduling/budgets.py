@@ -6,25 +6,32 @@ the completion replaces that reservation with the actual cost, so
 it before each dispatch is what keeps a budget from ever being overspent.
 
 ``per_agent_daily_usd`` and ``per_tenant_daily_usd`` may hold a ``"*"`` entry:
-the limit for every agent (tenant) not named explicitly.
+the limit for every agent (tenant) not named explicitly. ``per_request_usd`` is a
+scope per request tree (the root's steps and every delegation below it), which
+does not reset with the day.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from acp.agents.config import Budgets
 
-__all__ = ["BudgetLedger", "BudgetScope"]
+__all__ = ["REQUEST_SCOPE", "BudgetLedger", "BudgetScope"]
 
 #: the key in the per-agent / per-tenant tables that applies to every other name
 DEFAULT_KEY = "*"
+#: how a request tree's scope is named (``request:<root id>``)
+REQUEST_SCOPE = "request:"
+#: request scopes remembered at once
+_MAX_REQUESTS = 10_000
 
 
 @dataclass(slots=True, eq=False)
 class BudgetScope:
-    """One budget: ``global``, ``agent:<name>`` or ``tenant:<name>``."""
+    """One budget: ``global``, ``agent:<name>``, ``tenant:<name>`` or ``request:<id>``."""
 
     name: str
     limit: float
@@ -76,6 +83,9 @@ class BudgetLedger:
         )
         self._agents: dict[str, BudgetScope] = {}
         self._tenants: dict[str, BudgetScope] = {}
+        #: one scope per request tree (``per_request_usd``), the oldest forgotten past
+        #: ``_MAX_REQUESTS``: a tree lives minutes, not days
+        self._requests: OrderedDict[str, BudgetScope] = OrderedDict()
 
     def _scope(
         self, table: dict[str, BudgetScope], limits: dict[str, float], kind: str, name: str
@@ -88,9 +98,20 @@ class BudgetLedger:
             scope = table[name] = BudgetScope(f"{kind}:{name}", limit)
         return scope
 
-    def scopes_for(self, agent: str | None, tenant: str | None) -> tuple[BudgetScope, ...]:
-        """The budgets a job of ``agent`` for ``tenant`` draws on (those with a limit)."""
+    def scopes_for(
+        self, agent: str | None, tenant: str | None, request: str | None = None
+    ) -> tuple[BudgetScope, ...]:
+        """The budgets a job of ``agent`` for ``tenant`` (in the tree of ``request``)
+        draws on: those with a limit."""
         scopes: list[BudgetScope] = []
+        limit = self._budgets.per_request_usd
+        if request is not None and limit is not None:
+            scope = self._requests.get(request)
+            if scope is None:
+                scope = self._requests[request] = BudgetScope(REQUEST_SCOPE + request, limit)
+                while len(self._requests) > _MAX_REQUESTS:
+                    self._requests.popitem(last=False)
+            scopes.append(scope)
         if self.global_scope is not None:
             scopes.append(self.global_scope)
         if agent is not None:
@@ -105,7 +126,7 @@ class BudgetLedger:
 
     def all_scopes(self) -> list[BudgetScope]:
         scopes = [] if self.global_scope is None else [self.global_scope]
-        return [*scopes, *self._agents.values(), *self._tenants.values()]
+        return [*scopes, *self._agents.values(), *self._tenants.values(), *self._requests.values()]
 
     def tight(self, max_cost: float, fraction: float) -> bool:
         """Could any scope refuse a reservation of ``max_cost`` or be under pressure?
@@ -123,9 +144,11 @@ class BudgetLedger:
         return False
 
     def new_day(self) -> None:
-        """A budget day began: spend starts again from zero; reservations carry over."""
+        """A budget day began: spend starts again from zero; reservations carry over.
+        A request's budget is not daily: it keeps what its tree spent."""
         for scope in self.all_scopes():
-            scope.spent = 0.0
+            if not scope.name.startswith(REQUEST_SCOPE):
+                scope.spent = 0.0
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from acp.agents.config import RuntimeConfig, TierSpec, Usage
 from acp.errors import ConfigError
 from acp.runtime.scheduling.buckets import TokenBucket
-from acp.runtime.scheduling.budgets import BudgetLedger, BudgetScope
+from acp.runtime.scheduling.budgets import REQUEST_SCOPE, BudgetLedger, BudgetScope
 
 if TYPE_CHECKING:
     from acp.agents.ratelimits import RateLimitSnapshot
@@ -103,6 +103,10 @@ _State = Literal["queued", "deferred", "held", "gone"]
 
 
 # -- values the daemon sees ----------------------------------------------------------------
+
+
+def _per(scope: BudgetScope) -> str:
+    return "request" if scope.name.startswith(REQUEST_SCOPE) else "daily"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +134,8 @@ class Job:
     attempt: int = 1
     input_tokens: int | None = None
     max_tokens: int | None = None
+    #: the request tree this job belongs to (its root's id): ``per_request_usd``
+    request: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= 9:
@@ -618,7 +624,7 @@ class SchedulingPolicy:
     def _plan(self, entry: _Entry) -> _Plan:
         """Where ``entry`` would run given the budgets (rate limits are checked after)."""
         job = entry.job
-        scopes = self._ledger.scopes_for(job.agent, job.tenant)
+        scopes = self._ledger.scopes_for(job.agent, job.tenant, job.request)
         requested = self._reserve(job, job.tier)
         if not scopes:
             return _Plan("go", requested)
@@ -639,7 +645,16 @@ class SchedulingPolicy:
                     "refuse",
                     scope=s.name,
                     detail=f"worst-case cost ${floor.cost_usd:.4f} on {floor.tier} exceeds "
-                    f"the whole {s.name} daily budget of ${s.limit:.2f}",
+                    f"the whole {s.name} {_per(s)} budget of ${s.limit:.2f}",
+                )
+        for s in scopes:
+            if s.name.startswith(REQUEST_SCOPE) and not s.fits_when_settled(floor.cost_usd):
+                # a request's budget does not come back tomorrow: no use waiting
+                return _Plan(
+                    "refuse",
+                    scope=s.name,
+                    detail=f"request budget: ${s.limit - s.spent:.4f} of ${s.limit:.2f} left "
+                    f"for this request, worst-case cost ${floor.cost_usd:.4f} on {floor.tier}",
                 )
         for s in scopes:
             if not s.fits_when_settled(floor.cost_usd):
@@ -765,7 +780,7 @@ class SchedulingPolicy:
         job = entry.job
         tier.take(res)
         tier.in_flight += 1
-        scopes = self._ledger.scopes_for(job.agent, job.tenant)
+        scopes = self._ledger.scopes_for(job.agent, job.tenant, job.request)
         for scope in scopes:
             scope.reserve(res.cost_usd)
         self._unqueue(entry, "gone")
@@ -924,7 +939,7 @@ class SchedulingPolicy:
         res = _Reservation(tier, input_tokens, 0, max_tokens, cost_usd, cost_usd)
         state.take(res)
         state.in_flight += 1
-        scopes = self._ledger.scopes_for(job.agent, job.tenant)
+        scopes = self._ledger.scopes_for(job.agent, job.tenant, job.request)
         for scope in scopes:
             scope.reserve(cost_usd)
         self._in_flight[job.id] = _Flight(job, res, scopes)
