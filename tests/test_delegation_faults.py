@@ -1,6 +1,7 @@
 """Delegation survives crashes (issue 15.5): 20 root requests each delegating to 2
 children, through real worker and coordinator processes on a real server and a
-loopback fake Anthropic API; the worker is SIGKILLed 3 times during the run.
+loopback fake Anthropic API; the worker is SIGKILLed 3 times during the run, the
+coordinator once.
 
 Every root gets exactly one reply; no model turn the runtime recorded is paid for
 again (a call repeated for the same conversation and turn is only allowed when a
@@ -107,13 +108,14 @@ def test_twenty_trees_survive_three_worker_kills(
         worker_cmd = [*acp, "worker", "release-lead", "pipeline-checker", "--agents",
                       str(agents), "--name", "w1", "--concurrency", "4"]  # fmt: skip
         log = tmp_path / "processes.log"
-        coordinator = _start([*acp, "coordinator", "--agents", str(agents)], env, log)
+        coordinator_cmd = [*acp, "coordinator", "--agents", str(agents)]
+        coordinator = _start(coordinator_cmd, env, log)
         worker = _start(worker_cmd, env, log)
         kills: list[float] = []
         replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
         async def main() -> None:
-            nonlocal worker
+            nonlocal worker, coordinator
             async with RedisBus.from_url(url) as bus, anyio.create_task_group() as tg:
                 client = Client(bus, sender="tester", via="coordinator")
 
@@ -123,8 +125,8 @@ def test_twenty_trees_survive_three_worker_kills(
                     replies[str(n)].append(reply.body)
 
                 async def killer() -> None:
-                    nonlocal worker
-                    for _ in range(3):
+                    nonlocal worker, coordinator
+                    for round_ in range(3):
                         # a kill in the middle of the work: after this worker made
                         # some calls, while others are in flight
                         seen = len(api.calls)
@@ -134,6 +136,10 @@ def test_twenty_trees_survive_three_worker_kills(
                         kills.append(time.monotonic())
                         await anyio.to_thread.run_sync(worker.wait)
                         worker = _start(worker_cmd, env, log)
+                        if round_ == 1:  # and the coordinator once, mid-run
+                            coordinator.send_signal(signal.SIGKILL)
+                            await anyio.to_thread.run_sync(coordinator.wait)
+                            coordinator = _start(coordinator_cmd, env, log)
 
                 async with anyio.create_task_group() as requests:
                     requests.start_soon(killer)
