@@ -1,7 +1,7 @@
 """Delegation survives crashes (issue 15.5): 20 root requests each delegating to 2
 children, through real worker and coordinator processes on a real server and a
 loopback fake Anthropic API; the worker is SIGKILLed 3 times during the run, the
-coordinator once.
+coordinator once and the server once (safe durability, restarted on its data).
 
 Every root gets exactly one reply; no model turn the runtime recorded is paid for
 again (a call repeated for the same conversation and turn is only allowed when a
@@ -140,6 +140,11 @@ def test_twenty_trees_survive_three_worker_kills(
                             coordinator.send_signal(signal.SIGKILL)
                             await anyio.to_thread.run_sync(coordinator.wait)
                             coordinator = _start(coordinator_cmd, env, log)
+                        if round_ == 2:  # and the server (safe mode: nothing acked is lost)
+                            server = isolated_redis_server
+                            await anyio.to_thread.run_sync(server.kill)
+                            await anyio.sleep(0.5)
+                            await anyio.to_thread.run_sync(server.restart)
 
                 async with anyio.create_task_group() as requests:
                     requests.start_soon(killer)
