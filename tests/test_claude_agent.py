@@ -247,6 +247,9 @@ class FakeContext:
     async def answers(self, join: str) -> dict[str, bytes]:
         raise AssertionError("not used")
 
+    async def keep(self, join: str, part: str, value: bytes) -> None:
+        raise AssertionError("not used")
+
     async def delegate(self, calls: Any) -> list[dict[str, Any]]:
         raise AssertionError("a Claude agent delegates through its tool loop")
 

@@ -250,9 +250,15 @@ async def test_a_parent_waiting_for_children_holds_no_slot(bus_backend: Any) -> 
 class RecordingContext(FakeContext):
     """A context with the runtime's records and joins, in memory."""
 
-    def __init__(self, env: Envelope, records: dict[str, list[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        env: Envelope,
+        records: dict[str, list[dict[str, Any]]],
+        kept: dict[str, dict[str, bytes]] | None = None,
+    ) -> None:
         super().__init__(env)
         self.records = records
+        self.kept = {} if kept is None else kept
         self.published: list[Any] = []
 
     async def turns(self, conversation: str) -> list[dict[str, Any]]:
@@ -264,7 +270,10 @@ class RecordingContext(FakeContext):
             record.append(dict(turn))
 
     async def answers(self, join: str) -> dict[str, bytes]:
-        return {}
+        return dict(self.kept.get(join, {}))
+
+    async def keep(self, join: str, part: str, value: bytes) -> None:
+        self.kept.setdefault(join, {}).setdefault(part, value)
 
     async def publish(self, body: Any) -> None:
         self.published.append(body)

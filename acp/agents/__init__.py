@@ -34,6 +34,7 @@ from acp.agents.definition import (
 from acp.agents.loader import Catalogue, load_catalogue, load_definition
 from acp.agents.ratelimits import RateLimitSnapshot, RateLimitWindow
 from acp.agents.sdk import Agent, AgentBase, Context, Handler, Reply
+from acp.agents.tools import FunctionTool, tool
 
 __all__ = [
     "COMPLEXITIES",
@@ -49,6 +50,7 @@ __all__ = [
     "ComplexityClass",
     "Context",
     "DeclaredMessage",
+    "FunctionTool",
     "Handler",
     "Price",
     "RateLimitSnapshot",
@@ -64,6 +66,7 @@ __all__ = [
     "load_config",
     "load_definition",
     "tier_of",
+    "tool",
 ]
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, get_args
 
@@ -69,6 +69,7 @@ from acp.agents.ratelimits import RateLimitCallback, RateLimitSnapshot
 from acp.agents.ratelimits import retry_after as read_retry_after
 from acp.agents.replies import is_structured, reply_schema
 from acp.agents.sdk import AgentBase, Context
+from acp.agents.tools import FunctionTool
 from acp.errors import (
     ConfigError,
     Continue,
@@ -284,6 +285,7 @@ class ClaudeAgent(AgentBase):
         now: Callable[[], float] | None = None,
         rng: Callable[[], float] = random.random,
         catalogue: Mapping[str, AgentDefinition] | None = None,
+        tools: Sequence[FunctionTool] = (),
     ) -> None:
         """``reply_models`` (pydantic) or ``reply_schemas`` (JSON schema) per command
         shape structured replies; without one, ``derive_schemas`` reads the shape the
@@ -295,7 +297,8 @@ class ClaudeAgent(AgentBase):
         ``catalogue`` (the definitions by name) is who this agent may delegate to,
         narrowed by its ``delegates_to`` and the config's ``[delegation]``: with
         someone to reach, it runs an agent loop with a ``delegate`` and a
-        ``publish_status`` tool."""
+        ``publish_status`` tool; ``tools`` (Python functions, :func:`acp.agents.tool`)
+        are offered in the same loop."""
         if cache_ttl not in get_args(CacheTTL):
             raise ConfigError(f"cache_ttl must be '5m' or '1h'; got {cache_ttl!r}")
         if max_attempts < 1:
@@ -337,11 +340,15 @@ class ClaudeAgent(AgentBase):
         self._system = self._system_blocks()
         #: the agents this one may delegate to, and the tools that offers
         self.reach = reachable(definition, catalogue or {}, config.delegation)
+        self._functions = {t.name: t for t in tools}
+        taken = self._functions.keys() & {DELEGATE, PUBLISH_STATUS}
+        if taken or len(self._functions) < len(tools):
+            raise ConfigError(f"tool names must be unique and not {DELEGATE} or {PUBLISH_STATUS}")
         self._tools: list[ToolParam] = (
             [delegate_tool([catalogue[n] for n in self.reach]), status_tool()]
             if catalogue and self.reach
             else []
-        )
+        ) + [t.param() for t in tools]
 
     kind = "claude"
     once_per_message = True
@@ -504,9 +511,39 @@ class ClaudeAgent(AgentBase):
                     done[call_id] = answer_bytes(
                         MessageKind.ERROR, {"error": "status must be a JSON object"}
                     )
+            elif name in self._functions:
+                function = self._functions[name]
+                done[call_id] = await self._run_function(function, args, call_id, join, ctx)
             else:
                 done[call_id] = answer_bytes(MessageKind.ERROR, {"error": f"no tool {name!r}"})
         return done, children
+
+    async def _run_function(
+        self, function: FunctionTool, args: dict[str, Any], call_id: str, join: str, ctx: Context
+    ) -> bytes:
+        """A function tool's answer: recorded before the next turn, so a step run
+        again after a crash reuses it; one not idempotent that was interrupted
+        before its answer was recorded is not run again but said to be unknown."""
+        kept_at = f"{join}.tools"
+        kept = await ctx.answers(kept_at)
+        if call_id in kept:
+            return kept[call_id]
+        started = f"started.{call_id}"
+        if not function.idempotent:
+            if started in kept:
+                return answer_bytes(MessageKind.ERROR, {"error": (
+                    f"outcome unknown: {function.name} was running when its worker "
+                    "stopped, and it is not run twice; check its effect before retrying"
+                )})  # fmt: skip
+            await ctx.keep(kept_at, started, b"1")
+        try:
+            ok, result = await function.run(args)
+        except Exception as exc:  # the function's own failure: the model reads it
+            ok, result = False, f"{type(exc).__name__}: {exc}"
+        body = result if isinstance(result, dict) else {"result" if ok else "error": result}
+        answer = answer_bytes(MessageKind.REPLY if ok else MessageKind.ERROR, body)
+        await ctx.keep(kept_at, call_id, answer)
+        return answer
 
     # -- where a call goes ---------------------------------------------------------------
 

@@ -87,6 +87,9 @@ class Context(Protocol):
     async def answers(self, join: str) -> dict[str, bytes]:
         """The answers that met at rendezvous ``join``, by part (a tool call's id)."""
 
+    async def keep(self, join: str, part: str, value: bytes) -> None:
+        """Record ``value`` as ``part`` of ``join`` (the first value kept wins)."""
+
     async def delegate(
         self, calls: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[dict[str, Any]]:

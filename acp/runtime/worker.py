@@ -181,6 +181,9 @@ class WorkerContext:
     async def answers(self, join: str) -> dict[str, bytes]:
         return await self.worker.bus.join_parts(join)
 
+    async def keep(self, join: str, part: str, value: bytes) -> None:
+        await self.worker.bus.arrive(join, part, value)
+
     async def delegate(
         self, calls: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[dict[str, Any]]:
