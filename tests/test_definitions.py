@@ -727,6 +727,7 @@ def test_exported_members() -> None:
         "ComplexityClass",
         "Context",
         "DeclaredMessage",
+        "FunctionTool",
         "Handler",
         "Price",
         "RateLimitSnapshot",
@@ -742,6 +743,7 @@ def test_exported_members() -> None:
         "load_config",
         "load_definition",
         "tier_of",
+        "tool",
     }
     assert all(hasattr(acp.agents, name) for name in exported)
 

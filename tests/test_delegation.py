@@ -22,6 +22,7 @@ from acp.errors import Continue, Suspend
 from acp.protocol import Envelope
 from acp.protocol.headers import H_CONV, H_STEP
 from acp.runtime import Client, Coordinator, RedisBus, Worker
+from acp.runtime.keys import COORDINATORS
 from acp.runtime.trace import read_trace
 from tests.test_claude_agent import CONFIG, FakeAPI, FakeContext, message
 
@@ -83,6 +84,14 @@ class Script:
         return httpx2.Response(200, json=message(json.dumps(summary), model="claude-opus-5-5"))
 
 
+async def coordinator_seen(bus: Any) -> None:
+    """Start workers once the coordinator's presence shows: a worker that starts
+    before it sends its commands straight to their agents until its next heartbeat."""
+    with anyio.fail_after(10):
+        while not await bus.members(COORDINATORS):
+            await anyio.sleep(0.02)
+
+
 async def run_tree(
     bus_backend: Any,
     script: Script,
@@ -107,6 +116,7 @@ async def run_tree(
     ):
         coordinator = Coordinator(coordinator_bus, config, definitions=CATALOGUE)
         await tg.start(coordinator.run)
+        await coordinator_seen(worker_bus)
         worker = Worker(
             worker_bus, agents, heartbeat=0.5, concurrency=concurrency, delegation=delegation
         )
@@ -388,6 +398,7 @@ async def test_cancelling_a_root_cancels_its_tree(bus_backend: Any) -> None:
     ):
         coordinator = Coordinator(coordinator_bus, CONFIG, definitions=catalogue)
         await tg.start(coordinator.run)
+        await coordinator_seen(worker_bus)
         worker = Worker(worker_bus, [lead, slow], heartbeat=0.5)
         await tg.start(worker.run)
         client = Client(client_bus, sender="tester", via="coordinator")
@@ -469,6 +480,7 @@ async def test_python_and_claude_agents_delegate_to_each_other(bus_backend: Any)
     ):
         coordinator = Coordinator(coordinator_bus, CONFIG, definitions=catalogue)
         await tg.start(coordinator.run)
+        await coordinator_seen(worker_bus)
         worker = Worker(worker_bus, [planner, checker, engineer], heartbeat=0.5, concurrency=1)
         await tg.start(worker.run)
         client = Client(client_bus, sender="tester", via="coordinator")
@@ -601,6 +613,7 @@ async def test_a_request_budget_covers_the_whole_tree(bus_backend: Any) -> None:
     ):
         coordinator = Coordinator(coordinator_bus, tight, definitions=catalogue)
         await tg.start(coordinator.run)
+        await coordinator_seen(worker_bus)
         worker = Worker(worker_bus, agents, heartbeat=0.5)
         await tg.start(worker.run)
         body = {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
