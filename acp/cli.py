@@ -457,7 +457,7 @@ def _decode(frame: bytes, deployment: Deployment) -> tuple[Envelope | None, str 
     """The envelope in a dead frame, or why it cannot be read; the tag is not checked
     because the frame may be here precisely for a bad tag."""
     try:
-        return deployment.inspecting_codec().decode(frame), None
+        return deployment.inspecting_codec.decode(frame), None
     except ProtocolError as exc:
         return None, str(exc)
 
@@ -1282,7 +1282,7 @@ def run_command(
     # with --json, stdout carries only the reports: progress goes to stderr
     console = Console(highlight=False, soft_wrap=True, stderr=as_json)
     where = _where(redis, redis_url_file, config, durability)
-    inspect = where.deployment.inspecting_codec()
+    inspect = where.deployment.inspecting_codec
 
     async def run(bus: RedisBus) -> list[Envelope]:
         client = Client(bus, sender="cli", via="coordinator", codec=where.deployment.codec)
@@ -1410,7 +1410,7 @@ def tail_command(
     Example: acp tail --agent data-engineer --human
     """
     where = _where(redis, redis_url_file, config)
-    codec = where.deployment.inspecting_codec()
+    codec = where.deployment.inspecting_codec
 
     async def follow(bus: RedisBus) -> None:
         dests = agent or list(await agent_queues(bus))

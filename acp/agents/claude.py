@@ -62,6 +62,7 @@ from acp.agents.delegation import (
     delegate_tool,
     plan_child,
     reachable,
+    read_answer,
     status_tool,
 )
 from acp.agents.prompt import PREAMBLE
@@ -838,14 +839,13 @@ def _tool_results(turn: Mapping[str, Any], answers: Mapping[str, bytes]) -> list
     for block in turn["content"]:
         if block.get("type") != "tool_use":
             continue
-        raw = answers.get(block["id"])
-        answer = json.loads(raw) if raw else {"kind": "error", "body": {"error": "no answer"}}
+        is_error, body = read_answer(answers.get(block["id"]))
         results.append(
             {
                 "type": "tool_result",
                 "tool_use_id": block["id"],
-                "content": _dumps(answer.get("body", {})),
-                "is_error": answer.get("kind") == MessageKind.ERROR.value,
+                "content": _dumps(body),
+                "is_error": is_error,
             }
         )
     return results

@@ -31,9 +31,11 @@ __all__ = [
     "ancestry",
     "answer_bytes",
     "child_command",
+    "child_id",
     "delegate_tool",
     "plan_child",
     "reachable",
+    "read_answer",
     "status_tool",
 ]
 
@@ -130,6 +132,21 @@ def answer_bytes(kind: MessageKind | str, body: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def read_answer(raw: bytes | None) -> tuple[bool, dict[str, Any]]:
+    """(is it an error, its body) of an answer kept by :func:`answer_bytes`; a missing
+    one is an error."""
+    if raw is None:
+        return True, {"error": "no answer"}
+    answer = json.loads(raw)
+    return answer.get("kind") == MessageKind.ERROR.value, answer.get("body", {})
+
+
+def child_id(join: str, part: str) -> str:
+    """The id of the command delegated as ``part`` of rendezvous ``join``: the same on
+    every run of the step that sends it, so the bus drops a second copy."""
+    return hashlib.blake2b(f"{join}:{part}".encode(), digest_size=16).hexdigest()
+
+
 def child_command(
     parent: Envelope, me: str, to: str, body: dict[str, Any], join: str, part: str
 ) -> Envelope:
@@ -148,7 +165,7 @@ def child_command(
         sender=me,
         recipient=to,
         reply_to=me,
-        id=hashlib.blake2b(f"{join}:{part}".encode(), digest_size=16).hexdigest(),
+        id=child_id(join, part),
         deadline=parent.deadline,
         priority=parent.priority,
         tenant=parent.tenant,

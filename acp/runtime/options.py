@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,6 @@ class Deployment:
         )
         return cls(config, bus_options(config), durability or config.bus.durability, codec)
 
-    def with_options(self, **changes: Any) -> Deployment:
-        """The same deployment with some bus options changed (tests, admin tools)."""
-        return replace(self, options=replace(self.options, **changes))
-
     def bus(self, url: str, **kwargs: Any) -> RedisBus:
         """A bus on the server at ``url`` with this deployment's options, durability and
         TLS files (where the URL names none)."""
@@ -122,9 +119,11 @@ class Deployment:
         )
         return RedisBus(settings, self.options, durability=self.durability, **kwargs)
 
+    @cached_property
     def inspecting_codec(self) -> WireCodec:
         """A codec for tools that show frames whatever their tag: it reads what the
-        deployment's codec reads, without refusing what fails verification."""
+        deployment's codec reads, without refusing what fails verification (made
+        once: a codec prepares its dictionary)."""
         codec = self.codec
         return WireCodec(
             keys=codec.keys,

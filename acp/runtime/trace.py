@@ -9,11 +9,11 @@ a loop of its own."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from acp.agents.delegation import child_id, read_answer
 from acp.runtime.bus.base import Bus
 
 __all__ = ["TraceNode", "read_trace"]
@@ -68,11 +68,6 @@ class TraceNode:
         return own + sum(c.total_cost() for c in self.children)
 
 
-def _child_id(join: str, call_id: str) -> str:
-    # the id the agent loop gives a delegated command (acp.agents.claude)
-    return hashlib.blake2b(f"{join}:{call_id}".encode(), digest_size=16).hexdigest()
-
-
 async def read_trace(bus: Bus, root_id: str, *, agent: str = "?", depth: int = 8) -> TraceNode:
     """The tree below ``root_id``, as far as the server still keeps it."""
     node = TraceNode(msg_id=root_id, agent=agent)
@@ -93,22 +88,19 @@ async def read_trace(bus: Bus, root_id: str, *, agent: str = "?", depth: int = 8
         answers = await bus.join_parts(join)
         for call in calls:
             to = str((call.get("input") or {}).get("to", "?"))
-            child_id = _child_id(join, call["id"])
+            msg_id = child_id(join, call["id"])
             child = (
-                await read_trace(bus, child_id, agent=to, depth=depth - 1)
+                await read_trace(bus, msg_id, agent=to, depth=depth - 1)
                 if depth > 0
-                else TraceNode(child_id, to)
+                else TraceNode(msg_id, to)
             )
             raw = answers.get(call["id"])
             if raw is not None:
-                answer = json.loads(raw)
-                body = answer.get("body", {})
+                is_error, body = read_answer(raw)
                 child.meta = dict(body.get("_acp") or {})
                 child.outcome = (
-                    "cancelled" if body.get("cancelled")
-                    else "error" if answer.get("kind") == "error"
-                    else "answered"
-                )  # fmt: skip
+                    "cancelled" if body.get("cancelled") else "error" if is_error else "answered"
+                )
             elif child.outcome == "running" and not child.turns:
                 child.outcome = "waiting"
             node.children.append(child)

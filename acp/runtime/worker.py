@@ -10,7 +10,6 @@ cancels in-flight work on ``{"cmd": "CANCEL", "msg_id": ...}``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -27,7 +26,13 @@ from anyio.abc import TaskStatus
 
 from acp import __version__
 from acp.agents.config import Delegation
-from acp.agents.delegation import ancestry, answer_bytes, child_command, plan_child
+from acp.agents.delegation import (
+    ancestry,
+    answer_bytes,
+    child_command,
+    plan_child,
+    read_answer,
+)
 from acp.agents.ratelimits import RateLimitSnapshot
 from acp.agents.sdk import AgentBase
 from acp.errors import Continue, SchemaError, SpendLimitReached, Suspend, UnknownCommand
@@ -36,7 +41,7 @@ from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.protocol.headers import H_CONV, H_JOIN, H_PART, H_RESERVATION, H_ROOT, H_STEP
-from acp.runtime.bus.base import Bus
+from acp.runtime.bus.base import Bus, derived_id
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, ProcessorStats, to_outgoing
@@ -151,9 +156,7 @@ class WorkerContext:
         # Sent now, under an id derived from this message's, so a re-run of the
         # handler (after a crash) is deduplicated instead of asking twice.
         self._handoffs += 1
-        msg_id = hashlib.blake2b(
-            f"{self.env.id}:{self._handoffs}".encode(), digest_size=16
-        ).hexdigest()
+        msg_id = derived_id(self.env.id, str(self._handoffs))
         request = self._message(
             recipient, body, id=msg_id, tier=tier, reply_to=self.worker.bus.inbox
         )
@@ -209,7 +212,7 @@ class WorkerContext:
                 state = {H_CONV: conversation, H_STEP: "resume"}
                 raise Suspend("resume", join=join, children=children, done=done, state=state)
             answers = done
-        return [json.loads(answers[p])["body"] for p in parts]
+        return [read_answer(answers[p])[1] for p in parts]
 
     async def platform(self) -> dict[str, Any]:
         from acp.runtime.status import read_status  # status reads worker presence: import late
@@ -691,7 +694,7 @@ class Worker:
         headers = {**env.headers, **step.state, H_ROOT: root}
         headers.pop(H_RESERVATION, None)  # the next dispatch makes its own
         return env.evolve(
-            id=hashlib.blake2b(f"{env.id}:{step.step}".encode(), digest_size=16).hexdigest(),
+            id=derived_id(env.id, step.step),
             tier=step.tier or env.tier,
             correlation_id=env.correlation_id or env.id,
             headers=headers,

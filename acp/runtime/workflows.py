@@ -37,7 +37,6 @@ you plan to survive.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.protocol.workflow import Phase, Step, WorkflowSpec, parse_workflow
-from acp.runtime.bus.base import Bus
+from acp.runtime.bus.base import Bus, derived_id
 from acp.runtime.keys import check_name
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.workflow_store import (
@@ -97,7 +96,7 @@ _RESERVED = frozenset({"cmd", "workflow", "workflow_id", "step", "task", "inputs
 
 def step_id(workflow_id: str, path: str) -> str:
     """The message id of a step: the same on every send, so the bus deduplicates it."""
-    return hashlib.blake2b(f"{workflow_id}:{path}".encode(), digest_size=16).hexdigest()
+    return derived_id(workflow_id, path)
 
 
 def send_via(bus: Bus, dest: str, *, codec: WireCodec | None = None) -> SendStep:
