@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,32 @@ async def coordinator_seen(bus: Any) -> None:
             await anyio.sleep(0.02)
 
 
+@asynccontextmanager
+async def running(
+    bus_backend: Any,
+    agents: list[Any],
+    catalogue: dict[str, AgentDefinition],
+    config: RuntimeConfig = CONFIG,
+    **worker_options: Any,
+) -> AsyncIterator[tuple[Any, Client]]:
+    """A coordinator and a worker for ``agents`` on the bus; yields the worker's bus
+    and a client sending through the coordinator."""
+    async with (
+        bus_backend() as worker_bus,
+        bus_backend() as coordinator_bus,
+        bus_backend() as client_bus,
+        anyio.create_task_group() as tg,
+    ):
+        coordinator = Coordinator(coordinator_bus, config, definitions=catalogue)
+        await tg.start(coordinator.run)
+        await coordinator_seen(worker_bus)
+        worker = Worker(worker_bus, agents, heartbeat=0.5, **worker_options)
+        await tg.start(worker.run)
+        yield worker_bus, Client(client_bus, sender="tester", via="coordinator")
+        worker.stop()
+        coordinator.stop()
+
+
 async def run_tree(
     bus_backend: Any,
     script: Script,
@@ -108,20 +136,9 @@ async def run_tree(
         for d in CATALOGUE.values()
     ]
     replies: list[Envelope] = []
-    async with (
-        bus_backend() as worker_bus,
-        bus_backend() as coordinator_bus,
-        bus_backend() as client_bus,
-        anyio.create_task_group() as tg,
-    ):
-        coordinator = Coordinator(coordinator_bus, config, definitions=CATALOGUE)
-        await tg.start(coordinator.run)
-        await coordinator_seen(worker_bus)
-        worker = Worker(
-            worker_bus, agents, heartbeat=0.5, concurrency=concurrency, delegation=delegation
-        )
-        await tg.start(worker.run)
-        client = Client(client_bus, sender="tester", via="coordinator")
+    async with running(
+        bus_backend, agents, CATALOGUE, config, concurrency=concurrency, delegation=delegation
+    ) as (worker_bus, client):
 
         async def one() -> None:
             replies.append(await client.request("orchestrator", body, timeout=60))
@@ -131,8 +148,6 @@ async def run_tree(
                 for _ in range(roots):
                     requests.start_soon(one)
         reply = replies[0]
-        worker.stop()
-        coordinator.stop()
         record = await worker_bus.read_record(reply.correlation_id or "")
         tree = await read_trace(worker_bus, reply.correlation_id or "", agent="orchestrator")
     return {
@@ -390,18 +405,7 @@ async def test_cancelling_a_root_cancels_its_tree(bus_backend: Any) -> None:
     api = FakeAPI(script)
     lead = ClaudeAgent(catalogue["orchestrator"], client=api.client(), config=CONFIG,
                        catalogue=catalogue)  # fmt: skip
-    async with (
-        bus_backend() as worker_bus,
-        bus_backend() as coordinator_bus,
-        bus_backend() as client_bus,
-        anyio.create_task_group() as tg,
-    ):
-        coordinator = Coordinator(coordinator_bus, CONFIG, definitions=catalogue)
-        await tg.start(coordinator.run)
-        await coordinator_seen(worker_bus)
-        worker = Worker(worker_bus, [lead, slow], heartbeat=0.5)
-        await tg.start(worker.run)
-        client = Client(client_bus, sender="tester", via="coordinator")
+    async with running(bus_backend, [lead, slow], catalogue) as (_, client):
         root = client.command("orchestrator", {"cmd": "PLAN_RELEASE"}, reply=True)
         with anyio.fail_after(30):
             async with anyio.create_task_group() as waiting:
@@ -412,10 +416,7 @@ async def test_cancelling_a_root_cancels_its_tree(bus_backend: Any) -> None:
 
                 waiting.start_soon(wait_for_root)
                 await started.wait()
-                cancel = Client(client_bus, sender="tester")
-                await cancel.cancel("orchestrator", root.id)
-        worker.stop()
-        coordinator.stop()
+                await Client(client.bus, sender="tester").cancel("orchestrator", root.id)
     assert answer[0].body.get("cancelled") is True
     assert script.turns["orchestrator", 3] == 0, "no turn after the cancel"
 
@@ -472,18 +473,8 @@ async def test_python_and_claude_agents_delegate_to_each_other(bus_backend: Any)
 
     api = FakeAPI(Script(tool_use()))
     engineer = ClaudeAgent(ENGINEER, client=api.client(), config=CONFIG, catalogue=catalogue)
-    async with (
-        bus_backend() as worker_bus,
-        bus_backend() as coordinator_bus,
-        bus_backend() as client_bus,
-        anyio.create_task_group() as tg,
-    ):
-        coordinator = Coordinator(coordinator_bus, CONFIG, definitions=catalogue)
-        await tg.start(coordinator.run)
-        await coordinator_seen(worker_bus)
-        worker = Worker(worker_bus, [planner, checker, engineer], heartbeat=0.5, concurrency=1)
-        await tg.start(worker.run)
-        client = Client(client_bus, sender="tester", via="coordinator")
+    agents = [planner, checker, engineer]
+    async with running(bus_backend, agents, catalogue, concurrency=1) as (_, client):
         with anyio.fail_after(30):
             replies = []
             async with anyio.create_task_group() as requests:
@@ -494,8 +485,6 @@ async def test_python_and_claude_agents_delegate_to_each_other(bus_backend: Any)
 
                 for n in range(5):
                     requests.start_soon(one, f"2.{n}")
-        worker.stop()
-        coordinator.stop()
     assert len(replies) == 5
     for reply in replies:
         engineer_answer, checker_answer, refused = reply.body["answers"]
@@ -605,24 +594,10 @@ async def test_a_request_budget_covers_the_whole_tree(bus_backend: Any) -> None:
     catalogue = {"orchestrator": cheap_lead, "data-engineer": ENGINEER}
     agents = [ClaudeAgent(d, client=api.client(), config=tight, catalogue=catalogue)
               for d in catalogue.values()]  # fmt: skip
-    async with (
-        bus_backend() as worker_bus,
-        bus_backend() as coordinator_bus,
-        bus_backend() as client_bus,
-        anyio.create_task_group() as tg,
-    ):
-        coordinator = Coordinator(coordinator_bus, tight, definitions=catalogue)
-        await tg.start(coordinator.run)
-        await coordinator_seen(worker_bus)
-        worker = Worker(worker_bus, agents, heartbeat=0.5)
-        await tg.start(worker.run)
+    async with running(bus_backend, agents, catalogue, tight) as (worker_bus, client):
         body = {"cmd": "PLAN_RELEASE", "respond_format": "STRUCTURED_JSON"}
-        reply = await Client(client_bus, via="coordinator").request(
-            "orchestrator", body, timeout=30
-        )
+        reply = await client.request("orchestrator", body, timeout=30)
         record = [json.loads(t) for t in await worker_bus.read_record(reply.correlation_id or "")]
-        worker.stop()
-        coordinator.stop()
     assert len(record) == 3, json.dumps(reply.body)  # the root ran both its turns
     (result,) = record[1]["content"]
     assert result["is_error"] is True
