@@ -27,7 +27,8 @@
         ├── Rejected                dead-letter this message now, with a reason
         │   └── SpendLimitReached   the model API refused on a spend limit (names the tier)
         ├── UnknownCommand          no handler for this command
-        └── UnknownAgent            no definition by that name (also a ``KeyError``)
+        ├── UnknownAgent            no definition by that name (also a ``KeyError``)
+        └── ToolError               a tool refused or failed a call (the model reads why)
 
 Errors carry structured fields besides their message so that dead letters and
 CLI output can say *what* and *where* without parsing strings.
@@ -62,6 +63,7 @@ __all__ = [
     "SpendLimitReached",
     "Stalled",
     "Suspend",
+    "ToolError",
     "UnknownAgent",
     "UnknownCommand",
 ]
@@ -301,3 +303,10 @@ class UnknownAgent(AgentError, KeyError):
     def __str__(self) -> str:
         # KeyError would show the repr of the message; keep it readable.
         return str(self.args[0])
+
+
+class ToolError(AgentError):
+    """A tool call refused (a path outside the workspace, a disabled tool) or failed
+    (an MCP server that died or timed out): an answer the model reads, not a crash."""
+
+    code = "tool_error"

@@ -250,6 +250,9 @@ class FakeContext:
     async def keep(self, join: str, part: str, value: bytes) -> None:
         raise AssertionError("not used")
 
+    async def tool_used(self, event: Any) -> None:
+        raise AssertionError("not used")
+
     async def delegate(self, calls: Any) -> list[dict[str, Any]]:
         raise AssertionError("a Claude agent delegates through its tool loop")
 

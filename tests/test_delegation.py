@@ -285,6 +285,7 @@ class RecordingContext(FakeContext):
         self.records = records
         self.kept = {} if kept is None else kept
         self.published: list[Any] = []
+        self.tool_calls: list[dict[str, Any]] = []
 
     async def turns(self, conversation: str) -> list[dict[str, Any]]:
         return [json.loads(json.dumps(t)) for t in self.records.get(conversation, [])]
@@ -302,6 +303,9 @@ class RecordingContext(FakeContext):
 
     async def publish(self, body: Any) -> None:
         self.published.append(body)
+
+    async def tool_used(self, event: Any) -> None:
+        self.tool_calls.append(dict(event))
 
 
 async def test_a_step_run_again_pays_for_nothing_and_sends_the_same_children() -> None:
@@ -326,9 +330,10 @@ async def test_a_step_run_again_pays_for_nothing_and_sends_the_same_children() -
     assert len(records[env.id]) == 1
 
 
-async def test_local_tools_continue_as_new_work_and_the_last_turn_has_no_tools() -> None:
+async def test_local_tools_continue_as_new_work_and_the_last_turn_may_use_none() -> None:
     """A turn that only publishes a status continues as a new step (admitted like any
-    paid call); at max_turns the model is offered no tools, so it answers."""
+    paid call); at max_turns the model may use no tool (``tool_choice: none``), so it
+    answers, and the tools are still listed so the cached prefix stays whole."""
     status = tool_use(("publish_status", {"status": {"data_platform": {"etl": "ok"}}}))
     api = FakeAPI(lambda request: httpx2.Response(200, json=status))
     agent = ClaudeAgent(ORCHESTRATOR, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
@@ -353,7 +358,9 @@ async def test_local_tools_continue_as_new_work_and_the_last_turn_has_no_tools()
     last = env.evolve(headers=state)
     body = await agent.handle(last, RecordingContext(last, records))
     assert body is not None
-    assert "tools" not in json.loads(api.requests[-1].content), "the last turn answers"
+    last_request = json.loads(api.requests[-1].content)
+    assert last_request["tool_choice"] == {"type": "none"}, "the last turn answers"
+    assert last_request["tools"] == json.loads(api.requests[0].content)["tools"]
 
 
 async def test_a_loops_invalid_answer_is_repaired_with_what_it_was_based_on() -> None:

@@ -35,6 +35,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast, get_args
 
@@ -47,7 +48,8 @@ from anthropic.types import (
     OutputConfigParam,
     TextBlock,
     TextBlockParam,
-    ToolParam,
+    ToolChoiceParam,
+    ToolUnionParam,
 )
 from pydantic import BaseModel, ValidationError
 
@@ -70,7 +72,8 @@ from acp.agents.ratelimits import RateLimitCallback, RateLimitSnapshot
 from acp.agents.ratelimits import retry_after as read_retry_after
 from acp.agents.replies import is_structured, reply_schema
 from acp.agents.sdk import AgentBase, Context
-from acp.agents.tools import FunctionTool
+from acp.agents.toolbox import Toolbox
+from acp.agents.tools import FunctionTool, Tool
 from acp.errors import (
     ConfigError,
     Continue,
@@ -78,6 +81,7 @@ from acp.errors import (
     Rejected,
     SpendLimitReached,
     Suspend,
+    ToolError,
 )
 from acp.protocol.body import MessageKind
 from acp.protocol.envelope import Envelope
@@ -287,6 +291,7 @@ class ClaudeAgent(AgentBase):
         rng: Callable[[], float] = random.random,
         catalogue: Mapping[str, AgentDefinition] | None = None,
         tools: Sequence[FunctionTool] = (),
+        toolbox: Toolbox | None = None,
     ) -> None:
         """``reply_models`` (pydantic) or ``reply_schemas`` (JSON schema) per command
         shape structured replies; without one, ``derive_schemas`` reads the shape the
@@ -299,7 +304,8 @@ class ClaudeAgent(AgentBase):
         narrowed by its ``delegates_to`` and the config's ``[delegation]``: with
         someone to reach, it runs an agent loop with a ``delegate`` and a
         ``publish_status`` tool; ``tools`` (Python functions, :func:`acp.agents.tool`)
-        are offered in the same loop."""
+        are offered in the same loop, always, and so is what the ``toolbox`` (the
+        deployment's ``[tools]``, one per worker) gives the definition's ``tools:``."""
         if cache_ttl not in get_args(CacheTTL):
             raise ConfigError(f"cache_ttl must be '5m' or '1h'; got {cache_ttl!r}")
         if max_attempts < 1:
@@ -341,21 +347,34 @@ class ClaudeAgent(AgentBase):
         self._system = self._system_blocks()
         #: the agents this one may delegate to, and the tools that offers
         self.reach = reachable(definition, catalogue or {}, config.delegation)
+        self.toolbox = toolbox if toolbox is not None else Toolbox(config.tools)
+        self.toolbox.redactor.add([self.client.api_key])
+        #: what the definition gets of the toolbox (MCP tools listed on first use)
+        self.tool_plan = self.toolbox.plan(definition)
         self._functions = {t.name: t for t in tools}
-        taken = self._functions.keys() & {DELEGATE, PUBLISH_STATUS}
+        taken = {*self._functions, *self.tool_plan.names()} & {DELEGATE, PUBLISH_STATUS}
         if taken or len(self._functions) < len(tools):
             raise ConfigError(f"tool names must be unique and not {DELEGATE} or {PUBLISH_STATUS}")
-        self._tools: list[ToolParam] = (
+        self._builtin: list[ToolUnionParam] = (
             [delegate_tool([catalogue[n] for n in self.reach]), status_tool()]
             if catalogue and self.reach
             else []
-        ) + [t.param() for t in tools]
+        )
+        #: runs the agent loop (rather than one call) when it has any tool at all
+        self._looping = bool(
+            self._builtin or self._functions or self.tool_plan.local
+            or self.tool_plan.server or self.tool_plan.mcp
+        )  # fmt: skip
+        self._offer: tuple[list[ToolUnionParam], dict[str, Tool]] | None = None
 
     kind = "claude"
     once_per_message = True
 
     def __repr__(self) -> str:
         return f"ClaudeAgent({self.name!r}, tier={self.tier!r}, model={self.definition.model!r})"
+
+    def lifespan(self) -> AbstractAsyncContextManager[Any]:
+        return self.toolbox.lifespan()
 
     def watch_rate_limits(self, callback: RateLimitCallback) -> None:
         if self.on_rate_limits is None:  # one set by the caller wins
@@ -391,10 +410,10 @@ class ClaudeAgent(AgentBase):
         plan = ledger.plan = self._plan(env)
         first: list[MessageParam] = [{"role": "user", "content": body_to_text(env.body)}]
         turns: list[MessageParam] = _json_header(env, H_TURNS, []) if step == "repair" else []
-        if self._tools and step not in ("repair", "escalate"):
+        if self._looping and step not in ("repair", "escalate"):
             answer = await self._loop_turn(plan, first, env, ctx, ledger)
         else:
-            if self._tools and (conversation := env.headers.get(H_CONV)):
+            if self._looping and (conversation := env.headers.get(H_CONV)):
                 # a loop's final answer repaired or escalated: with what it was based
                 # on (the recorded turns end with the answer itself)
                 history = [_api_turn(t) for t in await ctx.turns(conversation)]
@@ -411,7 +430,7 @@ class ClaudeAgent(AgentBase):
         if reply is not None:
             return reply
         # a loop's answer is repaired with its conversation
-        loop = {H_CONV: env.headers.get(H_CONV) or env.id} if self._tools else {}
+        loop = {H_CONV: env.headers.get(H_CONV) or env.id} if self._looping else {}
         if step in (None, "retry") and not turns:
             ctx.log.warning("invalid_reply", tier=plan.tier, problem=problem, next="repair")
             repair = _repair_turns(answer.text, problem, plan)
@@ -447,6 +466,7 @@ class ClaudeAgent(AgentBase):
         the step suspends (``Suspend``) until their replies are in; local tools
         run here and the next turn is new work (``Continue``), admitted like any."""
         conversation = env.headers.get(H_CONV) or env.id
+        params, local = await self._offered()
         #: where this step's model turn goes in the record (the step before said)
         slot = int(env.headers.get(H_TURN) or 0)
         history = await ctx.turns(conversation)
@@ -464,9 +484,12 @@ class ClaudeAgent(AgentBase):
             turn = sum(1 for t in history if t["role"] == "assistant")
             last_turn = turn + 1 >= plan.complexity.max_turns
             messages = [*first, *(_api_turn(t) for t in history)]
+            # the last turn is offered the same tools (the cached prefix stays whole)
+            # but may not use them, so it answers
             answer = await self._call(
-                plan, messages, env, ctx, ledger, tools=None if last_turn else self._tools
-            )
+                plan, messages, env, ctx, ledger, tools=params,
+                tool_choice={"type": "none"} if last_turn else None,
+            )  # fmt: skip
             entry: dict[str, Any] = {"role": "assistant", "content": list(answer.content)}
             entry.update(stop=answer.stop_reason, agent=self.name, tier=plan.tier)
             await ctx.add_turn(conversation, slot, entry)
@@ -477,7 +500,7 @@ class ClaudeAgent(AgentBase):
         if answer.stop_reason != "tool_use" or not calls:
             return answer
         join = _join_name(conversation, slot + 1)
-        done, children = await self._run_tools(calls, env, ctx, join)
+        done, children = await self._run_tools(calls, env, ctx, join, local)
         if children:
             state = _next(conversation, "resume", slot + 2)
             raise Suspend("resume", join=join, children=children, done=done, state=state)
@@ -485,8 +508,31 @@ class ClaudeAgent(AgentBase):
         await ctx.add_turn(conversation, slot + 1, {"role": "user", "content": results})
         raise Continue("turn", tier=plan.tier, state=_next(conversation, "turn", slot + 2))
 
+    async def _offered(self) -> tuple[list[ToolUnionParam], dict[str, Tool]]:
+        """The tools offered (as the API takes them) and those run here, by name: the
+        same list every turn, its last entry marked for the prompt cache (tools come
+        first in the cached prefix). Kept once every MCP server wanted has answered."""
+        if self._offer is not None:
+            return self._offer
+        toolset = await self.toolbox.toolset(self.definition)
+        local: dict[str, Tool] = {**toolset.local, **self._functions}
+        params = [*self._builtin, *(t.param() for t in local.values()), *toolset.server]
+        if params:
+            params[-1] = cast(
+                ToolUnionParam,
+                {**params[-1], "cache_control": {"type": "ephemeral", "ttl": self.cache_ttl}},
+            )
+        if not toolset.failed:
+            self._offer = (params, local)
+        return params, local
+
     async def _run_tools(
-        self, calls: list[dict[str, Any]], env: Envelope, ctx: Context, join: str
+        self,
+        calls: list[dict[str, Any]],
+        env: Envelope,
+        ctx: Context,
+        join: str,
+        local: Mapping[str, Tool],
     ) -> tuple[dict[str, bytes], list[Envelope]]:
         """The answers of the tools that run here (by call id), and the commands the
         ``delegate`` calls become (ids derived from the call: a re-run sends the same)."""
@@ -494,7 +540,7 @@ class ClaudeAgent(AgentBase):
         children: list[Envelope] = []
         above = ancestry(env.headers)
         for call in calls:
-            call_id, name, args = call["id"], call.get("name"), call.get("input") or {}
+            call_id, name, args = call["id"], str(call.get("name")), call.get("input") or {}
             if name == DELEGATE:
                 child = plan_child(args, me=self.name, above=above, reach=self.reach,
                                    limits=self.config.delegation, already=len(children))  # fmt: skip
@@ -512,39 +558,55 @@ class ClaudeAgent(AgentBase):
                     done[call_id] = answer_bytes(
                         MessageKind.ERROR, {"error": "status must be a JSON object"}
                     )
-            elif name in self._functions:
-                function = self._functions[name]
-                done[call_id] = await self._run_function(function, args, call_id, join, ctx)
+            elif name in local:
+                done[call_id] = await self._run_tool(local[name], args, call_id, join, ctx)
             else:
                 done[call_id] = answer_bytes(MessageKind.ERROR, {"error": f"no tool {name!r}"})
         return done, children
 
-    async def _run_function(
-        self, function: FunctionTool, args: dict[str, Any], call_id: str, join: str, ctx: Context
+    async def _run_tool(
+        self, tool: Tool, args: dict[str, Any], call_id: str, join: str, ctx: Context
     ) -> bytes:
-        """A function tool's answer: recorded before the next turn, so a step run
-        again after a crash reuses it; one not idempotent that was interrupted
-        before its answer was recorded is not run again but said to be unknown."""
+        """A tool's answer: recorded before the next turn, so a step run again after a
+        crash reuses it; one not idempotent that was interrupted before its answer was
+        recorded is not run again but said to be unknown. Secrets are scrubbed from
+        the arguments and the output, the output is cut at its cap, and the call is
+        reported (``ctx.tool_used``: agent, tool, duration, outcome)."""
         kept_at = f"{join}.tools"
         kept = await ctx.answers(kept_at)
         if call_id in kept:
             return kept[call_id]
         started = f"started.{call_id}"
-        if not function.idempotent:
+        if not tool.idempotent:
             if started in kept:
+                await self._report(ctx, kept_at, call_id, tool.name, 0.0, "unknown")
                 return answer_bytes(MessageKind.ERROR, {"error": (
-                    f"outcome unknown: {function.name} was running when its worker "
+                    f"outcome unknown: {tool.name} was running when its worker "
                     "stopped, and it is not run twice; check its effect before retrying"
                 )})  # fmt: skip
             await ctx.keep(kept_at, started, b"1")
+        redactor = self.toolbox.redactor
+        began = self._clock()
         try:
-            ok, result = await function.run(args)
-        except Exception as exc:  # the function's own failure: the model reads it
+            ok, result = await tool.run(redactor.scrub(args))
+        except ToolError as exc:  # refused (a path out of the workspace...): said plainly
+            ok, result = False, str(exc)
+        except Exception as exc:  # the tool's own failure: the model reads it
             ok, result = False, f"{type(exc).__name__}: {exc}"
-        body = result if isinstance(result, dict) else {"result" if ok else "error": result}
+        elapsed = self._clock() - began
+        body = _cap(redactor.scrub(result), ok, self.config.tools.output_max)
         answer = answer_bytes(MessageKind.REPLY if ok else MessageKind.ERROR, body)
         await ctx.keep(kept_at, call_id, answer)
+        await self._report(ctx, kept_at, call_id, tool.name, elapsed, "ok" if ok else "error")
         return answer
+
+    async def _report(
+        self, ctx: Context, kept_at: str, call_id: str, tool: str, elapsed: float, outcome: str
+    ) -> None:
+        event = {"agent": self.name, "tool": tool, "call_id": call_id,
+                 "duration_ms": round(elapsed * 1000, 3), "outcome": outcome}  # fmt: skip
+        await ctx.keep(kept_at, f"meta.{call_id}", _dumps(event).encode())
+        await ctx.tool_used(event)
 
     # -- where a call goes ---------------------------------------------------------------
 
@@ -661,7 +723,8 @@ class ClaudeAgent(AgentBase):
         ctx: Context,
         ledger: _Ledger,
         *,
-        tools: list[ToolParam] | None = None,
+        tools: list[ToolUnionParam] | None = None,
+        tool_choice: ToolChoiceParam | None = None,
     ) -> _Answer:
         """One answered call; transient failures are retried here, up to ``max_attempts``."""
         output_config = self._output_config(plan)
@@ -678,6 +741,7 @@ class ClaudeAgent(AgentBase):
                     metadata=self._metadata(env),
                     output_config=output_config or anthropic.omit,
                     tools=tools or anthropic.omit,
+                    tool_choice=tool_choice or anthropic.omit,
                     timeout=timeout,
                 )
                 await self._observe(plan, raw.headers, raw.status_code, ctx)
@@ -780,11 +844,14 @@ class ClaudeAgent(AgentBase):
     def _record(self, plan: _Plan, message: Message, ctx: Context, ledger: _Ledger) -> _Answer:
         """Turn a response into an answer: usage, cost, totals, model check."""
         reported = message.usage
+        server = reported.server_tool_use
         usage = Usage(
             input_tokens=reported.input_tokens,
             output_tokens=reported.output_tokens,
             cache_creation_input_tokens=reported.cache_creation_input_tokens or 0,
             cache_read_input_tokens=reported.cache_read_input_tokens or 0,
+            web_search_requests=server.web_search_requests if server else 0,
+            web_fetch_requests=server.web_fetch_requests if server else 0,
         )
         answer = _Answer(
             plan=plan,
@@ -792,7 +859,7 @@ class ClaudeAgent(AgentBase):
             reported_model=message.model,
             stop_reason=message.stop_reason,
             usage=usage,
-            cost_usd=plan.spec.cost(usage, cache_ttl=self.cache_ttl),
+            cost_usd=self.config.price(plan.tier, usage, cache_ttl=self.cache_ttl),
             content=tuple(b.model_dump(mode="json", exclude_none=True) for b in message.content),
         )
         if not _same_model(plan.model, message.model):
@@ -863,6 +930,18 @@ def _recorded(plan: _Plan, turn: Mapping[str, Any]) -> _Answer:
     return _Answer(plan=plan, text=text, reported_model=plan.model,
                    stop_reason=turn.get("stop"), usage=Usage(), cost_usd=0.0,
                    content=content)  # fmt: skip
+
+
+def _cap(result: Any, ok: bool, limit: int) -> dict[str, Any]:
+    """A tool's answer body, its text cut at ``limit`` characters with a note."""
+    body = result if isinstance(result, dict) else {"result" if ok else "error": result}
+    text = _dumps(body)
+    if len(text) <= limit:
+        return body
+    return {
+        "result" if ok else "error": text[:limit],
+        "truncated": f"output cut: {limit:,} of {len(text):,} characters shown",
+    }
 
 
 def _dumps(value: Any) -> str:

@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from acp.errors import ConfigError
 
@@ -26,11 +33,13 @@ __all__ = [
     "BusConfig",
     "ComplexityClass",
     "Delegation",
+    "McpServerConfig",
     "Price",
     "RedisTLS",
     "Results",
     "RuntimeConfig",
     "TierSpec",
+    "ToolsConfig",
     "Usage",
     "WireConfig",
     "load_config",
@@ -67,15 +76,24 @@ class Usage(_Frozen):
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    #: uses of the API's server tools (priced per use, ``[tools]`` in the config)
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+
+    @model_serializer(mode="wrap")
+    def _compact(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Server tool uses only when there were some (most calls make none)."""
+        data: dict[str, Any] = dump(self)
+        for name in ("web_search_requests", "web_fetch_requests"):
+            if not data.get(name):
+                data.pop(name, None)
+        return data
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            cache_creation_input_tokens=self.cache_creation_input_tokens
-            + other.cache_creation_input_tokens,
-            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
-        )
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in _USAGE_FIELDS})
+
+
+_USAGE_FIELDS = tuple(Usage.model_fields)
 
 
 class TierSpec(_Frozen):
@@ -87,7 +105,8 @@ class TierSpec(_Frozen):
     output_tokens_per_minute: int = Field(ge=1)
 
     def cost(self, usage: Usage, *, cache_ttl: str = "5m") -> float:
-        """USD for ``usage`` at this tier's prices."""
+        """USD for the tokens of ``usage`` at this tier's prices (server tool uses are
+        priced by :meth:`ToolsConfig.cost`)."""
         write = self.price.cache_write_1h if cache_ttl == "1h" else self.price.cache_write_5m
         return (
             usage.input_tokens * self.price.input
@@ -171,6 +190,64 @@ class Delegation(_Frozen):
     reach: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class McpServerConfig(_Frozen):
+    """One MCP server: a command run over stdio, or a streamable HTTP ``url``
+    (the shape of a Claude Code ``.mcp.json`` entry)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    type: Literal["stdio", "http"] | None = None
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    #: the server's whole environment beyond a few harmless variables (PATH, HOME,
+    #: LANG...): nothing of the worker's own environment, so none of its secrets
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ToolsConfig(_Frozen):
+    """What tools Claude-backed agents may be given (a definition's ``tools:`` asks;
+    this decides). Everything that acts on the machine is off until turned on here."""
+
+    #: the directory Read, Grep, Glob (and Write, Edit, Bash when enabled) work in;
+    #: unset: no file tools at all
+    workspace: str | None = None
+    #: Write, Edit and MultiEdit may change files in the workspace
+    writable: bool = False
+    #: Bash runs commands (a subprocess in the workspace, no secrets in its environment)
+    bash: bool = False
+    bash_timeout_s: float = Field(default=30.0, gt=0)
+    #: the API's server tools WebSearch and WebFetch
+    web_search: bool = False
+    web_fetch: bool = False
+    #: uses of a server tool one model turn may make
+    web_max_uses: int = Field(default=5, ge=1)
+    #: USD per 1,000 uses (the API bills web search per use; web fetch costs its tokens)
+    web_search_usd_per_1000: float = Field(default=10.0, ge=0)
+    web_fetch_usd_per_1000: float = Field(default=0.0, ge=0)
+    #: the largest file Read reads and Grep searches, in bytes
+    read_max: int = Field(default=1024 * 1024, ge=1)
+    #: the largest tool output the model sees, in characters (the rest is cut, with a note)
+    output_max: int = Field(default=32 * 1024, ge=256)
+    #: Python tools by name: ``{name = "module:attribute"}`` (a ``@tool`` function)
+    python: dict[str, str] = Field(default_factory=dict)
+    #: MCP servers by name; their tools are ``mcp__<server>__<tool>``
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
+    #: a Claude Code ``.mcp.json`` file whose servers are added to ``mcp``
+    mcp_config: str | None = None
+    #: seconds an MCP call may take before it is a tool error
+    mcp_timeout_s: float = Field(default=60.0, gt=0)
+
+    def cost(self, usage: Usage) -> float:
+        """USD for the server tool uses in ``usage``."""
+        return (
+            usage.web_search_requests * self.web_search_usd_per_1000
+            + usage.web_fetch_requests * self.web_fetch_usd_per_1000
+        ) / 1000
+
+
 class RedisTLS(_Frozen):
     """TLS files for ``rediss://`` servers, where the URL does not name them (redis-py's
     parameter names): ``ACP_REDIS_SSL_CA_CERTS`` and so on override them."""
@@ -189,6 +266,7 @@ class RuntimeConfig(_Frozen):
     bus: BusConfig = Field(default_factory=BusConfig)
     redis: RedisTLS = Field(default_factory=RedisTLS)
     delegation: Delegation = Field(default_factory=Delegation)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
 
     def tier(self, name: str) -> TierSpec:
         try:
@@ -197,6 +275,11 @@ class RuntimeConfig(_Frozen):
             raise ConfigError(
                 f"unknown tier {name!r}; configured: {', '.join(self.tiers)}"
             ) from None
+
+    def price(self, tier: str, usage: Usage, *, cache_ttl: str = "5m") -> float:
+        """USD for one call's ``usage`` on ``tier``: its tokens and its server tool uses
+        (what every budget counts)."""
+        return self.tier(tier).cost(usage, cache_ttl=cache_ttl) + self.tools.cost(usage)
 
     def complexity_class(self, name: str) -> ComplexityClass:
         try:

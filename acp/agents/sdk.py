@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from pydantic import BaseModel
@@ -100,6 +101,10 @@ class Context(Protocol):
         them. So a handler must reach its ``delegate`` calls the same way each run
         (what it did before them runs again: keep that idempotent)."""
 
+    async def tool_used(self, event: Mapping[str, Any]) -> None:
+        """A tool call ended (agent, tool, call id, duration, outcome): an event for
+        ``acp tail``, metrics and spans. Never its arguments or output."""
+
     async def progress(self, fraction: float, note: str = "") -> None:
         """Report how far the work is (0.0-1.0) to anyone following the message."""
 
@@ -123,6 +128,11 @@ class AgentBase(abc.ABC):
     #: per batch). Off for plain handlers, which may run a replay again, as after a
     #: crash; its effects are dropped at commit either way
     once_per_message: bool = False
+
+    def lifespan(self) -> AbstractAsyncContextManager[Any]:
+        """Held by the worker while the agent runs: what it needs open across messages
+        (MCP server connections) lives in it."""
+        return nullcontext()
 
     def watch_rate_limits(self, callback: RateLimitCallback) -> None:
         """Hand the model API's rate-limit headers to ``callback`` after each call

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload
 
 from pydantic import BaseModel, ValidationError, create_model
 
@@ -32,7 +32,26 @@ from acp.errors import ConfigError
 if TYPE_CHECKING:  # the SDK loads slowly; only its type is needed here
     from anthropic.types import ToolParam
 
-__all__ = ["FunctionTool", "tool"]
+__all__ = ["FunctionTool", "Tool", "tool"]
+
+
+class Tool(Protocol):
+    """What the agent loop needs of a tool it runs itself, whatever runs it (a Python
+    function, a workspace tool, an MCP server)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def idempotent(self) -> bool: ...
+
+    def param(self) -> ToolParam:
+        """The tool as the Messages API's ``tools`` list takes it."""
+        ...
+
+    async def run(self, arguments: dict[str, Any]) -> tuple[bool, Any]:
+        """(True, result) or (False, what went wrong, for the model to read)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +96,7 @@ def _describe(function: Callable[..., Any]) -> str:
 
 
 def _arguments(function: Callable[..., Any]) -> type[BaseModel]:
-    hints = get_type_hints(function)
+    hints = get_type_hints(function, include_extras=True)
     fields: dict[str, Any] = {}
     for name, parameter in inspect.signature(function).parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):

@@ -596,8 +596,9 @@ class Coordinator:
             (name for name, spec in self.config.tiers.items() if spec.model == record.get("model")),
             record.get("tier"),
         )
-        spec = self.config.tiers.get(str(tier))
-        return spec.cost(usage) if spec is not None else float(record.get("cost_usd") or 0.0)
+        if str(tier) not in self.config.tiers:
+            return float(record.get("cost_usd") or 0.0)
+        return self.config.price(str(tier), usage)
 
     # -- failover ------------------------------------------------------------------------
 

@@ -7,12 +7,11 @@ without an API key refuses to start and consumes nothing.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from acp.agents.definition import AgentDefinition
+from acp.agents.imports import import_object
 from acp.agents.loader import Catalogue
 from acp.agents.sdk import AgentBase
 from acp.errors import ConfigError
@@ -28,21 +27,7 @@ def import_agent(spec: str, *, search: Sequence[Path] = ()) -> AgentBase:
     The current directory and ``search`` paths are importable, as with
     ``python -m``, so a project's own modules can be named.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{spec!r} is not of the form module:attr")
-    for path in (Path.cwd(), *search):
-        if str(path) not in sys.path:
-            sys.path.insert(0, str(path))
-    try:
-        target: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for agent {spec!r}: {exc}") from exc
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+    target = import_object(spec, what="agent", search=search)
     if not isinstance(target, AgentBase) and callable(target):
         target = target()
     if not isinstance(target, AgentBase):

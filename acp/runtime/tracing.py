@@ -11,6 +11,7 @@ record nothing; configure one (an exporter) to see them.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -21,7 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from acp.protocol.envelope import Envelope
 
-__all__ = ["hop", "outgoing_trace", "record_reply", "tracing"]
+__all__ = ["hop", "outgoing_trace", "record_reply", "record_tool", "tracing"]
 
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("acp-runtime")
@@ -94,3 +95,20 @@ def record_reply(span: Span, body: Mapping[str, Any] | None) -> None:
             span.set_attribute(f"acp.tokens.{kind}", int(tokens))
     if "error" in body:
         span.set_status(Status(StatusCode.ERROR, str(body.get("error"))))
+
+
+def record_tool(event: Mapping[str, Any]) -> None:
+    """A span for a tool call that just ended, under the current hop's span (its
+    start placed ``duration_ms`` before now)."""
+    if not tracing():
+        return
+    end = time.time_ns()
+    start = end - int(float(event.get("duration_ms") or 0.0) * 1_000_000)
+    span = _tracer.start_span(
+        f"tool {event.get('tool')}",
+        start_time=start,
+        attributes={f"acp.{k}": v for k, v in event.items() if isinstance(v, str | int | float)},
+    )
+    if event.get("outcome") != "ok":
+        span.set_status(Status(StatusCode.ERROR, str(event.get("outcome"))))
+    span.end(end_time=end)

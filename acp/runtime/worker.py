@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, Protocol
@@ -46,7 +47,7 @@ from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKER
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, ProcessorStats, to_outgoing
 from acp.runtime.results import ResultState, is_tracked, result_record
-from acp.runtime.tracing import hop, outgoing_trace, record_reply, tracing
+from acp.runtime.tracing import hop, outgoing_trace, record_reply, record_tool, tracing
 
 __all__ = [
     "COMPLETIONS_TOPIC",
@@ -72,6 +73,8 @@ CONTROL_TOPIC = "control"
 RATE_LIMIT_TOPIC = "ratelimits"
 #: topic of finished messages (usage, cost, outcome), for the coordinator
 COMPLETIONS_TOPIC = "completions"
+#: topic of tool calls made in agent loops (agent, tool, duration, outcome)
+TOOLS_TOPIC = "tools"
 
 
 def _trace_id(traceparent: str | None) -> str | None:
@@ -219,6 +222,22 @@ class WorkerContext:
 
         return await read_status(self.worker.bus)
 
+    async def tool_used(self, event: Mapping[str, Any]) -> None:
+        self.log.info("tool_call", **{k: v for k, v in event.items() if k != "agent"})
+        record_tool(event)
+        metrics = self.worker.metrics
+        if metrics is not None:
+            labels = {"agent": self.agent.name, "tool": str(event.get("tool"))}
+            metrics.inc("acp_tool_calls_total", {**labels, "outcome": str(event.get("outcome"))},
+                        help="Tool calls made in agent loops, by outcome.")  # fmt: skip
+            metrics.observe("acp_tool_call_seconds", float(event.get("duration_ms", 0)) / 1000,
+                            labels, help="Time tool calls took.")  # fmt: skip
+        body = {"tool_call": dict(event), "msg_id": self.env.id}
+        event_env = self._message("tools", body, correlation_id=self.env.id)
+        await self.worker.bus.publish(
+            TOOLS_TOPIC, self.worker.codec.encode(event_env), {"agent": self.agent.name}
+        )
+
     async def progress(self, fraction: float, note: str = "") -> None:
         body = {
             "progress": {
@@ -312,15 +331,18 @@ class Worker:
             background.start_soon(self._listen_for_cancels)
             background.start_soon(self._publish_completions)
             try:
-                async with anyio.create_task_group() as tg:
-                    for processor in self.processors.values():
-                        await tg.start(processor.run)
-                    task_status.started()
-                    log.info(
-                        "worker_started",
-                        worker=self.worker_id,
-                        agents=[a.name for a in self.agents],
-                    )
+                async with AsyncExitStack() as lifespans:
+                    for agent in self.agents:  # what agents hold open (MCP connections)
+                        await lifespans.enter_async_context(agent.lifespan())
+                    async with anyio.create_task_group() as tg:
+                        for processor in self.processors.values():
+                            await tg.start(processor.run)
+                        task_status.started()
+                        log.info(
+                            "worker_started",
+                            worker=self.worker_id,
+                            agents=[a.name for a in self.agents],
+                        )
             finally:
                 background.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):

@@ -994,7 +994,7 @@ class SchedulingPolicy:
                 unused_out = res.max_tokens - usage.output_tokens if self._refund_output else 0
                 tier.tokens.give(res.input_tokens - used_in + unused_out)
             priced = self._by_model.get(model or "", res.tier)
-            actual = self._config.tiers[priced].cost(usage, cache_ttl=self._cache_ttl)
+            actual = self._config.price(priced, usage, cache_ttl=self._cache_ttl)
             self._estimates[(res.tier, flight.job.complexity)].update(
                 used_in, usage.output_tokens, self._alpha
             )
