@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import typer
@@ -24,6 +25,7 @@ from rich.text import Text
 
 from acp.agents import AgentBase, AgentDefinition, Catalogue, RuntimeConfig
 from acp.agents.examples import collect_examples
+from acp.agents.toolbox import Toolbox
 from acp.catalogue import choose_agents, find_workflow
 from acp.errors import ACPError, DefinitionError, ProtocolError, RequestTimeout, UnknownAgent
 from acp.logs import configure_logging
@@ -56,7 +58,7 @@ from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import agent_queues, read_status
 from acp.runtime.targets import resolve_targets
 from acp.runtime.trace import TraceNode, read_trace
-from acp.runtime.worker import Service, Worker, serve_until_signalled
+from acp.runtime.worker import TOOLS_TOPIC, Service, Worker, serve_until_signalled
 from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_TOPIC
 
 app = typer.Typer(
@@ -158,8 +160,11 @@ def agents_show(
         typer.Option("--from", "-f", help=_PATHS_HELP_DEFAULT + " Repeatable."),
     ] = None,
     lines: Annotated[int, typer.Option(help="System prompt lines to show.", min=0)] = 12,
+    config: _CONFIG_OPTION = None,
 ) -> None:
-    """Show one agent: frontmatter, extra metadata, declared ACP messages, tools, prompt.
+    """Show one agent: frontmatter, extra metadata, declared ACP messages, the tools it
+    really gets in this deployment (and why each missing one is off), prompt.
+    Declared MCP servers are started to list their tools.
 
     Example: acp agents show data-engineer --from agents/ --from ../shared/corpus
     """
@@ -211,6 +216,7 @@ def agents_show(
             Text(", ".join(m.fields)),
         )
     console.print(messages)
+    console.print(_tools_table(d, _toolbox(config)))
     prompt = d.system_prompt.split("\n")
     console.print(Text(f"system prompt ({len(prompt)} lines):", style="bold"))
     console.print(Text("\n".join(prompt[:lines])))
@@ -218,6 +224,36 @@ def agents_show(
     if own:
         console.print(Text("problems in this file:", style="bold red"))
         _print_errors(own, err=False)
+
+
+def _toolbox(config: Path | None) -> Toolbox:
+    try:
+        return Toolbox(_deployment(config).config.tools)
+    except ACPError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _tools_table(d: AgentDefinition, toolbox: Toolbox) -> Table:
+    """What ``d`` gets here: each tool offered (MCP servers asked for theirs) and each
+    one asked for that is off, with the reason."""
+
+    async def resolve() -> tuple[list[str], dict[str, str]]:
+        async with toolbox.lifespan():
+            toolset = await toolbox.toolset(d)
+        return [*toolset.local, *plan.server], toolset.off
+
+    plan = toolbox.plan(d)
+    offered, off = anyio.run(resolve) if plan.mcp else (plan.names(), plan.off)
+    table = Table(title="tools in this deployment")
+    table.add_column("tool")
+    table.add_column("given")
+    for name in offered:
+        table.add_row(Text(name), Text("yes", style="green"))
+    for name, why in off.items():
+        table.add_row(Text(name), Text(f"no: {why}", style="yellow"))
+    if not offered and not off:
+        table.add_row(Text("-"), Text("none: the deployment's [tools] enables nothing"))
+    return table
 
 
 @agents_app.command("validate")
@@ -229,15 +265,26 @@ def agents_validate(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a summary.")
     ] = False,
+    config: _CONFIG_OPTION = None,
 ) -> None:
     """Load every definition in PATHS and report each problem with its file and line.
 
+    Also warns about each tool a definition asks for that nothing provides here (no
+    registered Python tool or MCP tool of that name): a warning, not a problem.
     Exits 0 when nothing is wrong and 1 otherwise, so it can gate CI.
 
     Example: acp agents validate agents/ --json
     """
     catalogue = _catalogue(paths)
     report = catalogue.report()
+    toolbox = _toolbox(config)
+    warnings = [
+        {"file": str(d.path), "agent": d.name, "tool": name, "why": plan.off[name]}
+        for d in catalogue.definitions.values()
+        for plan in [toolbox.plan(d)]
+        for name in plan.unknown
+    ]
+    report["warnings"] = warnings
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
     else:
@@ -251,6 +298,8 @@ def agents_validate(
                 f"{agent['examples']} examples ({commands})"
             )
         _print_errors(catalogue.errors, err=False)
+        for w in warnings:
+            typer.echo(f"warning: {w['file']}: tools: {w['tool']}: {w['why']}")
         problems = len(catalogue.errors)
         typer.echo(
             f"{len(catalogue)} agents, {report['examples']} examples, "
@@ -796,14 +845,23 @@ def _claude_factory(
     base_url: str | None,
     cache_ttl: Literal["5m", "1h"],
     catalogue: Catalogue,
+    redis_url: str | None = None,
 ) -> Callable[[AgentDefinition], AgentBase]:
+    """Claude-backed agents for a worker: one client and one toolbox for all of them
+    (its MCP connections are the worker's, whatever the number of agents)."""
+    shared: dict[str, Any] = {}
+
     def build(definition: AgentDefinition) -> AgentBase:
         from acp.agents.claude import ClaudeAgent, claude_client  # the SDK loads slowly
 
-        client = claude_client(base_url=base_url)  # MissingAPIKey names ANTHROPIC_API_KEY
+        if not shared:
+            # MissingAPIKey names ANTHROPIC_API_KEY
+            shared["client"] = claude_client(base_url=base_url)
+            secret = urlsplit(redis_url).password if redis_url else None
+            shared["toolbox"] = Toolbox(runtime_config.tools, secrets=[secret or ""])
         return ClaudeAgent(
-            definition, client=client, config=runtime_config, cache_ttl=cache_ttl,
-            catalogue=catalogue.definitions,
+            definition, client=shared["client"], config=runtime_config, cache_ttl=cache_ttl,
+            catalogue=catalogue.definitions, toolbox=shared["toolbox"],
         )  # fmt: skip
 
     return build
@@ -847,7 +905,7 @@ def worker_command(
     try:
         catalogue = _catalogue(agents)
         ttl: Literal["5m", "1h"] = "1h" if cache_ttl is CacheTTL.one_hour else "5m"
-        claude = _claude_factory(where.deployment.config, base_url, ttl, catalogue)
+        claude = _claude_factory(where.deployment.config, base_url, ttl, catalogue, where.url)
         resolved = resolve_targets(targets, catalogue=catalogue, claude=claude)
     except ACPError as exc:
         raise _fail(str(exc)) from None
@@ -1405,14 +1463,15 @@ def tail_command(
 
     A command sent through the coordinator shows twice, one hop each: first in the
     coordinator's intake ("hop": "coordinator", waiting to be scheduled), then in its
-    agent's queue ("hop": "agent", dispatched). Same id, one delivery.
+    agent's queue ("hop": "agent", dispatched). Same id, one delivery. Tool calls
+    made in agent loops show too ("topic": "tools": agent, tool, duration, outcome).
 
     Example: acp tail --agent data-engineer --human
     """
     where = _where(redis, redis_url_file, config)
     codec = where.deployment.inspecting_codec
 
-    async def follow(bus: RedisBus) -> None:
+    async def queues(bus: RedisBus) -> None:
         dests = agent or list(await agent_queues(bus))
         async for delivery in bus.follow(dests):
             try:
@@ -1439,6 +1498,31 @@ def tail_command(
             else:
                 record = json.loads(envelope_to_text(env))
                 typer.echo(json.dumps({"queue": delivery.dest, "hop": hop, **record}))
+
+    async def tool_calls(bus: RedisBus) -> None:
+        """Tool calls are not messages: workers report them on a topic."""
+        async for event in bus.subscribe(TOOLS_TOPIC):
+            try:
+                env = codec.decode(event.frame)
+            except ACPError:
+                continue
+            call = env.body.get("tool_call")
+            if not isinstance(call, dict) or (agent and call.get("agent") not in agent):
+                continue
+            if human:
+                typer.echo(
+                    f"-- tool call: {call.get('agent')} ran {call.get('tool')}: "
+                    f"{call.get('outcome')} in {call.get('duration_ms')} ms "
+                    f"(message {env.body.get('msg_id')})"
+                )
+            else:
+                typer.echo(json.dumps({"topic": TOOLS_TOPIC, "msg_id": env.body.get("msg_id"),
+                                       **call}))  # fmt: skip
+
+    async def follow(bus: RedisBus) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queues, bus)
+            tg.start_soon(tool_calls, bus)
 
     with contextlib.suppress(KeyboardInterrupt):
         _with_bus(where, follow)

@@ -327,6 +327,24 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             target[field] = _coerce(value)
 
 
+def _paths_from(base: Path, tools: Any) -> None:
+    """Relative paths in ``[tools]`` are from the file's folder, wherever the process runs."""
+    if not isinstance(tools, dict):
+        return
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            return str(base / value)
+        return value
+
+    for key in ("workspace", "mcp_config"):
+        if key in tools:
+            tools[key] = absolute(tools[key])
+    for server in (tools.get("mcp") or {}).values():
+        if isinstance(server, dict) and "cwd" in server:
+            server["cwd"] = absolute(server["cwd"])
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
 ) -> RuntimeConfig:
@@ -340,6 +358,7 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
     _apply_env(data, env)
+    _paths_from(source.resolve().parent, data.get("tools"))
     try:
         return RuntimeConfig.model_validate(data)
     except ValidationError as exc:

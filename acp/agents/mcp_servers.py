@@ -176,16 +176,14 @@ class McpServer:
             return self.config.url
         return _http_with_headers(self.config.url, self.config.headers)
 
-    async def _hold(self, *, task_status: TaskStatus[None]) -> None:
+    async def _hold(self, closed: anyio.Event, *, task_status: TaskStatus[None]) -> None:
         """Open the connection, list the tools, keep it until closed or broken."""
         from mcp import Client
 
         started = False
+        client = None
         try:
-            client = Client(self._transport(), read_timeout_seconds=self.timeout)
-            with anyio.fail_after(self.timeout):
-                await client.__aenter__()
-            try:
+            async with Client(self._transport(), read_timeout_seconds=self.timeout) as client:
                 listing = await client.list_tools()
                 self._tools = [
                     McpTool(self, t.name, t.description or "", dict(t.input_schema))
@@ -197,23 +195,26 @@ class McpServer:
                 task_status.started()
                 log.info("mcp_server_started", server=self.name, tools=len(self._tools),
                          starts=self.starts)  # fmt: skip
-                await self._closed.wait()
-            finally:
-                self._client = None
-                with anyio.CancelScope(shield=True):
-                    await client.__aexit__(None, None, None)
+                await closed.wait()
         except Exception as exc:  # a server that cannot start or died: never the pool's end
             if not started:
                 raise ToolError(f"MCP server {self.name!r} did not start: {_reason(exc)}") from None
             log.warning("mcp_server_lost", server=self.name, error=_reason(exc))
         finally:
-            self._client = None
+            if self._client is client:
+                self._client = None
 
     async def connect(self) -> Client:
         async with self._lock:
             if self._client is None:
                 self._closed = anyio.Event()
-                await self._pool.task_group().start(self._hold)
+                try:
+                    with anyio.fail_after(self.timeout):
+                        await self._pool.task_group().start(self._hold, self._closed)
+                except TimeoutError:
+                    raise ToolError(
+                        f"MCP server {self.name!r} did not start in {self.timeout:g} s"
+                    ) from None
             assert self._client is not None
             return self._client
 
@@ -238,7 +239,9 @@ class McpServer:
             return False, f"MCP server {self.name!r}: {tool} did not answer in {self.timeout:g} s"
         except Exception as exc:
             # the connection is gone (or unusable): closed here, started again next call
-            self._closed.set()
+            if self._client is client:
+                self._client = None
+                self._closed.set()
             log.warning("mcp_call_failed", server=self.name, tool=tool, error=_reason(exc),
                         after_s=round(time.monotonic() - started, 3))  # fmt: skip
             return False, (

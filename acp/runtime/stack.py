@@ -22,6 +22,7 @@ from acp.agents.config import RuntimeConfig
 from acp.agents.definition import AgentDefinition
 from acp.agents.loader import Catalogue
 from acp.agents.sdk import AgentBase
+from acp.agents.toolbox import Toolbox
 from acp.errors import Stalled
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.embedded import EmbeddedServer
@@ -57,6 +58,7 @@ def plan_agents(
         from acp.agents.claude import ClaudeAgent, claude_client  # the SDK loads slowly
 
         client = claude_client(api_key=key, base_url=base_url)
+        toolbox = Toolbox(config.tools)  # one per process: MCP connections are shared
     for definition in catalogue.definitions.values():
         if definition.entrypoint:
             plan.agents.append(_python_agent(definition))
@@ -68,6 +70,7 @@ def plan_agents(
                     config=config,
                     cache_ttl=cache_ttl,
                     catalogue=catalogue.definitions,
+                    toolbox=toolbox,
                 )
             )
         else:

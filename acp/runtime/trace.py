@@ -31,6 +31,8 @@ class TraceNode:
     meta: dict[str, Any] = field(default_factory=dict)
     outcome: str = "running"
     children: list[TraceNode] = field(default_factory=list)
+    #: the tools it ran itself (tool, duration_ms, outcome), in call order
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class TraceNode:
             "outcome": self.outcome,
             **{k: self.meta[k] for k in ("model", "tier", "usage", "cost_usd", "elapsed_s")
                if k in self.meta},
+            "tools": self.tools,
             "children": [c.as_dict() for c in self.children],
         }  # fmt: skip
 
@@ -59,6 +62,10 @@ class TraceNode:
         branch = "" if top else ("└─ " if last else "├─ ")
         lines = [prefix + branch + "  ".join(p for p in parts if p)]
         below = prefix + ("" if top else ("   " if last else "│  "))
+        lines += [
+            f"{below}  · {t.get('tool')}  {t.get('outcome')}  {t.get('duration_ms', 0):.1f} ms"
+            for t in self.tools
+        ]
         for n, child in enumerate(self.children):
             lines += child.render(below, last=n == len(self.children) - 1, top=False)
         return lines
@@ -78,13 +85,17 @@ async def read_trace(bus: Bus, root_id: str, *, agent: str = "?", depth: int = 8
     if turns and turns[-1].get("role") == "assistant" and turns[-1].get("stop") == "end_turn":
         node.outcome = "answered"
     for index, turn in enumerate(turns):
-        calls = [
-            b for b in turn.get("content", []) if b.get("type") == "tool_use"
-            and b.get("name") == "delegate"
-        ]  # fmt: skip
-        if turn.get("role") != "assistant" or not calls:
+        used = [b for b in turn.get("content", []) if b.get("type") == "tool_use"]
+        if turn.get("role") != "assistant" or not used:
             continue
         join = f"{root_id}.{index + 1}"
+        calls = [b for b in used if b.get("name") == "delegate"]
+        if len(calls) < len(used):  # tools run by the agent itself: their reports
+            kept = await bus.join_parts(f"{join}.tools")
+            for block in used:
+                report = kept.get(f"meta.{block['id']}")
+                if report is not None:
+                    node.tools.append(json.loads(report))
         answers = await bus.join_parts(join)
         for call in calls:
             to = str((call.get("input") or {}).get("to", "?"))

@@ -1,0 +1,331 @@
+"""Tools for Claude-backed agents (issue 16): Claude Code's tool names mapped to a
+confined workspace, the API's server tools, MCP servers (a real stdio server process
+written with the ``mcp`` SDK) and Python tools registered by name, all in the agent
+loop through the real ``anthropic`` SDK; what the deployment allows decides, secrets
+never reach a tool, outputs are capped, every call is reported."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from acp.agents import AgentDefinition, ClaudeAgent
+from acp.agents.config import McpServerConfig, RuntimeConfig, ToolsConfig, Usage
+from acp.agents.mcp_servers import McpServers, read_mcp_json
+from acp.agents.toolbox import Toolbox
+from acp.agents.workspace import Workspace
+from acp.errors import ConfigError, Continue, ToolError
+from acp.protocol import Envelope
+from tests.test_claude_agent import CONFIG, FakeAPI, message
+from tests.test_delegation import RecordingContext, tool_use
+
+pytestmark = pytest.mark.anyio
+
+HERE = Path(__file__).resolve().parent
+INVENTORY = McpServerConfig(command=sys.executable, args=[str(HERE / "mcp_inventory.py")])
+SECRET = "sk-ant-secret-value-0123456789"
+
+
+def definition(tools: list[str] | None = None, **fields: Any) -> AgentDefinition:
+    return AgentDefinition(
+        name="data-engineer",
+        description="Builds and watches data pipelines.",
+        model="sonnet",
+        computational_complexity="medium",
+        system_prompt="You are the data engineer. Reply in compact JSON.",
+        tools=tools or [],
+        **fields,
+    )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "work"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "etl.yaml").write_text("name: etl\nschedule: hourly\nowner: data\n")
+    (root / "README.md").write_text("Pipelines live in pipelines/.\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secrets.txt").write_text("password: hunter2\n")
+    (root / "escape").symlink_to(outside / "secrets.txt")
+    (root / "escape-dir").symlink_to(outside, target_is_directory=True)
+    (root / "inside-link").symlink_to(root / "README.md")
+    return root
+
+
+def tools_of(ws: Workspace) -> dict[str, Any]:
+    return {t.name: t for t in ws.tools()}
+
+
+# -- the workspace -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["../outside/secrets.txt", "pipelines/../../outside/secrets.txt", "/etc/passwd",
+             "escape", "escape-dir/secrets.txt", "a\x00b", ""],
+)  # fmt: skip
+async def test_paths_out_of_the_workspace_are_refused(workspace: Path, path: str) -> None:
+    read = tools_of(Workspace(workspace))["Read"]
+    with pytest.raises(ToolError) as refused:
+        await read.run({"file_path": path})
+    assert "hunter2" not in str(refused.value)
+
+
+async def test_read_grep_and_glob_stay_inside(workspace: Path) -> None:
+    tools = tools_of(Workspace(workspace))
+    assert sorted(tools) == ["Glob", "Grep", "Read"], "read-only by default, no Bash"
+    ok, text = await tools["Read"].run({"file_path": "pipelines/etl.yaml", "offset": 2})
+    assert ok and text == "     2\tschedule: hourly\n     3\towner: data"
+    ok, text = await tools["Read"].run({"file_path": str(workspace / "inside-link")})
+    assert ok and "Pipelines live" in text, "a link that stays inside is followed"
+    ok, text = await tools["Grep"].run({"pattern": "password|hourly", "output_mode": "content"})
+    assert ok and text == "pipelines/etl.yaml:2:schedule: hourly", "links out are not searched"
+    ok, text = await tools["Glob"].run({"pattern": "**/*"})
+    assert ok and "secrets.txt" not in text and "pipelines/etl.yaml" in text
+    with pytest.raises(ToolError, match="relative to the workspace"):
+        await tools["Glob"].run({"pattern": "../*"})
+
+
+async def test_reads_are_capped(workspace: Path) -> None:
+    (workspace / "big.log").write_text("x" * 5000)
+    read = tools_of(Workspace(workspace, read_max=4096))["Read"]
+    with pytest.raises(ToolError, match="5,000 bytes, over the 4,096-byte read cap"):
+        await read.run({"file_path": "big.log"})
+
+
+async def test_writing_tools_exist_only_in_a_writable_workspace(workspace: Path) -> None:
+    assert "Write" not in tools_of(Workspace(workspace))
+    tools = tools_of(Workspace(workspace, writable=True))
+    ok, _ = await tools["Write"].run({"file_path": "out/report.md", "content": "a b a\n"})
+    assert ok and (workspace / "out" / "report.md").read_text() == "a b a\n"
+    with pytest.raises(ToolError, match="occurs 2 times"):
+        await tools["Edit"].run(
+            {"file_path": "out/report.md", "old_string": "a", "new_string": "c"}
+        )
+    edits = [{"old_string": "b", "new_string": "B"}, {"old_string": "zzz", "new_string": "y"}]
+    with pytest.raises(ToolError, match="edit 2: old_string not found"):
+        await tools["MultiEdit"].run({"file_path": "out/report.md", "edits": edits})
+    assert (workspace / "out" / "report.md").read_text() == "a b a\n", "all or nothing"
+    ok, _ = await tools["MultiEdit"].run(
+        {
+            "file_path": "out/report.md",
+            "edits": [{"old_string": "a", "new_string": "c", "replace_all": True}],
+        }  # fmt: skip
+    )
+    assert (workspace / "out" / "report.md").read_text() == "c b c\n"
+    with pytest.raises(ToolError, match="outside the workspace"):
+        await tools["Write"].run({"file_path": "escape", "content": "overwritten"})
+    assert (workspace.parent / "outside" / "secrets.txt").read_text() == "password: hunter2\n"
+
+
+async def test_bash_runs_confined_with_no_secrets_a_timeout_and_a_cap(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    monkeypatch.setenv("ACP_HMAC_KEYS", "k1=another-secret-key")
+    bash = tools_of(Workspace(workspace, bash=True, bash_timeout=2, output_max=1024))["Bash"]
+    ok, result = await bash.run({"command": "pwd; env; cat pipelines/etl.yaml | wc -l"})
+    assert ok and result["exit_code"] == 0
+    assert result["output"].splitlines()[0] == str(workspace)
+    assert SECRET not in result["output"] and "another-secret" not in result["output"]
+    assert f"HOME={workspace}" in result["output"]
+    ok, result = await bash.run({"command": "sleep 30 & sleep 30", "timeout": 0.5})
+    assert result["timed_out"] == "killed after 0.5 s"
+    ok, result = await bash.run({"command": "yes | head -c 100000"})
+    assert len(result["output"]) < 1100 and result["output"].endswith("[output cut at 1,024 bytes]")
+    ok, result = await bash.run({"command": "exit 7"})
+    assert result["exit_code"] == 7
+
+
+# -- what a definition gets ------------------------------------------------------------------
+
+
+def test_the_plan_says_what_is_given_and_why_the_rest_is_off(workspace: Path) -> None:
+    toolbox = Toolbox(
+        ToolsConfig(
+            workspace=str(workspace),
+            web_search=True,
+            mcp={"inventory": INVENTORY},
+            python={"pipeline_lag": "tests.test_function_tools:pipeline_lag"},
+        )  # fmt: skip
+    )
+    asked = ["Read", "Write", "Bash", "WebSearch", "WebFetch", "mcp__inventory__stock",
+             "mcp__billing__charge", "TodoWrite", "Frobnicate", "pipeline_lag"]  # fmt: skip
+    plan = toolbox.plan(definition(asked))
+    assert sorted(plan.local) == ["Read", "pipeline_lag"]
+    assert list(plan.server) == ["WebSearch"]
+    assert plan.server["WebSearch"]["type"] == "web_search_20260318"  # type: ignore[typeddict-item]
+    assert plan.mcp == {"inventory": {"stock"}}
+    assert plan.off == {
+        "Write": "off: the workspace is read-only ([tools] writable = true allows it)",
+        "Bash": "off: [tools] bash = true allows it (a subprocess in the workspace)",
+        "WebFetch": "off: [tools] web_fetch = true allows it (priced per use)",
+        "mcp__billing__charge": "no MCP server 'billing' is declared ([tools.mcp] or .mcp.json)",
+        "TodoWrite": "Claude Code's TodoWrite is not provided here: a to-do list for an "
+        "interactive session",
+        "Frobnicate": "no registered Python tool or MCP tool has this name",
+    }
+    assert plan.unknown == ["mcp__billing__charge", "TodoWrite", "Frobnicate"]
+
+
+def test_no_tools_line_inherits_everything_allowed_less_what_is_disallowed(
+    workspace: Path,
+) -> None:
+    toolbox = Toolbox(ToolsConfig(workspace=str(workspace), bash=True,
+                                  mcp={"inventory": INVENTORY}))  # fmt: skip
+    plan = toolbox.plan(definition())
+    assert sorted(plan.local) == ["Bash", "Glob", "Grep", "Read"]
+    assert plan.mcp == {"inventory": None}
+    plan = toolbox.plan(definition(disallowedTools=["Bash", "mcp__inventory"]))
+    assert sorted(plan.local) == ["Glob", "Grep", "Read"] and not plan.mcp
+    assert plan.off == {"Bash": "listed in disallowedTools",
+                        "mcp__inventory": "listed in disallowedTools"}  # fmt: skip
+    nothing = Toolbox(ToolsConfig()).plan(definition(["Read", "Bash"]))
+    assert not nothing.local
+    assert nothing.off["Bash"].startswith("off: no workspace")
+
+
+def test_relative_tool_paths_are_from_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    shipped = Path(__file__).resolve().parents[1] / "runtime" / "acp.toml"
+    config = tmp_path / "acp.toml"
+    config.write_text(shipped.read_text() + '\n[tools]\nworkspace = "work"\n')
+    from acp.agents.config import load_config
+
+    loaded = load_config(config, env={})
+    assert loaded.tools.workspace == str(tmp_path / "work")
+
+
+def test_mcp_json_is_read_as_claude_code_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / ".mcp.json"
+    path.write_text(json.dumps({"mcpServers": {
+        "inventory": {"command": "python", "args": ["srv.py", "--db", "${DB:-inv.db}"],
+                      "env": {"TOKEN": "${INVENTORY_TOKEN}"}},
+        "docs": {"type": "http", "url": "https://mcp.example/${TEAM}/mcp",
+                 "headers": {"Authorization": "Bearer ${DOCS_TOKEN}"}},
+    }}))  # fmt: skip
+    servers = read_mcp_json(path, env={"INVENTORY_TOKEN": "t1", "TEAM": "data", "DOCS_TOKEN": "d"})
+    assert servers["inventory"].args == ["srv.py", "--db", "inv.db"]
+    assert servers["inventory"].env == {"TOKEN": "t1"}
+    assert servers["docs"].url == "https://mcp.example/data/mcp"
+    assert servers["docs"].headers == {"Authorization": "Bearer d"}
+    with pytest.raises(
+        ConfigError, match=r"mcpServers.inventory: \$\{INVENTORY_TOKEN\} is not set"
+    ):
+        read_mcp_json(path, env={"TEAM": "data", "DOCS_TOKEN": "d"})
+    path.write_text(json.dumps({"mcpServers": {"old": {"type": "sse", "url": "http://x"}}}))
+    with pytest.raises(ConfigError, match="SSE servers are not supported"):
+        read_mcp_json(path)
+
+
+# -- a real MCP server --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_an_mcp_server_is_listed_once_called_restarted_when_it_dies_and_timed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    pool = McpServers({"inventory": INVENTORY}, timeout=3.0)
+    server = pool.servers["inventory"]
+    async with pool:
+        names = [t.name for t in await server.tools()]
+        assert names == ["mcp__inventory__stock", "mcp__inventory__reserve",
+                         "mcp__inventory__environment", "mcp__inventory__die",
+                         "mcp__inventory__slow"]  # fmt: skip
+        tools = {t.tool: t for t in await server.tools()}
+        ok, first = await tools["stock"].run({"sku": "A1"})
+        assert ok and first["units"] == 42
+        ok, env = await tools["environment"].run({})
+        assert ok and "ANTHROPIC_API_KEY" not in env, "the worker's environment stays out"
+        ok, died = await tools["die"].run({})
+        assert not ok and "its outcome is unknown" in died and "restarted" in died
+        ok, again = await tools["stock"].run({"sku": "A1"})
+        assert ok and again["pid"] != first["pid"], "a new server process answers"
+        assert server.starts == 2
+        ok, slow = await tools["slow"].run({"seconds": 10})
+        assert not ok and "did not answer in 3 s" in slow
+    broken = McpServers({"nope": McpServerConfig(command="/nonexistent/mcp-server")}, timeout=3)
+    async with broken:
+        ok, why = await broken.servers["nope"].call("x", {})
+        assert not ok and "did not start" in why
+
+
+# -- in the agent loop, through the real SDK ----------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_every_kind_of_tool_in_one_turn_reported_capped_and_scrubbed(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    (workspace / "leak.txt").write_text(f"key={SECRET}\n")
+    (workspace / "huge.txt").write_text("y" * 3000)
+    config = CONFIG.model_copy(update={"tools": ToolsConfig(
+        workspace=str(workspace), web_search=True, output_max=1000, mcp={"inventory": INVENTORY},
+        python={"pipeline_lag": "tests.test_function_tools:pipeline_lag"},
+    )})  # fmt: skip
+    asked = ["Read", "WebSearch", "mcp__inventory__stock", "pipeline_lag"]
+    calls = (("Read", {"file_path": "leak.txt"}), ("mcp__inventory__stock", {"sku": "A1"}),
+             ("pipeline_lag", {"component_id": "etl"}), ("Read", {"file_path": "huge.txt"}),
+             ("Read", {"file_path": "../outside/secrets.txt"}))  # fmt: skip
+    api = FakeAPI(httpx2.Response(200, json=tool_use(*calls, model="claude-sonnet-5-5")))
+    agent = ClaudeAgent(definition(asked), client=api.client(), config=config)
+    env = Envelope.for_body({"cmd": "PIPELINE_STATUS"}, sender="t", recipient="data-engineer")
+    records: dict[str, list[dict[str, Any]]] = {}
+    ctx = RecordingContext(env, records)
+    async with agent.lifespan():
+        with pytest.raises(Continue):
+            await agent.handle(env, ctx)
+    offered = api.bodies[0]["tools"]
+    assert [t["name"] for t in offered] == ["Read", "pipeline_lag", "mcp__inventory__stock",
+                                            "web_search"]  # fmt: skip
+    assert offered[-1] == {"type": "web_search_20260318", "name": "web_search", "max_uses": 5,
+                           "cache_control": {"type": "ephemeral", "ttl": "5m"}}  # fmt: skip
+    assert sum("cache_control" in t for t in offered) == 1
+    results = {r["tool_use_id"]: r for r in records[env.id][1]["content"]}
+    leak, stock, lag, huge, out = (results[f"toolu_{n:02d}"] for n in range(5))
+    assert SECRET not in leak["content"] and "key=[redacted]" in leak["content"]
+    assert json.loads(stock["content"])["units"] == 42
+    assert json.loads(lag["content"])["lag_s"] == 42
+    assert "output cut: 1,000 of" in huge["content"] and len(huge["content"]) < 1200
+    assert out["is_error"] and "'..' is not allowed" in out["content"]
+    assert [(c["tool"], c["outcome"]) for c in ctx.tool_calls] == [
+        ("Read", "ok"), ("mcp__inventory__stock", "ok"), ("pipeline_lag", "ok"),
+        ("Read", "ok"), ("Read", "error")]  # fmt: skip
+    assert all(c["agent"] == "data-engineer" and c["duration_ms"] >= 0 for c in ctx.tool_calls)
+    assert all(SECRET not in json.dumps(c) for c in ctx.tool_calls)
+
+
+async def test_server_tool_uses_are_priced_into_the_call(workspace: Path) -> None:
+    config = CONFIG.model_copy(update={"tools": ToolsConfig(web_search=True)})
+    answer = message('{"ok": true}', model="claude-sonnet-5-5")
+    answer["usage"]["server_tool_use"] = {"web_search_requests": 3, "web_fetch_requests": 0}
+    api = FakeAPI(httpx2.Response(200, json=answer))
+    agent = ClaudeAgent(definition(["WebSearch"]), client=api.client(), config=config)
+    env = Envelope.for_body({"cmd": "FIND_DOCS"}, sender="t", recipient="data-engineer")
+    body = await agent.handle(env, RecordingContext(env, {}))
+    assert body is not None
+    meta = body["_acp"]
+    tokens_only = config.tier("sonnet").cost(Usage(**{k: v for k, v in meta["usage"].items()
+                                                      if "requests" not in k}))  # fmt: skip
+    assert meta["usage"]["web_search_requests"] == 3
+    assert meta["cost_usd"] == pytest.approx(tokens_only + 3 * 10.0 / 1000)
+    assert config.price("sonnet", Usage(web_search_requests=3)) == pytest.approx(0.03)
+
+
+def test_tools_config_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does-not-exist"):
+        Toolbox(ToolsConfig(workspace=str(tmp_path / "does-not-exist")))
+    with pytest.raises(ConfigError, match="give either a command"):
+        McpServers.from_config(ToolsConfig(mcp={"x": McpServerConfig()}))
+    with pytest.raises(ConfigError, match="cannot import"):
+        Toolbox(ToolsConfig(python={"lag": "no_such_module:lag"}))
+    assert RuntimeConfig.model_validate(
+        {**CONFIG.model_dump(), "tools": {"web_search": True}}
+    ).tools.web_search
