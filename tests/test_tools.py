@@ -80,13 +80,18 @@ async def test_read_grep_and_glob_stay_inside(workspace: Path) -> None:
     tools = tools_of(Workspace(workspace))
     assert sorted(tools) == ["Glob", "Grep", "Read"], "read-only by default, no Bash"
     ok, text = await tools["Read"].run({"file_path": "pipelines/etl.yaml", "offset": 2})
-    assert ok and text == "     2\tschedule: hourly\n     3\towner: data"
+    assert ok
+    assert text == "     2\tschedule: hourly\n     3\towner: data"
     ok, text = await tools["Read"].run({"file_path": str(workspace / "inside-link")})
-    assert ok and "Pipelines live" in text, "a link that stays inside is followed"
+    assert ok
+    assert "Pipelines live" in text, "a link that stays inside is followed"
     ok, text = await tools["Grep"].run({"pattern": "password|hourly", "output_mode": "content"})
-    assert ok and text == "pipelines/etl.yaml:2:schedule: hourly", "links out are not searched"
+    assert ok
+    assert text == "pipelines/etl.yaml:2:schedule: hourly", "links out are not searched"
     ok, text = await tools["Glob"].run({"pattern": "**/*"})
-    assert ok and "secrets.txt" not in text and "pipelines/etl.yaml" in text
+    assert ok
+    assert "secrets.txt" not in text
+    assert "pipelines/etl.yaml" in text
     with pytest.raises(ToolError, match="relative to the workspace"):
         await tools["Glob"].run({"pattern": "../*"})
 
@@ -102,7 +107,8 @@ async def test_writing_tools_exist_only_in_a_writable_workspace(workspace: Path)
     assert "Write" not in tools_of(Workspace(workspace))
     tools = tools_of(Workspace(workspace, writable=True))
     ok, _ = await tools["Write"].run({"file_path": "out/report.md", "content": "a b a\n"})
-    assert ok and (workspace / "out" / "report.md").read_text() == "a b a\n"
+    assert ok
+    assert (workspace / "out" / "report.md").read_text() == "a b a\n"
     with pytest.raises(ToolError, match="occurs 2 times"):
         await tools["Edit"].run(
             {"file_path": "out/report.md", "old_string": "a", "new_string": "c"}
@@ -115,7 +121,7 @@ async def test_writing_tools_exist_only_in_a_writable_workspace(workspace: Path)
         {
             "file_path": "out/report.md",
             "edits": [{"old_string": "a", "new_string": "c", "replace_all": True}],
-        }  # fmt: skip
+        }
     )
     assert (workspace / "out" / "report.md").read_text() == "c b c\n"
     with pytest.raises(ToolError, match="outside the workspace"):
@@ -130,14 +136,17 @@ async def test_bash_runs_confined_with_no_secrets_a_timeout_and_a_cap(
     monkeypatch.setenv("ACP_HMAC_KEYS", "k1=another-secret-key")
     bash = tools_of(Workspace(workspace, bash=True, bash_timeout=2, output_max=1024))["Bash"]
     ok, result = await bash.run({"command": "pwd; env; cat pipelines/etl.yaml | wc -l"})
-    assert ok and result["exit_code"] == 0
+    assert ok
+    assert result["exit_code"] == 0
     assert result["output"].splitlines()[0] == str(workspace)
-    assert SECRET not in result["output"] and "another-secret" not in result["output"]
+    assert SECRET not in result["output"]
+    assert "another-secret" not in result["output"]
     assert f"HOME={workspace}" in result["output"]
     ok, result = await bash.run({"command": "sleep 30 & sleep 30", "timeout": 0.5})
     assert result["timed_out"] == "killed after 0.5 s"
     ok, result = await bash.run({"command": "yes | head -c 100000"})
-    assert len(result["output"]) < 1100 and result["output"].endswith("[output cut at 1,024 bytes]")
+    assert len(result["output"]) < 1100
+    assert result["output"].endswith("[output cut at 1,024 bytes]")
     ok, result = await bash.run({"command": "exit 7"})
     assert result["exit_code"] == 7
 
@@ -152,7 +161,7 @@ def test_the_plan_says_what_is_given_and_why_the_rest_is_off(workspace: Path) ->
             web_search=True,
             mcp={"inventory": INVENTORY},
             python={"pipeline_lag": "tests.test_function_tools:pipeline_lag"},
-        )  # fmt: skip
+        )
     )
     asked = ["Read", "Write", "Bash", "WebSearch", "WebFetch", "mcp__inventory__stock",
              "mcp__billing__charge", "TodoWrite", "Frobnicate", "pipeline_lag"]  # fmt: skip
@@ -182,7 +191,8 @@ def test_no_tools_line_inherits_everything_allowed_less_what_is_disallowed(
     assert sorted(plan.local) == ["Bash", "Glob", "Grep", "Read"]
     assert plan.mcp == {"inventory": None}
     plan = toolbox.plan(definition(disallowedTools=["Bash", "mcp__inventory"]))
-    assert sorted(plan.local) == ["Glob", "Grep", "Read"] and not plan.mcp
+    assert sorted(plan.local) == ["Glob", "Grep", "Read"]
+    assert not plan.mcp
     assert plan.off == {"Bash": "listed in disallowedTools",
                         "mcp__inventory": "listed in disallowedTools"}  # fmt: skip
     nothing = Toolbox(ToolsConfig()).plan(definition(["Read", "Bash"]))
@@ -240,20 +250,27 @@ async def test_an_mcp_server_is_listed_once_called_restarted_when_it_dies_and_ti
                          "mcp__inventory__slow"]  # fmt: skip
         tools = {t.tool: t for t in await server.tools()}
         ok, first = await tools["stock"].run({"sku": "A1"})
-        assert ok and first["units"] == 42
+        assert ok
+        assert first["units"] == 42
         ok, env = await tools["environment"].run({})
-        assert ok and "ANTHROPIC_API_KEY" not in env, "the worker's environment stays out"
+        assert ok
+        assert "ANTHROPIC_API_KEY" not in env, "the worker's environment stays out"
         ok, died = await tools["die"].run({})
-        assert not ok and "its outcome is unknown" in died and "restarted" in died
+        assert not ok
+        assert "its outcome is unknown" in died
+        assert "restarted" in died
         ok, again = await tools["stock"].run({"sku": "A1"})
-        assert ok and again["pid"] != first["pid"], "a new server process answers"
+        assert ok
+        assert again["pid"] != first["pid"], "a new server process answers"
         assert server.starts == 2
         ok, slow = await tools["slow"].run({"seconds": 10})
-        assert not ok and "did not answer in 3 s" in slow
+        assert not ok
+        assert "did not answer in 3 s" in slow
     broken = McpServers({"nope": McpServerConfig(command="/nonexistent/mcp-server")}, timeout=3)
     async with broken:
         ok, why = await broken.servers["nope"].call("x", {})
-        assert not ok and "did not start" in why
+        assert not ok
+        assert "did not start" in why
 
 
 # -- in the agent loop, through the real SDK ----------------------------------------------
@@ -290,11 +307,14 @@ async def test_every_kind_of_tool_in_one_turn_reported_capped_and_scrubbed(
     assert sum("cache_control" in t for t in offered) == 1
     results = {r["tool_use_id"]: r for r in records[env.id][1]["content"]}
     leak, stock, lag, huge, out = (results[f"toolu_{n:02d}"] for n in range(5))
-    assert SECRET not in leak["content"] and "key=[redacted]" in leak["content"]
+    assert SECRET not in leak["content"]
+    assert "key=[redacted]" in leak["content"]
     assert json.loads(stock["content"])["units"] == 42
     assert json.loads(lag["content"])["lag_s"] == 42
-    assert "output cut: 1,000 of" in huge["content"] and len(huge["content"]) < 1200
-    assert out["is_error"] and "'..' is not allowed" in out["content"]
+    assert "output cut: 1,000 of" in huge["content"]
+    assert len(huge["content"]) < 1200
+    assert out["is_error"]
+    assert "'..' is not allowed" in out["content"]
     assert [(c["tool"], c["outcome"]) for c in ctx.tool_calls] == [
         ("Read", "ok"), ("mcp__inventory__stock", "ok"), ("pipeline_lag", "ok"),
         ("Read", "ok"), ("Read", "error")]  # fmt: skip
