@@ -349,3 +349,47 @@ def test_tools_config_is_checked(tmp_path: Path) -> None:
     assert RuntimeConfig.model_validate(
         {**CONFIG.model_dump(), "tools": {"web_search": True}}
     ).tools.web_search
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_agents_show_lists_the_tools_given_and_validate_warns_on_unknown_ones(
+    tmp_path: Path, workspace: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from acp.cli import app
+
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "engineer.md").write_text(
+        "---\nname: engineer\ndescription: Checks pipelines.\nmodel: haiku\n"
+        "tools: Read, Bash, mcp__inventory__stock, Frobnicate\n---\nYou check pipelines.\n"
+    )
+    config = tmp_path / "acp.toml"
+    shipped = Path(__file__).resolve().parents[1] / "runtime" / "acp.toml"
+    config.write_text(
+        shipped.read_text() + f'\n[tools]\nworkspace = "{workspace}"\n'
+        f"[tools.mcp.inventory]\ncommand = {json.dumps(INVENTORY.command)}\n"
+        f"args = {json.dumps(INVENTORY.args)}\n"
+    )
+    runner = CliRunner()
+    wide = {"COLUMNS": "200"}
+    shown = runner.invoke(app, ["agents", "show", "engineer", "--from", str(agents),
+                                "--config", str(config)], env=wide)  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split("│")[1].strip(): line for line in shown.output.splitlines()
+             if line.count("│") == 3}  # fmt: skip
+    assert "yes" in lines["Read"]
+    assert "yes" in lines["mcp__inventory__stock"], "the server was asked for its tools"
+    assert "no: off: [tools] bash = true allows it" in lines["Bash"]
+    assert "no registered Python tool or MCP tool has this name" in lines["Frobnicate"]
+    checked = runner.invoke(app, ["agents", "validate", str(agents), "--config", str(config)],
+                            env=wide)  # fmt: skip
+    assert checked.exit_code == 0, "a warning, not a problem"
+    assert (
+        f"warning: {agents / 'engineer.md'}: tools: Frobnicate: no registered Python tool"
+        in checked.output
+    )
+    assert "tools: Bash" not in checked.output, "off by configuration is not a warning"

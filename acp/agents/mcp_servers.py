@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import structlog
@@ -164,13 +165,14 @@ class McpServer:
         self.starts = 0
 
     def _transport(self) -> Any:
-        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         if self.config.command is not None:
-            return StdioServerParameters(
+            params = StdioServerParameters(
                 command=self.config.command, args=self.config.args,
                 env=self.config.env, cwd=self.config.cwd,
             )  # fmt: skip
+            return stdio_client(params, errlog=_errlog())
         assert self.config.url is not None
         if not self.config.headers:
             return self.config.url
@@ -257,6 +259,16 @@ class McpServer:
 
     def close(self) -> None:
         self._closed.set()
+
+
+def _errlog() -> TextIO:
+    """Where a server's stderr goes: the worker's, the real one when it is replaced
+    by something without a file descriptor (a test runner's capture)."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.__stderr__ or sys.stderr
+    return sys.stderr
 
 
 def _reason(exc: BaseException) -> str:
