@@ -60,3 +60,24 @@ def test_the_delegation_example_runs_a_tree(backend: str) -> None:
     assert lines[2].startswith("├─ pipeline-engineer  sonnet")
     assert lines[3].startswith("└─ incident-triage  haiku")
     assert lines[4].startswith("tree cost $")
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_the_tools_example_calls_a_python_tool_and_an_mcp_server(backend: str) -> None:
+    """examples/tools.py: the stock-keeper calls its Python tool and its MCP server's
+    tool in one turn and answers from both; one server process serves both requests."""
+    done = subprocess.run(
+        [sys.executable, "examples/tools.py", backend],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "[info" not in line]
+    assert lines[0] == (
+        f'{backend}: stock-keeper says {{"sku": "A1", "units": 12, "reorder_point": 20, '
+        '"reorder": true}'
+    )
+    assert lines[1].startswith("stock-keeper  haiku  claude-haiku-5-5  2 turns")
+    assert lines[2].startswith("  · mcp__inventory__stock  ok")
+    assert lines[3].startswith("  · reorder_point  ok")
+    assert '"reorder": false' in lines[4]
+    assert lines[-1] == "MCP server started 1 time(s) for both requests"
