@@ -130,3 +130,24 @@ def test_delegation_bench_measures_both_kinds_in_one_run() -> None:
     for kind in ("direct", "delegating"):
         assert 0 < result[kind]["p50_ms"] <= result[kind]["p95_ms"]
     assert result["delegating"]["p50_ms"] > result["direct"]["p50_ms"], "a hop costs something"
+
+
+def test_tools_bench_measures_every_kind_the_loop_and_the_cache() -> None:
+    """``bench/tools.py`` times each tool kind against direct code, the durable loop's
+    cost per call end to end, and the cached share of a second call's prompt."""
+    script = BUS.parent / "tools.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--calls", "20", "--requests", "3", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert set(result["kinds"]) == {"python function", "Read (2 KB file)", "Grep (200 files)",
+                                    "Glob (200 files)", "Bash (true)", "MCP stdio (stock)"}  # fmt: skip
+    for row in result["kinds"].values():
+        assert 0 < row["p50_us"] <= row["p95_us"]
+        assert row["baseline_p50_us"] > 0
+    assert result["loop"]["nine_calls_p50_ms"] > result["loop"]["one_call_p50_ms"]
+    cache = result["cache"]
+    assert cache["same_prefix"]
+    assert cache["marks"] == 2
+    assert 0.5 < cache["cached_share"] < 1
