@@ -182,9 +182,11 @@ DEFINITION = AgentDefinition(
 )
 
 
-def _message(content: list[dict[str, Any]], stop: str) -> dict[str, Any]:
+def _message(
+    content: list[dict[str, Any]], stop: str, model: str = "claude-haiku-5-5"
+) -> dict[str, Any]:
     return {"id": "msg_bench", "type": "message", "role": "assistant",
-            "model": "claude-haiku-5-5", "content": content, "stop_reason": stop,
+            "model": model, "content": content, "stop_reason": stop,
             "stop_sequence": None, "usage": {"input_tokens": 100, "output_tokens": 20}}  # fmt: skip
 
 
@@ -246,8 +248,9 @@ async def cached_share(url: str) -> dict[str, Any]:
         if len(body["messages"]) == 1:
             call = {"type": "tool_use", "id": "toolu_1", "name": "Read",
                     "input": {"file_path": "pipelines00/job0.yaml"}}  # fmt: skip
-            return httpx2.Response(200, json=_message([call], "tool_use"))
-        return httpx2.Response(200, json=_message([{"type": "text", "text": "ok"}], "end_turn"))
+            return httpx2.Response(200, json=_message([call], "tool_use", body["model"]))
+        done = [{"type": "text", "text": "ok"}]
+        return httpx2.Response(200, json=_message(done, "end_turn", body["model"]))
 
     client = anthropic.AsyncAnthropic(
         api_key="sk-ant-bench", base_url="http://anthropic.bench", max_retries=0,

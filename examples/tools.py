@@ -27,10 +27,15 @@ import anyio
 import httpx2
 from pydantic import Field
 
-from acp.agents import load_catalogue, load_config, tool
-from acp.agents.claude import ClaudeAgent
-from acp.agents.config import McpServerConfig, ToolsConfig
-from acp.agents.toolbox import Toolbox
+from acp.agents import (
+    ClaudeAgent,
+    McpServerConfig,
+    Toolbox,
+    ToolsConfig,
+    load_catalogue,
+    load_config,
+    tool,
+)
 from acp.runtime import Client, Coordinator, MemoryBroker, MemoryBus, RedisBus, Worker
 from acp.runtime.embedded import EmbeddedServer
 from acp.runtime.trace import read_trace

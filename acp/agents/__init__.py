@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 from acp.agents.config import (
     Budgets,
     ComplexityClass,
+    McpServerConfig,
     Price,
     Results,
     RuntimeConfig,
     TierSpec,
+    ToolsConfig,
     Usage,
     load_config,
 )
@@ -34,7 +36,8 @@ from acp.agents.definition import (
 from acp.agents.loader import Catalogue, load_catalogue, load_definition
 from acp.agents.ratelimits import RateLimitSnapshot, RateLimitWindow
 from acp.agents.sdk import Agent, AgentBase, Context, Handler, Reply
-from acp.agents.tools import FunctionTool, tool
+from acp.agents.toolbox import Toolbox
+from acp.agents.tools import FunctionTool, Tool, tool
 
 __all__ = [
     "COMPLEXITIES",
@@ -52,6 +55,7 @@ __all__ = [
     "DeclaredMessage",
     "FunctionTool",
     "Handler",
+    "McpServerConfig",
     "Price",
     "RateLimitSnapshot",
     "RateLimitWindow",
@@ -60,6 +64,9 @@ __all__ = [
     "RuntimeConfig",
     "Tier",
     "TierSpec",
+    "Tool",
+    "Toolbox",
+    "ToolsConfig",
     "Usage",
     "claude_client",
     "load_catalogue",

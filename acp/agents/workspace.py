@@ -21,6 +21,7 @@ import fnmatch
 import os
 import re
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -97,7 +98,8 @@ class Workspace:
         return str(path.relative_to(self.root)) if path != self.root else "."
 
     def _files(self, start: Path, pattern: str | None) -> Iterator[Path]:
-        """Regular files below ``start`` (symlinks out of the workspace skipped)."""
+        """Files below ``start`` (links out of the workspace skipped; the walk itself
+        does not enter linked folders, so only a linked file needs resolving)."""
         if start.is_file():
             yield start
             return
@@ -105,22 +107,25 @@ class Workspace:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 path = Path(folder, name)
-                real = path.resolve()
-                if not real.is_relative_to(self.root) or not real.is_file():
+                if os.path.islink(path) and not path.resolve().is_relative_to(self.root):
                     continue
                 if (
                     pattern is None
-                    or fnmatch.fnmatch(self.show(path), pattern)
                     or fnmatch.fnmatch(name, pattern)
+                    or fnmatch.fnmatch(self.show(path), pattern)
                 ):
                     yield path
 
     def _text(self, path: Path) -> str:
-        if not path.is_file():
-            raise ToolError(f"{self.show(path)}: no such file")
-        if path.stat().st_size > self.read_max:
+        try:
+            info = path.stat()
+        except OSError:
+            raise ToolError(f"{self.show(path)}: no such file") from None
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block a read forever
+            raise ToolError(f"{self.show(path)} is not a regular file")
+        if info.st_size > self.read_max:
             raise ToolError(
-                f"{self.show(path)} is {path.stat().st_size:,} bytes, over the "
+                f"{self.show(path)} is {info.st_size:,} bytes, over the "
                 f"{self.read_max:,}-byte read cap; Grep it or read a smaller file"
             )
         data = path.read_bytes()
