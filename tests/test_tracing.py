@@ -120,3 +120,54 @@ async def test_a_delegated_commands_span_nests_under_its_parents() -> None:
                    and helps.parent and s.context.span_id == helps.parent.span_id]  # fmt: skip
     assert admitted.parent is not None
     assert admitted.parent.span_id in {s.context.span_id for s in asks}, "under the lead's hop"
+
+
+async def test_a_tool_call_is_a_span_under_its_hop_and_a_metric() -> None:
+    """Each tool call of an agent loop: a span nested under the hop that ran it, and
+    the worker's acp_tool_calls_total and acp_tool_call_seconds."""
+    from acp.agents import tool
+    from acp.runtime.metrics import Metrics
+
+    @tool(idempotent=True)
+    def lag(component_id: str) -> dict[str, Any]:
+        """Processing lag of a component."""
+        return {"component_id": component_id, "lag_s": 3}
+
+    def answer(request: dict[str, Any], number: int) -> str | dict[str, Any] | None:
+        if len(request["messages"]) > 1:
+            return '{"done": true}'
+        call = {
+            "type": "tool_use",
+            "id": "toolu_1",
+            "name": "lag",
+            "input": {"component_id": "etl"},
+        }
+        return {"content": [call], "stop_reason": "tool_use"}
+
+    EXPORTER.clear()
+    config = load_config(env={})
+    broker = MemoryBroker()
+    metrics = Metrics()
+    with FakeAnthropic(answer=answer) as api:
+        client = claude_client(api_key="t", base_url=api.url)
+        agent = ClaudeAgent(AUDITOR, client=client, config=config, tools=[lag])
+        async with MemoryBus(broker) as b, MemoryBus(broker) as c:
+            worker = Worker(b, [agent], heartbeat=0.1, metrics=metrics)
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                body = {"cmd": "AUDIT", "respond_format": "STRUCTURED_JSON"}
+                reply = await Client(c).request(AUDITOR.name, body, timeout=20)
+                worker.stop()
+                tg.cancel_scope.cancel()
+    assert reply.body["done"] is True
+    spans = EXPORTER.get_finished_spans()
+    used = next(s for s in spans if s.name == "tool lag")
+    assert used.parent is not None
+    hop = next(s for s in spans if s.context.span_id == used.parent.span_id)
+    assert hop.name == "stream-auditor AUDIT"
+    assert used.attributes is not None
+    assert used.attributes["acp.outcome"] == "ok"
+    assert used.attributes["acp.agent"] == "stream-auditor"
+    text = await metrics.render()
+    assert 'acp_tool_calls_total{agent="stream-auditor",outcome="ok",tool="lag"} 1' in text
+    assert 'acp_tool_call_seconds_count{agent="stream-auditor",tool="lag"} 1' in text
