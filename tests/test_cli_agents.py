@@ -36,7 +36,8 @@ def test_validate_corpus_json_reports_the_one_malformed_block() -> None:
     code, report = validate_json(CORPUS)
 
     assert code == 1
-    assert set(report) == {"agents", "examples", "errors"}
+    assert set(report) == {"agents", "examples", "errors", "warnings"}
+    assert report["warnings"] == [], "no tools: lines, nothing unknown"
     assert [a["name"] for a in report["agents"]] == [
         "audio-engineer",
         "data-engineer",

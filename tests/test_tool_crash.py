@@ -23,6 +23,7 @@ from acp.runtime import Client, RedisBus
 from acp.runtime.trace import read_trace
 from acp.runtime.worker import TOOLS_TOPIC
 from tests.fake_anthropic import FakeAnthropic
+from tests.test_tools import config_with_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,14 +82,12 @@ def test_a_recorded_tool_is_not_run_again_and_a_cut_one_is_unknown(
     (agents / "shipper.md").write_text(SHIPPER)
     (tmp_path / "shiptools.py").write_text(TOOLS)
     config = tmp_path / "acp.toml"
-    config.write_text(
-        (ROOT / "runtime" / "acp.toml").read_text()
-        + '\n[tools]\npython = { ship_order = "shiptools:ship_order", '
-        'checkpoint = "shiptools:checkpoint" }\n'
-        f"[tools.mcp.inventory]\ncommand = {json.dumps(sys.executable)}\n"
+    config.write_text(config_with_tools(
+        'python = { ship_order = "shiptools:ship_order", checkpoint = "shiptools:checkpoint" }',
+        tables=f"\n[tools.mcp.inventory]\ncommand = {json.dumps(sys.executable)}\n"
         f"args = [{json.dumps(str(ROOT / 'tests' / 'mcp_inventory.py'))}]\n"
-        f"env = {{ INVENTORY_LOG = {json.dumps(str(tmp_path / 'reserved.log'))} }}\n"
-    )
+        f"env = {{ INVENTORY_LOG = {json.dumps(str(tmp_path / 'reserved.log'))} }}\n",
+    ))  # fmt: skip
     ship_log = tmp_path / "shipped.log"
     with FakeAnthropic(answer=answer) as api:
         env = {

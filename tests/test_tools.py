@@ -31,6 +31,16 @@ INVENTORY = McpServerConfig(command=sys.executable, args=[str(HERE / "mcp_invent
 SECRET = "sk-ant-secret-value-0123456789"
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "runtime" / "acp.toml"
+
+
+def config_with_tools(*lines: str, tables: str = "") -> str:
+    """The shipped config, ``lines`` added to its ``[tools]`` and ``tables`` after it."""
+    text = SHIPPED.read_text()
+    assert text.count("\n[tools]\n") == 1
+    return text.replace("\n[tools]\n", "\n[tools]\n" + "".join(f"{x}\n" for x in lines)) + tables
+
+
 def definition(tools: list[str] | None = None, **fields: Any) -> AgentDefinition:
     return AgentDefinition(
         name="data-engineer",
@@ -202,9 +212,8 @@ def test_no_tools_line_inherits_everything_allowed_less_what_is_disallowed(
 
 def test_relative_tool_paths_are_from_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
-    shipped = Path(__file__).resolve().parents[1] / "runtime" / "acp.toml"
     config = tmp_path / "acp.toml"
-    config.write_text(shipped.read_text() + '\n[tools]\nworkspace = "work"\n')
+    config.write_text(config_with_tools('workspace = "work"'))
     from acp.agents.config import load_config
 
     loaded = load_config(config, env={})
@@ -322,6 +331,12 @@ async def test_every_kind_of_tool_in_one_turn_reported_capped_and_scrubbed(
     assert all(SECRET not in json.dumps(c) for c in ctx.tool_calls)
 
 
+def tokens_cost(config: RuntimeConfig, meta: dict[str, Any]) -> float:
+    """What a reply's tokens alone cost, server tool uses left out."""
+    tokens = {k: v for k, v in meta["usage"].items() if not k.endswith("_requests")}
+    return config.tier(meta["tier"]).cost(Usage(**tokens))
+
+
 async def test_server_tool_uses_are_priced_into_the_call(workspace: Path) -> None:
     config = CONFIG.model_copy(update={"tools": ToolsConfig(web_search=True)})
     answer = message('{"ok": true}', model="claude-sonnet-5-5")
@@ -332,10 +347,8 @@ async def test_server_tool_uses_are_priced_into_the_call(workspace: Path) -> Non
     body = await agent.handle(env, RecordingContext(env, {}))
     assert body is not None
     meta = body["_acp"]
-    tokens_only = config.tier("sonnet").cost(Usage(**{k: v for k, v in meta["usage"].items()
-                                                      if "requests" not in k}))  # fmt: skip
     assert meta["usage"]["web_search_requests"] == 3
-    assert meta["cost_usd"] == pytest.approx(tokens_only + 3 * 10.0 / 1000)
+    assert meta["cost_usd"] == pytest.approx(tokens_cost(config, meta) + 3 * 10.0 / 1000)
     assert config.price("sonnet", Usage(web_search_requests=3)) == pytest.approx(0.03)
 
 
@@ -368,12 +381,11 @@ def test_agents_show_lists_the_tools_given_and_validate_warns_on_unknown_ones(
         "tools: Read, Bash, mcp__inventory__stock, Frobnicate\n---\nYou check pipelines.\n"
     )
     config = tmp_path / "acp.toml"
-    shipped = Path(__file__).resolve().parents[1] / "runtime" / "acp.toml"
-    config.write_text(
-        shipped.read_text() + f'\n[tools]\nworkspace = "{workspace}"\n'
-        f"[tools.mcp.inventory]\ncommand = {json.dumps(INVENTORY.command)}\n"
-        f"args = {json.dumps(INVENTORY.args)}\n"
-    )
+    config.write_text(config_with_tools(
+        f'workspace = "{workspace}"',
+        tables=f"\n[tools.mcp.inventory]\ncommand = {json.dumps(INVENTORY.command)}\n"
+        f"args = {json.dumps(INVENTORY.args)}\n",
+    ))  # fmt: skip
     runner = CliRunner()
     wide = {"COLUMNS": "200"}
     shown = runner.invoke(app, ["agents", "show", "engineer", "--from", str(agents),
@@ -393,3 +405,60 @@ def test_agents_show_lists_the_tools_given_and_validate_warns_on_unknown_ones(
         in checked.output
     )
     assert "tools: Bash" not in checked.output, "off by configuration is not a warning"
+
+
+async def test_a_server_tool_turn_paused_by_the_api_goes_on_as_it_was() -> None:
+    """WebSearch runs at the API: its blocks come back in the model's turn, and a turn
+    the API paused (``pause_turn``) is sent back as it is, as new work, to go on."""
+    config = CONFIG.model_copy(update={"tools": ToolsConfig(web_search=True)})
+    searched = message("", model="claude-sonnet-5-5", stop_reason="pause_turn")
+    searched["content"] = [
+        {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search",
+         "input": {"query": "kafka consumer lag alerting"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01", "content": [
+            {"type": "web_search_result", "url": "https://kafka.example/lag", "title": "Lag",
+             "encrypted_content": "EqgfCioIARgBIiQ3", "page_age": None}]},
+    ]  # fmt: skip
+    searched["usage"]["server_tool_use"] = {"web_search_requests": 1, "web_fetch_requests": 0}
+    done = message('{"advice": "alert at 5 min of lag"}', model="claude-sonnet-5-5")
+    api = FakeAPI(httpx2.Response(200, json=searched), httpx2.Response(200, json=done))
+    agent = ClaudeAgent(definition(["WebSearch"]), client=api.client(), config=config)
+    env = Envelope.for_body({"cmd": "ADVISE", "respond_format": "STRUCTURED_JSON"},
+                            sender="t", recipient="data-engineer")  # fmt: skip
+    records: dict[str, list[dict[str, Any]]] = {}
+    with pytest.raises(Continue) as paused:
+        await agent.handle(env, RecordingContext(env, records))
+    meta = paused.value.meta
+    assert meta["cost_usd"] == pytest.approx(tokens_cost(config, meta) + 0.01)
+    step = env.evolve(headers=paused.value.state)
+    body = await agent.handle(step, RecordingContext(step, records))
+    assert body is not None
+    assert body["advice"] == "alert at 5 min of lag"
+    again = api.bodies[1]["messages"]
+    assert again[-1]["role"] == "assistant"
+    assert [b["type"] for b in again[-1]["content"]] == [
+        "server_tool_use",
+        "web_search_tool_result",
+    ]
+    assert again[-1]["content"][1]["content"][0]["encrypted_content"] == "EqgfCioIARgBIiQ3"
+    assert body["_acp"]["usage"]["web_search_requests"] == 1, "the chain's uses are counted"
+
+
+async def test_write_then_bash_in_one_turn_where_the_deployment_allows_both(
+    workspace: Path,
+) -> None:
+    config = CONFIG.model_copy(
+        update={"tools": ToolsConfig(workspace=str(workspace), writable=True, bash=True)}
+    )
+    calls = (("Write", {"file_path": "out/plan.txt", "content": "backfill etl\n"}),
+             ("Bash", {"command": "cat out/plan.txt && echo $ANTHROPIC_API_KEY"}))  # fmt: skip
+    api = FakeAPI(httpx2.Response(200, json=tool_use(*calls, model="claude-sonnet-5-5")))
+    agent = ClaudeAgent(definition(["Write", "Bash"]), client=api.client(), config=config)
+    env = Envelope.for_body({"cmd": "PLAN"}, sender="t", recipient="data-engineer")
+    records: dict[str, list[dict[str, Any]]] = {}
+    with pytest.raises(Continue):
+        await agent.handle(env, RecordingContext(env, records))
+    assert [t["name"] for t in api.bodies[0]["tools"]] == ["Write", "Bash"]
+    wrote, ran = records[env.id][1]["content"]
+    assert not wrote["is_error"]
+    assert json.loads(ran["content"]) == {"exit_code": 0, "output": "backfill etl\n\n"}
