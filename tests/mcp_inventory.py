@@ -1,11 +1,13 @@
-"""A small MCP server for the tool tests, written with the ``mcp`` SDK and run over
-stdio: ``python tests/mcp_inventory.py``. ``INVENTORY_LOG`` (a file) gets one line
-per reservation, so a test can count side effects; ``die`` ends the process the way
-a crash would; ``slow`` outlasts a call timeout."""
+"""A small MCP server for the tool tests, written with the ``mcp`` SDK: over stdio
+(``python tests/mcp_inventory.py``) or streamable HTTP (``... http PORT``).
+``INVENTORY_LOG`` (a file) gets one line per reservation, so a test can count side
+effects; ``die`` ends the process the way a crash would; ``slow`` outlasts a call
+timeout."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -49,4 +51,7 @@ def slow(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if sys.argv[1:2] == ["http"]:  # streamable HTTP on loopback: ``http PORT``
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -462,3 +463,38 @@ async def test_write_then_bash_in_one_turn_where_the_deployment_allows_both(
     wrote, ran = records[env.id][1]["content"]
     assert not wrote["is_error"]
     assert json.loads(ran["content"]) == {"exit_code": 0, "output": "backfill etl\n\n"}
+
+
+@pytest.mark.timeout(60)
+async def test_an_mcp_server_over_streamable_http() -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = str(HERE / "mcp_inventory.py")
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything awaits it
+        [sys.executable, script, "http", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/mcp"
+        config = McpServerConfig(type="http", url=url, headers={"X-Team": "data"})
+        pool = McpServers({"inventory": config}, timeout=10)
+        async with pool:
+            tools = {t.tool: t for t in await pool.servers["inventory"].tools()}
+            ok, stock = await tools["stock"].run({"sku": "A1"})
+        assert ok
+        assert stock["units"] == 42
+        assert stock["pid"] == process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
