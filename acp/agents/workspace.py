@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -309,7 +310,7 @@ class Workspace:
         timed_out = False
         async with await anyio.open_process(
             ["/bin/sh", "-c", command], cwd=self.root, env=self.environment(),
-            stdin=None, stderr=-2, start_new_session=True,  # -2: stderr into stdout
+            stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
         ) as process:  # fmt: skip
             assert process.stdout is not None
             with anyio.move_on_after(limit) as scope:
