@@ -35,7 +35,7 @@ from acp.protocol.envelope import Envelope
 from acp.protocol.integrity import KeyRing, digest_tag, make_tag, verify_tag
 from acp.protocol.vocabulary import DICTIONARY_ID, DICTIONARY_IDS, dictionary
 
-__all__ = ["DEFAULT_MAX_FRAME", "WireCodec", "zstd_dictionary", "zstd_parameters"]
+__all__ = ["DEFAULT_MAX_FRAME", "KIND_CODES", "WireCodec", "zstd_dictionary", "zstd_parameters"]
 
 DEFAULT_MAX_FRAME = 1 << 20
 VERSION = 2
@@ -45,8 +45,22 @@ _F_ENVELOPE = 0x02
 _KNOWN_FLAGS = _F_COMPRESSED | _F_ENVELOPE
 _MIN_COMPRESS = 24
 
-_KINDS = tuple(MessageKind)
-_KIND_CODE = {kind: i for i, kind in enumerate(_KINDS)}
+#: each kind's code on the wire, fixed forever (docs/wire.md): never derived from the
+#: order of ``MessageKind``, whose members may be reordered; a new kind takes the next
+KIND_CODES: dict[MessageKind, int] = {
+    MessageKind.COMMAND: 0,
+    MessageKind.STATUS: 1,
+    MessageKind.WORKFLOW: 2,
+    MessageKind.REPLY: 3,
+    MessageKind.ERROR: 4,
+    MessageKind.EVENT: 5,
+}
+if set(KIND_CODES) != set(MessageKind) or sorted(KIND_CODES.values()) != list(
+    range(len(KIND_CODES))
+):
+    raise ImportError("every MessageKind needs its own wire code in KIND_CODES, 0 to n-1")
+_KINDS = tuple(sorted(KIND_CODES, key=KIND_CODES.__getitem__))
+_KIND_CODE = KIND_CODES
 
 # Header fields after (id, kind, sender, recipient), in wire order. Appending is
 # backward compatible; reordering is a new version.
@@ -271,6 +285,9 @@ class WireCodec:
         #: the flags of a compressed frame made here (envelope bit aside)
         self._compressed = _F_COMPRESSED | (dictionary << 4)
         self._zstd = _Zstd(dictionary)
+        #: frames the fast decoding path raised on (the slow path then decided)
+        self.fast_path_errors = 0
+        self.last_fast_path_error: Exception | None = None
 
     # -- encoding ---------------------------------------------------------------
 
@@ -351,9 +368,18 @@ class WireCodec:
                 env = self._fast_envelope(data)
                 if env is not None:
                     return env
-        except Exception:
-            pass
+        except Exception as exc:  # the slow path decides, and names any real error
+            env = self._envelope(self._open(frame, _F_ENVELOPE))
+            self._fast_path_failed(exc)
+            return env
         return self._envelope(self._open(frame, _F_ENVELOPE))
+
+    def _fast_path_failed(self, exc: Exception) -> None:
+        """The fast path raised on a frame the slow path then read fine: a bug there,
+        counted (``fast_path_errors``, the latest kept) so that it is seen. Bad frames
+        raise on both paths and are not counted."""
+        self.fast_path_errors += 1
+        self.last_fast_path_error = exc
 
     def _quick_open(self, frame: bytes, kind_bits: int) -> bytes | None:
         """The payload of a common well-formed frame (one- or two-byte length), by a
@@ -458,8 +484,13 @@ class WireCodec:
                 body = _unpackb(data, ext_hook=_no_ext)
                 if type(body) is dict:
                     return body
-        except Exception:
-            pass
+        except Exception as exc:
+            body = self._body(frame)
+            self._fast_path_failed(exc)
+            return body
+        return self._body(frame)
+
+    def _body(self, frame: bytes) -> dict[str, Any]:
         payload = self._open(frame, 0)
         if not isinstance(payload, dict):
             raise DecodeError("bad_body", f"body is a {type(payload).__name__}, not an object")
