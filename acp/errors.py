@@ -16,7 +16,7 @@
     │   ├── ConnectionLost          the server went away and did not come back in time
     │   ├── AccessDenied            wrong credentials, or the server's ACL forbids it (no retry)
     │   ├── RequestTimeout          no reply before the deadline
-    │   └── LeaseLost               another consumer owns the entry now (fencing)
+    │   └── CommandRefused          the server refused a command (out of memory, read-only...)
     ├── Stalled                     something waited for did not happen in time (says what, why)
     ├── ServerError                 the embedded Redis-protocol server
     │   └── ServerNotFound          no server binary available
@@ -44,6 +44,7 @@ __all__ = [
     "AgentError",
     "BusClosed",
     "BusError",
+    "CommandRefused",
     "ConfigError",
     "ConnectionLost",
     "Continue",
@@ -51,7 +52,6 @@ __all__ = [
     "DefinitionError",
     "FrameTooLarge",
     "IntegrityError",
-    "LeaseLost",
     "MissingAPIKey",
     "ProtocolError",
     "Rejected",
@@ -72,7 +72,8 @@ __all__ = [
 class ACPError(Exception):
     """Root of every error raised by acp-runtime."""
 
-    #: short machine-readable code, used as the dead-letter reason
+    #: short machine-readable code: the ``error`` of the reply a sender gets when its
+    #: command fails this way (dead letters carry a ``reason`` of their own)
     code: str = "acp_error"
 
 
@@ -174,8 +175,16 @@ class RequestTimeout(BusError):
     code = "timeout"
 
 
-class LeaseLost(BusError):
-    code = "lease_lost"
+class CommandRefused(BusError):
+    """The server answered a command with an error no retry cures: out of memory
+    (``maxmemory``), a read-only replica, a command it does not know. ``reason``
+    says which (``out_of_memory``, ``read_only``, ``error``)."""
+
+    code = "refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Stalled(ACPError):

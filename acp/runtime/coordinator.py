@@ -1,7 +1,7 @@
 """The coordinator daemon: schedules agent work by tier and complexity, inside limits
 and budgets, and loses nothing when anything crashes.
 
-Work for agents is sent to the coordinator's intake (``Client(bus, via_coordinator=True)``,
+Work for agents is sent to the coordinator's intake (``Client(bus, via="coordinator")``,
 ``acp send``). Each message stays a *pending entry* of the intake stream, held and
 renewed by the coordinator, until the scheduling policy decides; dispatching is an
 atomic commit that forwards it to the agent's queue. So queued work is durable

@@ -21,19 +21,14 @@ active ids in ``acp:workflows:active`` and a step-id index in
 from __future__ import annotations
 
 import json
-import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-import anyio
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from acp.errors import ConnectionLost
 from acp.logs import get_logger
+from acp.runtime.bus.retry import retrying
 from acp.runtime.keys import PREFIX, check_name
 
 __all__ = [
@@ -53,7 +48,6 @@ T = TypeVar("T")
 ACTIVE_KEY = f"{PREFIX}:workflows:active"
 #: step message id -> "<workflow id> <step path>", for routing replies
 STEPS_KEY = f"{PREFIX}:workflows:steps"
-_RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 #: keep a step's first result, and only for a workflow that exists (not one expired)
 _RECORD = """
 if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return 0 end
@@ -203,20 +197,7 @@ class RedisWorkflowStore:
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Every operation is idempotent, so a lost connection is simply retried."""
-        started = time.monotonic()
-        delay = 0.05
-        while True:
-            try:
-                return await fn()
-            except _RECOVERABLE as exc:
-                waited = time.monotonic() - started
-                if waited + delay > self.reconnect_timeout:
-                    raise ConnectionLost(
-                        f"workflow store unreachable (gave up after {waited:.1f}s): {exc}"
-                    ) from exc
-                log.warning("redis_retry", error=str(exc), delay=round(delay, 3))
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0) * random.uniform(0.8, 1.2)
+        return await retrying(fn, where="the workflow store", timeout=self.reconnect_timeout)
 
     async def create(self, workflow_id: str, record: Mapping[str, Any]) -> bool:
         key = workflow_key(workflow_id)

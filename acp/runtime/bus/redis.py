@@ -11,7 +11,6 @@ ownership), so a retry never duplicates work.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
@@ -20,11 +19,9 @@ from typing import Any, Literal, TypeVar
 import anyio
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 
-from acp.errors import AccessDenied, ConfigError, ConnectionLost
+from acp.errors import AccessDenied, ConfigError
 from acp.logs import get_logger
 from acp.protocol.ids import new_id
 from acp.runtime.bus import scripts
@@ -46,6 +43,7 @@ from acp.runtime.bus.base import (
 )
 from acp.runtime.bus.connection import timed_sends
 from acp.runtime.bus.lines import Lines
+from acp.runtime.bus.retry import RECOVERABLE, retrying
 from acp.runtime.keys import (
     DESTINATIONS,
     GROUP,
@@ -87,20 +85,11 @@ _INBOX_CLEANUP_BATCH = 64
 #: XPENDING COUNT for a commit's ownership check: a bound, not a size; the
 #: server walks only this consumer's entries inside the batch's id range
 _PENDING_SCAN = 1_000_000
-_RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
 _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
     "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED", "APPEND", "OPEN_JOIN",
     "ARRIVE",
 )  # fmt: skip
-
-
-def _is_denial(exc: ResponseError) -> bool:
-    """NOPERM, also when raised by a command inside a script (wrapped in ERR ...)."""
-    text = str(exc)
-    return (
-        isinstance(exc, NoPermissionError) or "NOPERM" in text or "no permissions" in text.lower()
-    )
 
 
 def _valid_prefix(user: str) -> bool:
@@ -412,7 +401,7 @@ class RedisBus(Bus):
             )
 
     async def _disconnect(self) -> None:
-        with contextlib.suppress(*_RECOVERABLE, ResponseError):
+        with contextlib.suppress(*RECOVERABLE, ResponseError):
             for dest in list(self._trash):
                 await self._drop_trash(dest)
             if self._inbox_read:
@@ -429,36 +418,25 @@ class RedisBus(Bus):
             self._redis = None
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn``, retrying lost connections with capped, jittered backoff."""
-        started = time.monotonic()
-        deadline = started + self.reconnect_timeout
-        delay = 0.05
-        while True:
-            try:
-                return await fn()
-            except AuthenticationError as exc:  # a ConnectionError, but no retry helps
-                raise self._denied(exc) from None
-            except _RECOVERABLE as exc:
-                if time.monotonic() + delay > deadline:
-                    waited = time.monotonic() - started
-                    raise ConnectionLost(
-                        f"Redis at {self.settings.redacted_url} unreachable (gave up after {waited:.1f}s): {exc}"
-                    ) from exc
-                log.warning("redis_retry", error=str(exc), delay=round(delay, 3))
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0) * random.uniform(0.8, 1.2)
-            except NoScriptError:
-                await self._load_scripts()  # the server restarted or flushed its scripts
-            except ResponseError as exc:
-                if _is_denial(exc):
-                    raise self._denied(exc) from None
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The server lost its groups (restarted without data, or flushed):
-                # recreate them, then run the command again.
-                self._groups.clear()
-                for dest in list(self._known):
-                    await self._ensure_group(dest)
+        """Run ``fn``, retrying lost connections (``acp.runtime.bus.retry``), reloading
+        scripts and recreating groups a restarted server lost."""
+        return await retrying(
+            fn, where=f"Redis at {self.settings.redacted_url}", timeout=self.reconnect_timeout,
+            recover=self._recover, denied=self._denied,
+        )  # fmt: skip
+
+    async def _recover(self, exc: ResponseError) -> bool:
+        if isinstance(exc, NoScriptError):
+            await self._load_scripts()  # the server restarted or flushed its scripts
+            return True
+        if "NOGROUP" not in str(exc):
+            return False
+        # The server lost its groups (restarted without data, or flushed): recreate
+        # them, then run the command again.
+        self._groups.clear()
+        for dest in list(self._known):
+            await self._ensure_group(dest)
+        return True
 
     async def _ensure_group(self, dest: str) -> Keys:
         keys = Keys(dest)
