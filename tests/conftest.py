@@ -95,3 +95,19 @@ def bus_backend(request: pytest.FixtureRequest) -> BusFactory:
         return RedisBus.from_url(url, options, **kw)
 
     return on_redis
+
+
+#: modules whose tests start processes (workers, coordinators, servers, builds) or
+#: wait on real time: ``pytest -m "not slow"`` leaves them out for quick feedback;
+#: CI and the README's command run everything
+SLOW_MODULES = frozenset({
+    "test_bench_smoke", "test_cli_coordinator", "test_cli_main_job", "test_cli_tail",
+    "test_cli_worker", "test_delegation_faults", "test_examples", "test_failover_processes",
+    "test_faults", "test_tool_crash", "test_wheel",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

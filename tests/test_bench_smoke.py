@@ -77,18 +77,17 @@ def test_peers_are_skipped_with_a_reason(result: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(130)
-def test_acp_row_is_measured_or_explained(result: dict[str, Any]) -> None:
-    if result["acp_msgs_per_s"] is None:
-        assert result["acp_skipped"]
-        assert result["ratio"] is None
-    else:
-        assert result["acp_msgs_per_s"] > 0
-        assert result["ratio"] == pytest.approx(
-            result["acp_msgs_per_s"] / result["raw_msgs_per_s"], rel=0.01
-        )
-        assert result["lost"] == 0
-        assert result["duplicates"] == 0
-        assert 0 < result["acp_rtt_p50_ms"] <= result["acp_rtt_p99_ms"]
+def test_the_acp_row_is_measured(result: dict[str, Any]) -> None:
+    """The row the harness exists for: a skipped one is a failure, whatever reason
+    it gives (the runtime is in this repository; nothing excuses not measuring it)."""
+    assert result["acp_msgs_per_s"] is not None, result.get("acp_skipped")
+    assert result["acp_msgs_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["acp_msgs_per_s"] / result["raw_msgs_per_s"], rel=0.01
+    )
+    assert result["lost"] == 0
+    assert result["duplicates"] == 0
+    assert 0 < result["acp_rtt_p50_ms"] <= result["acp_rtt_p99_ms"]
 
 
 def test_dictionary_bench_reports_both_dictionaries_and_remakes_the_frozen_tables() -> None:

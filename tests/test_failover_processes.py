@@ -21,7 +21,6 @@ from test_cli_worker import ACP, ROOT, env_for, stop
 from acp.agents import Usage, load_config
 from acp.runtime.bus import RedisBus
 
-pytestmark = pytest.mark.slow
 CAP = 2
 AUDITOR = """---
 name: stream-auditor
