@@ -45,7 +45,7 @@ from acp.runtime.client import Client, Result, ResultState
 from acp.runtime.connect import redis_url_for_cli
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.demo import run_demo
-from acp.runtime.keys import COORDINATORS, INTAKE
+from acp.runtime.keys import COORDINATORS, INTAKE, TOOLS_TOPIC, WORKFLOW_INTAKE, WORKFLOW_TOPIC
 from acp.runtime.metrics import Metrics, serve_metrics
 from acp.runtime.options import Deployment
 from acp.runtime.settings import (
@@ -58,8 +58,7 @@ from acp.runtime.stack import Stack, plan_agents
 from acp.runtime.status import agent_queues, read_status
 from acp.runtime.targets import resolve_targets
 from acp.runtime.trace import TraceNode, read_trace
-from acp.runtime.worker import TOOLS_TOPIC, Service, Worker, serve_until_signalled
-from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_TOPIC
+from acp.runtime.worker import Service, Worker, serve_until_signalled
 
 app = typer.Typer(
     name="acp",

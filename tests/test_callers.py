@@ -20,7 +20,8 @@ from acp.errors import RequestTimeout
 from acp.protocol import MessageKind
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client, ResultState
-from acp.runtime.coordinator import EVENTS_TOPIC, Coordinator
+from acp.runtime.coordinator import Coordinator
+from acp.runtime.keys import COORDINATOR_EVENTS_TOPIC as EVENTS_TOPIC
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio

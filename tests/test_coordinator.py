@@ -26,7 +26,9 @@ from acp.catalogue.pipeline_doctor import agent as doctor_agent
 from acp.protocol import MessageKind
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
-from acp.runtime.coordinator import EVENTS_TOPIC, INTAKE, Coordinator
+from acp.runtime.coordinator import Coordinator
+from acp.runtime.keys import COORDINATOR_EVENTS_TOPIC as EVENTS_TOPIC
+from acp.runtime.keys import INTAKE
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio

@@ -20,8 +20,8 @@ import pytest
 
 from acp.protocol import WireCodec
 from acp.runtime import Client, RedisBus
+from acp.runtime.keys import TOOLS_TOPIC
 from acp.runtime.trace import read_trace
-from acp.runtime.worker import TOOLS_TOPIC
 from tests.fake_anthropic import FakeAnthropic
 from tests.test_tools import config_with_tools
 

@@ -15,8 +15,8 @@ from acp.agents import Agent, Context
 from acp.protocol import MessageKind, PipelineStatusCommand, WireCodec
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
-from acp.runtime.keys import WORKERS
-from acp.runtime.worker import PROGRESS_TOPIC, STATUS_TOPIC, Worker
+from acp.runtime.keys import PROGRESS_TOPIC, STATUS_TOPIC, WORKERS
+from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
 FAST = BusOptions(min_idle=2.0, reclaim_interval=0.1)

@@ -20,13 +20,11 @@ from acp.protocol import MessageKind, PipelineStatusCommand, WireCodec, parse_wo
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, RedisBus
 from acp.runtime.client import Client, new_traceparent
+from acp.runtime.keys import WORKFLOW_INTAKE, WORKFLOW_REPLIES, WORKFLOW_TOPIC, workflow_key
+from acp.runtime.keys import WORKFLOWS_ACTIVE as ACTIVE_KEY
 from acp.runtime.processor import Processor
 from acp.runtime.worker import Worker
-from acp.runtime.workflow_store import ACTIVE_KEY, workflow_key
 from acp.runtime.workflows import (
-    WORKFLOW_INTAKE,
-    WORKFLOW_REPLIES,
-    WORKFLOW_TOPIC,
     MemoryWorkflowStore,
     RedisWorkflowStore,
     WorkflowRunner,

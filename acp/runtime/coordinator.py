@@ -49,20 +49,32 @@ from acp.protocol.headers import H_NOT_BEFORE, H_RESERVATION, H_ROOT, H_SINCE
 from acp.runtime.bus.base import Bus, Delivery
 from acp.runtime.bus.redis import RedisBus
 from acp.runtime.dispatches import InputSizer, Reservation
-from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
+from acp.runtime.keys import (
+    COMPLETIONS_TOPIC,
+    COORDINATOR_EVENTS_TOPIC,
+    COORDINATORS,
+    INBOX_PREFIX,
+    INTAKE,
+    LEADER_LEASE,
+    PLATFORM_TOPIC,
+    RATE_LIMIT_TOPIC,
+    RESULTS,
+    WORKERS,
+    WORKFLOW_INTAKE,
+    WORKFLOW_REPLIES,
+)
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, current_delivery
 from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
-from acp.runtime.status import PLATFORM_TOPIC, agent_queues
+from acp.runtime.status import agent_queues
 from acp.runtime.tracing import hop, outgoing_trace
-from acp.runtime.worker import COMPLETIONS_TOPIC, RATE_LIMIT_TOPIC
 from acp.runtime.workflow_store import MemoryWorkflowStore, RedisWorkflowStore, WorkflowStore
-from acp.runtime.workflows import WORKFLOW_INTAKE, WORKFLOW_REPLIES, WorkflowRunner, send_via
+from acp.runtime.workflows import WorkflowRunner, send_via
 
 __all__ = [
     "COORDINATORS",
-    "EVENTS_TOPIC",
+    "COORDINATOR_EVENTS_TOPIC",
     "INTAKE",
     "LEADER_LEASE",
     "PLATFORM_TOPIC",
@@ -70,12 +82,6 @@ __all__ = [
 ]
 
 log = get_logger("acp.coordinator")
-
-
-#: the lease the leading coordinator holds
-LEADER_LEASE = "coordinator"
-#: the topic the coordinator's decisions (deferrals, refusals, ...) are published on
-EVENTS_TOPIC = "coordinator.events"
 
 
 @dataclass
@@ -410,7 +416,9 @@ class Coordinator:
             "at": self.now(),
             "dead_letter": {"dest": letter.delivery.dest, "entry_id": letter.entry_id},
         }
-        await self.bus.publish(EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode())
+        await self.bus.publish(
+            COORDINATOR_EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode()
+        )
 
     def _place(self, waiter: _Waiter) -> None:
         live = self._live.get(waiter.agent)
@@ -473,7 +481,7 @@ class Coordinator:
                 record = {k: v for k, v in asdict(event).items() if v is not None}
                 self._log.info("decision", **record)
                 await self.bus.publish(
-                    EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode()
+                    COORDINATOR_EVENTS_TOPIC, json.dumps({"coordinator_event": record}).encode()
                 )
             wait = 1.0 if decisions.wake_at is None else max(decisions.wake_at - self.now(), 0.0)
             with anyio.move_on_after(min(wait, 1.0)):

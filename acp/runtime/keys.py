@@ -1,4 +1,5 @@
-"""Every Redis key, stream and group name the runtime uses, in one place.
+"""Every Redis key, stream, group, topic, lease and counter name the runtime uses,
+in one place.
 
 Keys that one script touches together share a hash tag, ``{<destination>}``,
 so they live in one Redis Cluster slot: a destination's work stream, its
@@ -14,13 +15,28 @@ from acp.errors import ConfigError
 from acp.protocol.patterns import remembering_fullmatch
 
 __all__ = [
+    "CANCELLED_ROOTS",
+    "COMPLETIONS_TOPIC",
+    "CONTROL_TOPIC",
     "COORDINATORS",
+    "COORDINATOR_EVENTS_TOPIC",
     "DESTINATIONS",
     "GROUP",
     "INBOX_PREFIX",
     "INTAKE",
+    "LEADER_LEASE",
+    "PLATFORM_TOPIC",
+    "PROGRESS_TOPIC",
+    "RATE_LIMIT_TOPIC",
     "RESULTS",
+    "STATUS_TOPIC",
+    "TOOLS_TOPIC",
     "WORKERS",
+    "WORKFLOWS_ACTIVE",
+    "WORKFLOW_INTAKE",
+    "WORKFLOW_REPLIES",
+    "WORKFLOW_STEPS",
+    "WORKFLOW_TOPIC",
     "Keys",
     "check_name",
     "counters_hash",
@@ -30,6 +46,7 @@ __all__ = [
     "presence_hash",
     "record_list",
     "topic_stream",
+    "workflow_key",
 ]
 
 PREFIX = "acp"
@@ -92,6 +109,47 @@ RESULTS = "acp.results"
 #: the result records (hash: message id -> record) and their age index (sorted set)
 RESULT_RECORDS = f"{PREFIX}:{{{RESULTS}}}:records"
 RESULT_INDEX = f"{PREFIX}:{{{RESULTS}}}:index"
+
+
+#: the lease the leading coordinator holds (a lease key, apart from the intake stream)
+LEADER_LEASE = "coordinator"
+#: where workflow messages are sent to be started (``acp run``)
+WORKFLOW_INTAKE = "workflows"
+#: where workflow step replies come back to the runner
+WORKFLOW_REPLIES = "coordinator.workflows"
+#: ids of workflows not finished yet (resumed when a runner starts)
+WORKFLOWS_ACTIVE = f"{PREFIX}:workflows:active"
+#: step message id -> "<workflow id> <step path>", for routing replies
+WORKFLOW_STEPS = f"{PREFIX}:workflows:steps"
+#: counters of the delegation trees cancelled, by root (kept as long as the ledger)
+CANCELLED_ROOTS = "cancelled-roots"
+
+# Topics: fan-out streams (``topic_stream``); a topic's name lives in its own key
+# space, apart from destinations of the same spelling.
+#: status updates agents publish
+STATUS_TOPIC = "status"
+#: progress reports of in-flight messages
+PROGRESS_TOPIC = "progress"
+#: cancellations workers listen for
+CONTROL_TOPIC = "control"
+#: the rate-limit headers Claude calls report, for the coordinator
+RATE_LIMIT_TOPIC = "ratelimits"
+#: finished messages (usage, cost, outcome), for the coordinator
+COMPLETIONS_TOPIC = "completions"
+#: tool calls made in agent loops (agent, tool, duration, outcome)
+TOOLS_TOPIC = "tools"
+#: platform health the coordinator publishes
+PLATFORM_TOPIC = "platform"
+#: the coordinator's decisions (deferrals, refusals, ...)
+COORDINATOR_EVENTS_TOPIC = "coordinator.events"
+#: workflow events (started, each step's result, finished)
+WORKFLOW_TOPIC = "workflows"
+
+
+def workflow_key(workflow_id: str) -> str:
+    """The hash holding one workflow (its id becomes a hash tag: checked like a name)."""
+    check_name(workflow_id, "workflow id")
+    return f"{PREFIX}:{{workflow:{workflow_id}}}"
 
 
 def inbox_name(client_id: str) -> str:

@@ -8,12 +8,9 @@ from typing import Any
 
 from acp.protocol.codec import WireCodec
 from acp.runtime.bus.base import Bus, QueueStats
-from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, WORKERS
+from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, PLATFORM_TOPIC, WORKERS
 
 __all__ = ["PLATFORM_TOPIC", "agent_queues", "read_status"]
-
-#: the topic the coordinator publishes platform health on
-PLATFORM_TOPIC = "platform"
 
 
 async def agent_queues(bus: Bus) -> dict[str, QueueStats]:

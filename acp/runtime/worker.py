@@ -43,7 +43,20 @@ from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.protocol.headers import H_CONV, H_JOIN, H_PART, H_RESERVATION, H_ROOT, H_STEP
 from acp.runtime.bus.base import Bus, derived_id
-from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, INTAKE, RESULTS, WORKERS
+from acp.runtime.keys import (
+    CANCELLED_ROOTS,
+    COMPLETIONS_TOPIC,
+    CONTROL_TOPIC,
+    COORDINATORS,
+    INBOX_PREFIX,
+    INTAKE,
+    PROGRESS_TOPIC,
+    RATE_LIMIT_TOPIC,
+    RESULTS,
+    STATUS_TOPIC,
+    TOOLS_TOPIC,
+    WORKERS,
+)
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, ProcessorStats, to_outgoing
 from acp.runtime.results import ResultState, is_tracked, result_record
@@ -63,27 +76,12 @@ __all__ = [
 
 log = get_logger("acp.worker")
 
-#: topic of status updates agents publish
-STATUS_TOPIC = "status"
-#: topic of progress reports of in-flight messages
-PROGRESS_TOPIC = "progress"
-#: topic workers listen on for cancellations
-CONTROL_TOPIC = "control"
-#: topic of the rate-limit headers Claude calls report, for the coordinator
-RATE_LIMIT_TOPIC = "ratelimits"
-#: topic of finished messages (usage, cost, outcome), for the coordinator
-COMPLETIONS_TOPIC = "completions"
-#: topic of tool calls made in agent loops (agent, tool, duration, outcome)
-TOOLS_TOPIC = "tools"
-
 
 def _trace_id(traceparent: str | None) -> str | None:
     parts = (traceparent or "").split("-")
     return parts[1] if len(parts) == 4 else None
 
 
-#: the roots cancelled (counters kept as long as the ledger): their trees stop
-_CANCELLED = "cancelled-roots"
 #: kinds that answer a command
 _ANSWERS = frozenset({MessageKind.REPLY, MessageKind.ERROR})
 
@@ -583,7 +581,7 @@ class Worker:
         """A step or delegated command of a tree whose root was cancelled: it does not
         run (asked only of messages in a chain or a tree, which carry their root)."""
         root = env.headers.get(H_ROOT)
-        return bool(root) and root in await self.bus.counters(_CANCELLED)
+        return bool(root) and root in await self.bus.counters(CANCELLED_ROOTS)
 
     async def _cancel(self, env: Envelope) -> dict[str, Any]:
         target = env.body.get("msg_id")
@@ -592,7 +590,9 @@ class Worker:
         here = self._cancel_local(target)
         # Steps and delegations of its tree not yet running learn it when they start;
         # other workers of this agent may hold it running: tell them all.
-        await self.bus.add_to_counters(_CANCELLED, {target: 1.0}, ttl=self.bus.options.ledger_ttl)
+        await self.bus.add_to_counters(
+            CANCELLED_ROOTS, {target: 1.0}, ttl=self.bus.options.ledger_ttl
+        )
         await self.bus.publish(CONTROL_TOPIC, b"", {"cancel": target})
         return {"cancel": target, "found_here": here}
 

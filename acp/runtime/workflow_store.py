@@ -29,11 +29,11 @@ import redis.asyncio as aioredis
 
 from acp.logs import get_logger
 from acp.runtime.bus.retry import retrying
-from acp.runtime.keys import PREFIX, check_name
+from acp.runtime.keys import WORKFLOW_STEPS, WORKFLOWS_ACTIVE, workflow_key
 
 __all__ = [
-    "ACTIVE_KEY",
-    "STEPS_KEY",
+    "WORKFLOWS_ACTIVE",
+    "WORKFLOW_STEPS",
     "MemoryWorkflowStore",
     "RedisWorkflowStore",
     "StoredWorkflow",
@@ -44,21 +44,11 @@ __all__ = [
 log = get_logger("acp.workflows.store")
 T = TypeVar("T")
 
-#: ids of workflows not finished yet (resumed when a runner starts)
-ACTIVE_KEY = f"{PREFIX}:workflows:active"
-#: step message id -> "<workflow id> <step path>", for routing replies
-STEPS_KEY = f"{PREFIX}:workflows:steps"
 #: keep a step's first result, and only for a workflow that exists (not one expired)
 _RECORD = """
 if redis.call('HEXISTS', KEYS[1], 'record') == 0 then return 0 end
 return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 """
-
-
-def workflow_key(workflow_id: str) -> str:
-    """The hash holding one workflow (its id becomes a hash tag: checked like a name)."""
-    check_name(workflow_id, "workflow id")
-    return f"{PREFIX}:{{workflow:{workflow_id}}}"
 
 
 @dataclass(slots=True)
@@ -210,7 +200,7 @@ class RedisWorkflowStore:
             if not finished:
                 # after the hash: a crash in between leaves a workflow the next
                 # start (a redelivered workflow message) marks active again
-                await self.redis.sadd(ACTIVE_KEY, workflow_id)
+                await self.redis.sadd(WORKFLOWS_ACTIVE, workflow_id)
             return bool(created)
 
         return await self._retrying(run)
@@ -236,7 +226,7 @@ class RedisWorkflowStore:
 
         async def run() -> float:
             # the index first: a reply can only come after the send that follows
-            await self.redis.hset(STEPS_KEY, step_id, f"{workflow_id} {path}")
+            await self.redis.hset(WORKFLOW_STEPS, step_id, f"{workflow_id} {path}")
             pipe = self.redis.pipeline(transaction=True)
             pipe.hsetnx(key, f"sent:{path}", repr(at))
             pipe.hget(key, f"sent:{path}")
@@ -246,7 +236,7 @@ class RedisWorkflowStore:
         return await self._retrying(run)
 
     async def locate(self, step_id: str) -> tuple[str, str] | None:
-        raw: Any = await self._retrying(lambda: self.redis.hget(STEPS_KEY, step_id))
+        raw: Any = await self._retrying(lambda: self.redis.hget(WORKFLOW_STEPS, step_id))
         if raw is None:
             return None
         workflow_id, _, path = raw.decode().partition(" ")
@@ -271,16 +261,16 @@ class RedisWorkflowStore:
             pipe.expire(key, max(1, int(self.retention)))
             first, _ = await pipe.execute()
             # other slots, so not in the MULTI; repeating them is harmless
-            await self.redis.srem(ACTIVE_KEY, workflow_id)
+            await self.redis.srem(WORKFLOWS_ACTIVE, workflow_id)
             if step_ids:
-                await self.redis.hdel(STEPS_KEY, *step_ids)
+                await self.redis.hdel(WORKFLOW_STEPS, *step_ids)
             return bool(first)
 
         return await self._retrying(run)
 
     async def active(self) -> list[str]:
-        members: Any = await self._retrying(lambda: self.redis.smembers(ACTIVE_KEY))
+        members: Any = await self._retrying(lambda: self.redis.smembers(WORKFLOWS_ACTIVE))
         return sorted(m.decode() for m in members)
 
     async def deactivate(self, workflow_id: str) -> None:
-        await self._retrying(lambda: self.redis.srem(ACTIVE_KEY, workflow_id))
+        await self._retrying(lambda: self.redis.srem(WORKFLOWS_ACTIVE, workflow_id))

@@ -52,7 +52,7 @@ from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.protocol.workflow import Phase, Step, WorkflowSpec, parse_workflow
 from acp.runtime.bus.base import Bus, derived_id
-from acp.runtime.keys import check_name
+from acp.runtime.keys import WORKFLOW_INTAKE, WORKFLOW_REPLIES, WORKFLOW_TOPIC, check_name
 from acp.runtime.processor import Processor, to_outgoing
 from acp.runtime.workflow_store import (
     MemoryWorkflowStore,
@@ -78,12 +78,6 @@ __all__ = [
 
 log = get_logger("acp.workflows")
 
-#: where workflow messages are sent to be started (``acp run``)
-WORKFLOW_INTAKE = "workflows"
-#: where step replies come back to the runner
-WORKFLOW_REPLIES = "coordinator.workflows"
-#: topic of workflow events (started, each step's result, finished)
-WORKFLOW_TOPIC = "workflows"
 #: the command of a step whose task names none
 STEP_COMMAND = "WORKFLOW_STEP"
 
