@@ -590,3 +590,42 @@ async def test_a_join_hands_its_payload_to_whoever_brings_the_last_part(
             "local": b"done here",
             "late": b"last",
         }
+
+
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        (lambda bus: bus.announce("bad name", "m", b"", ttl=1), "presence group"),
+        (lambda bus: bus.members("{slot}"), "presence group"),
+        (lambda bus: bus.lease("bad name", "me", ttl=1), "lease"),
+        (lambda bus: bus.add_to_counters("a b", {"x": 1.0}), "counters"),
+        (lambda bus: bus.counters(""), "counters"),
+        (lambda bus: bus.append_record("no/slash?", 0, b"x", ttl=1), "record"),
+        (lambda bus: bus.open_join("a b", 1, b"", {}, ttl=1), "join"),
+        (lambda bus: bus.publish("a b", b"x"), "topic"),
+        (lambda bus: bus.stats("a b"), "destination"),
+    ],
+)
+async def test_both_buses_refuse_the_same_bad_names(make_bus: MakeBus, call, what: str) -> None:
+    """The checks live in ``Bus`` itself: a backend cannot accept a name the other
+    refuses (the memory bus used to take any group, lease or counter name)."""
+    async with make_bus() as bus:
+        with pytest.raises(ConfigError, match=what):
+            await call(bus)
+
+
+async def test_asking_about_a_destination_creates_nothing(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        before = await bus.destinations()
+        stats = await bus.stats("nosuch")
+        assert (stats.ready, stats.pending, stats.dead, stats.consumers) == (0, 0, 0, 0)
+        assert await bus.destinations() == before
+
+
+async def test_every_public_method_refuses_a_closed_bus(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        pass
+    with pytest.raises(BusClosed):
+        await bus.counters("spend")
+    with pytest.raises(BusClosed):
+        bus.subscribe("status")

@@ -271,7 +271,7 @@ class Coordinator:
         """Claim every pending intake entry for this leader: a stale leader can no longer
         commit them, and nothing waits for ``min_idle`` to pass."""
         while True:
-            claimed = await self.bus._reclaim(INTAKE, consumer, min_idle=0.0, count=500)
+            claimed = await self.bus.take_over(INTAKE, consumer, min_idle=0.0, count=500)
             if len(claimed) < 500:
                 return
 

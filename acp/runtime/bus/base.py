@@ -416,46 +416,60 @@ class Bus(abc.ABC):
         """Delete consumers of ``dest`` (``consumer``, or any when empty) that hold no
         pending entry and were idle at least ``idle`` seconds; how many went."""
 
-    @abc.abstractmethod
+    # -- topics, presence, leases, counters, records, joins, dead letters ---------------
+    # Public, concrete: each checks the bus is open and the names it is given (the rules
+    # of ``check_name``, the same for every backend), then calls its primitive.
+
     async def publish(
         self, topic: str, frame: bytes, headers: Mapping[str, str] | None = None
     ) -> str:
         """Append an event to a topic (capped at ``topic_maxlen``); returns its id."""
+        self._named(topic, "topic")
+        return await self._publish(topic, frame, headers)
 
-    @abc.abstractmethod
     def follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
         """New entries of ``dests`` as they arrive, without taking part in delivery
         (an observer, for ``acp tail``). Best effort: an entry consumed and deleted
         before the observer reads it is not seen."""
+        self._check_open()
+        for dest in dests:
+            check_name(dest)
+        return self._follow(dests)
 
-    @abc.abstractmethod
     async def latest(self, topic: str) -> Event | None:
         """The newest event of a topic, if any (what a status command shows)."""
+        self._named(topic, "topic")
+        return await self._latest(topic)
 
-    @abc.abstractmethod
     def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         """Events after ``after`` ("$": only new ones; "0": from the start), forever."""
+        self._named(topic, "topic")
+        return self._subscribe(topic, after=after)
 
-    @abc.abstractmethod
     async def announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
         """Say ``member`` of ``group`` is alive for ``ttl`` seconds (heartbeats renew it)."""
+        self._named(group, "presence group")
+        await self._announce(group, member, info, ttl=ttl)
 
-    @abc.abstractmethod
-    async def withdraw(self, group: str, member: str) -> None: ...
+    async def withdraw(self, group: str, member: str) -> None:
+        self._named(group, "presence group")
+        await self._withdraw(group, member)
 
-    @abc.abstractmethod
     async def members(self, group: str) -> dict[str, bytes]:
         """Live members and what they announced; expired ones are dropped."""
+        self._named(group, "presence group")
+        return await self._members(group)
 
-    @abc.abstractmethod
     async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
         """Acquire or renew lease ``name`` for ``ttl`` seconds: its fencing token
         (larger for every new holder), or None while someone else holds it."""
+        self._named(name, "lease")
+        return await self._lease(name, holder, ttl=ttl)
 
-    @abc.abstractmethod
-    async def release(self, name: str, holder: str) -> None: ...
+    async def release(self, name: str, holder: str) -> None:
+        self._named(name, "lease")
+        await self._release(name, holder)
 
-    @abc.abstractmethod
     async def add_to_counters(
         self,
         name: str,
@@ -468,50 +482,153 @@ class Bus(abc.ABC):
         With ``once``, add only if no earlier call named the same key (kept as long as
         the counters): replaying what was already counted changes nothing. True if
         the amounts were added."""
+        self._named(name, "counters")
+        return await self._add_to_counters(name, amounts, ttl=ttl, once=once)
 
-    @abc.abstractmethod
-    async def counters(self, name: str) -> dict[str, float]: ...
+    async def counters(self, name: str) -> dict[str, float]:
+        self._named(name, "counters")
+        return await self._counters(name)
 
-    # -- records and joins: what lets a step suspend and resume anywhere ----------------
-
-    @abc.abstractmethod
     async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
         """Put ``item`` at position ``index`` of the append-only record ``name`` if the
         record holds exactly ``index`` items; True also when it holds more (a re-run
         appending what it appended before). False on a gap. Each item is written
         once: a record costs what it holds, never a rewrite."""
+        self._named(name, "record")
+        return await self._append_record(name, index, item, ttl=ttl)
 
-    @abc.abstractmethod
-    async def read_record(self, name: str) -> list[bytes]: ...
+    async def read_record(self, name: str) -> list[bytes]:
+        self._named(name, "record")
+        return await self._read_record(name)
 
-    @abc.abstractmethod
     async def open_join(
         self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
     ) -> None:
         """A rendezvous of ``expect`` parts (some already in: ``parts``) that hands
         ``then`` to whoever brings the last one. Opening it again changes nothing."""
+        self._named(name, "join")
+        await self._open_join(name, expect, then, parts, ttl=ttl)
 
-    @abc.abstractmethod
     async def arrive(self, name: str, part: str, value: bytes) -> bytes | None:
         """Bring a part (the first value of a part wins): ``then`` when every part is
         in, else None. A part brought twice may complete it twice: what ``then``
         sends must be idempotent (it carries a fixed message id)."""
+        self._named(name, "join")
+        return await self._arrive(name, part, value)
 
-    @abc.abstractmethod
-    async def join_parts(self, name: str) -> dict[str, bytes]: ...
+    async def join_parts(self, name: str) -> dict[str, bytes]:
+        self._named(name, "join")
+        return await self._join_parts(name)
 
-    @abc.abstractmethod
-    async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]: ...
+    async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]:
+        self._named(dest, "destination")
+        return await self._dead_letters(dest, count=count)
 
-    @abc.abstractmethod
     async def replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
         """Put dead letters back on the queue with a fresh delivery count."""
+        self._named(dest, "destination")
+        return await self._replay(dest, entry_ids)
+
+    async def purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
+        self._named(dest, "destination")
+        return await self._purge(dest, entry_ids)
+
+    async def stats(self, dest: str) -> QueueStats:
+        """Ready, in flight, delayed, dead and lag of a destination; asking about one
+        that never received work creates nothing."""
+        self._named(dest, "destination")
+        return await self._stats(dest)
+
+    async def destinations(self) -> list[str]:
+        """Every destination that ever received work."""
+        self._check_open()
+        return await self._destinations()
+
+    async def take_over(
+        self, dest: str, consumer: str, *, min_idle: float = 0.0, count: int = 100
+    ) -> list[Delivery]:
+        """Make ``consumer`` the owner of entries idle at least ``min_idle`` on any
+        consumer of ``dest`` (a new coordinator takes over its intake this way: the
+        old one's commits no longer own them)."""
+        self._named(dest, "destination")
+        return await self._reclaim(dest, consumer, min_idle=min_idle, count=count)
+
+    def _named(self, name: str, what: str) -> None:
+        self._check_open()
+        check_name(name, what)
+
+    # -- their primitives, one per backend ------------------------------------------
 
     @abc.abstractmethod
-    async def purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int: ...
+    async def _publish(
+        self, topic: str, frame: bytes, headers: Mapping[str, str] | None = None
+    ) -> str: ...
 
     @abc.abstractmethod
-    async def stats(self, dest: str) -> QueueStats: ...
+    def _follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]: ...
+
+    @abc.abstractmethod
+    async def _latest(self, topic: str) -> Event | None: ...
+
+    @abc.abstractmethod
+    def _subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]: ...
+
+    @abc.abstractmethod
+    async def _announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    async def _withdraw(self, group: str, member: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _members(self, group: str) -> dict[str, bytes]: ...
+
+    @abc.abstractmethod
+    async def _lease(self, name: str, holder: str, *, ttl: float) -> int | None: ...
+
+    @abc.abstractmethod
+    async def _release(self, name: str, holder: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _add_to_counters(
+        self,
+        name: str,
+        amounts: Mapping[str, float],
+        *,
+        ttl: float | None = None,
+        once: str | None = None,
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def _counters(self, name: str) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool: ...
+
+    @abc.abstractmethod
+    async def _read_record(self, name: str) -> list[bytes]: ...
+
+    @abc.abstractmethod
+    async def _open_join(
+        self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def _arrive(self, name: str, part: str, value: bytes) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _join_parts(self, name: str) -> dict[str, bytes]: ...
+
+    @abc.abstractmethod
+    async def _dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]: ...
+
+    @abc.abstractmethod
+    async def _replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    async def _purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    async def _stats(self, dest: str) -> QueueStats: ...
 
     @abc.abstractmethod
     async def _entries(self, dest: str, *, count: int) -> list[Delivery]: ...
@@ -525,7 +642,7 @@ class Bus(abc.ABC):
         """The latest result record of ``msg_id``, if one is kept."""
 
     @abc.abstractmethod
-    async def destinations(self) -> list[str]: ...
+    async def _destinations(self) -> list[str]: ...
 
     # -- the public surface, with the policy -----------------------------------
 

@@ -389,10 +389,9 @@ class MemoryBus(Bus):
 
     # -- topics -----------------------------------------------------------------------
 
-    async def publish(
+    async def _publish(
         self, topic: str, frame: bytes, headers: Mapping[str, str] | None = None
     ) -> str:
-        self._check_open()
         check_name(topic, "topic")
         t = self.broker.topics.setdefault(topic, _Topic())
         event = Event(topic, self.broker.next_id(), frame, dict(headers or {}))
@@ -403,8 +402,7 @@ class MemoryBus(Bus):
         await anyio.lowlevel.checkpoint()
         return event.event_id
 
-    async def follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
-        self._check_open()
+    async def _follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
         queues = {dest: self.broker.queue(dest) for dest in dests}
         last = {dest: (q.recent[-1][0] if q.recent else "0-0") for dest, q in queues.items()}
         while True:
@@ -418,14 +416,12 @@ class MemoryBus(Bus):
             if not seen:
                 await anyio.sleep(0.05)  # an observer: polling its own memory is cheap
 
-    async def latest(self, topic: str) -> Event | None:
-        self._check_open()
+    async def _latest(self, topic: str) -> Event | None:
         await anyio.lowlevel.checkpoint()
         t = self.broker.topics.get(topic)
         return t.events[-1] if t and t.events else None
 
-    async def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
-        self._check_open()
+    async def _subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         check_name(topic, "topic")
         t = self.broker.topics.setdefault(topic, _Topic())
         last = (t.events[-1].event_id if t.events else "0-0") if after == "$" else after
@@ -440,18 +436,15 @@ class MemoryBus(Bus):
 
     # -- presence ---------------------------------------------------------------------
 
-    async def announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
-        self._check_open()
+    async def _announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
         self.broker.presence.setdefault(group, {})[member] = (time.time() + ttl, info)
         await anyio.lowlevel.checkpoint()
 
-    async def withdraw(self, group: str, member: str) -> None:
-        self._check_open()
+    async def _withdraw(self, group: str, member: str) -> None:
         self.broker.presence.get(group, {}).pop(member, None)
         await anyio.lowlevel.checkpoint()
 
-    async def members(self, group: str) -> dict[str, bytes]:
-        self._check_open()
+    async def _members(self, group: str) -> dict[str, bytes]:
         now = time.time()
         live = self.broker.presence.setdefault(group, {})
         for name in [m for m, (expires, _) in live.items() if expires <= now]:
@@ -459,7 +452,7 @@ class MemoryBus(Bus):
         await anyio.lowlevel.checkpoint()
         return {m: info for m, (_, info) in live.items()}
 
-    async def add_to_counters(
+    async def _add_to_counters(
         self,
         name: str,
         amounts: Mapping[str, float],
@@ -467,7 +460,6 @@ class MemoryBus(Bus):
         ttl: float | None = None,
         once: str | None = None,
     ) -> bool:
-        self._check_open()
         await anyio.lowlevel.checkpoint()
         if once:
             seen = self.broker.counted.setdefault(name, set())
@@ -479,30 +471,26 @@ class MemoryBus(Bus):
             counters[field_name] = counters.get(field_name, 0.0) + amount
         return True
 
-    async def counters(self, name: str) -> dict[str, float]:
-        self._check_open()
+    async def _counters(self, name: str) -> dict[str, float]:
         await anyio.lowlevel.checkpoint()
         return dict(self.broker.counters.get(name, {}))
 
     # Records and joins live as long as the broker (in-process: no expiry needed).
 
-    async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
-        self._check_open()
+    async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
         await anyio.lowlevel.checkpoint()
         record = self.broker.records.setdefault(name, [])
         if len(record) == index:
             record.append(item)
         return len(record) > index
 
-    async def read_record(self, name: str) -> list[bytes]:
-        self._check_open()
+    async def _read_record(self, name: str) -> list[bytes]:
         await anyio.lowlevel.checkpoint()
         return list(self.broker.records.get(name, []))
 
-    async def open_join(
+    async def _open_join(
         self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
     ) -> None:
-        self._check_open()
         await anyio.lowlevel.checkpoint()
         join = self.broker.joins.setdefault(name, _Join())
         if join.expect is None:
@@ -510,8 +498,7 @@ class MemoryBus(Bus):
         for part, value in parts.items():
             join.parts.setdefault(part, value)
 
-    async def arrive(self, name: str, part: str, value: bytes) -> bytes | None:
-        self._check_open()
+    async def _arrive(self, name: str, part: str, value: bytes) -> bytes | None:
         await anyio.lowlevel.checkpoint()
         join = self.broker.joins.setdefault(name, _Join())
         join.parts.setdefault(part, value)
@@ -519,14 +506,12 @@ class MemoryBus(Bus):
             return None
         return join.then
 
-    async def join_parts(self, name: str) -> dict[str, bytes]:
-        self._check_open()
+    async def _join_parts(self, name: str) -> dict[str, bytes]:
         await anyio.lowlevel.checkpoint()
         join = self.broker.joins.get(name)
         return dict(join.parts) if join else {}
 
-    async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
-        self._check_open()
+    async def _lease(self, name: str, holder: str, *, ttl: float) -> int | None:
         now = time.time()
         current = self.broker.leases.get(name)
         await anyio.lowlevel.checkpoint()
@@ -540,8 +525,7 @@ class MemoryBus(Bus):
             return current[1]
         return None
 
-    async def release(self, name: str, holder: str) -> None:
-        self._check_open()
+    async def _release(self, name: str, holder: str) -> None:
         current = self.broker.leases.get(name)
         if current is not None and current[0] == holder:
             del self.broker.leases[name]
@@ -549,12 +533,10 @@ class MemoryBus(Bus):
 
     # -- administration -------------------------------------------------------------------
 
-    async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]:
-        self._check_open()
+    async def _dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]:
         return list(self.broker.queue(dest).dead.values())[:count]
 
-    async def replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
-        self._check_open()
+    async def _replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
         q = self.broker.queue(dest)
         chosen = list(dict.fromkeys(entry_ids)) if entry_ids else list(q.dead)[:1000]
         moved = 0
@@ -566,15 +548,16 @@ class MemoryBus(Bus):
                 moved += 1
         return moved
 
-    async def purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
-        self._check_open()
+    async def _purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
         q = self.broker.queue(dest)
         chosen = list(entry_ids) if entry_ids else list(q.dead)
         return sum(q.dead.pop(i, None) is not None for i in chosen)
 
-    async def stats(self, dest: str) -> QueueStats:
-        self._check_open()
-        q = self.broker.queue(dest)
+    async def _stats(self, dest: str) -> QueueStats:
+        q = self.broker.queues.get(dest)
+        if q is None:  # never received work: nothing to count, nothing to create
+            return QueueStats(dest=dest, ready=0, pending=0, delayed=0, dead=0, lag_s=0.0,
+                              consumers=0)  # fmt: skip
         oldest = next(iter(q.entries), None)
         lag = max(time.time() - int(oldest.split("-")[0]) / 1000, 0.0) if oldest else 0.0
         return QueueStats(
@@ -587,8 +570,7 @@ class MemoryBus(Bus):
             consumers=len(q.consumers),
         )
 
-    async def destinations(self) -> list[str]:
-        self._check_open()
+    async def _destinations(self) -> list[str]:
         return sorted(self.broker.queues)
 
     async def _entries(self, dest: str, *, count: int) -> list[Delivery]:

@@ -808,10 +808,9 @@ class RedisBus(Bus):
 
     # -- topics -----------------------------------------------------------------------
 
-    async def publish(
+    async def _publish(
         self, topic: str, frame: bytes, headers: Mapping[str, str] | None = None
     ) -> str:
-        self._check_open()
         fields: dict[Any, Any] = {"f": frame}
         for name, value in (headers or {}).items():
             fields["h." + name] = value
@@ -822,8 +821,7 @@ class RedisBus(Bus):
         )
         return str(event_id.decode())
 
-    async def follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
-        self._check_open()
+    async def _follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
         streams: dict[Any, Any] = {}
         names: dict[bytes, str] = {}
         for dest in dests:
@@ -845,16 +843,14 @@ class RedisBus(Bus):
             with anyio.CancelScope(shield=True):
                 await client.aclose()
 
-    async def latest(self, topic: str) -> Event | None:
-        self._check_open()
+    async def _latest(self, topic: str) -> Event | None:
         rows: Any = await self._retrying(lambda: self.redis.xrevrange(topic_stream(topic), count=1))
         if not rows:
             return None
         entry_id, fields = rows[0]
         return Event(topic, entry_id.decode(), fields.get(b"f", b""), _entry_headers(fields))
 
-    async def subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
-        self._check_open()
+    async def _subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         stream = topic_stream(topic)
         if after == "$":
             last: Any = await self._retrying(lambda: self.redis.xrevrange(stream, count=1))
@@ -875,24 +871,21 @@ class RedisBus(Bus):
 
     # -- presence ---------------------------------------------------------------------
 
-    async def announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
-        self._check_open()
+    async def _announce(self, group: str, member: str, info: bytes, *, ttl: float) -> None:
         key = presence_hash(group)
         await self._retrying(
             partial(self._eval, "ANNOUNCE", [key], [member, int(ttl * 1000), info])
         )
 
-    async def withdraw(self, group: str, member: str) -> None:
-        self._check_open()
+    async def _withdraw(self, group: str, member: str) -> None:
         key = presence_hash(group)
         await self._retrying(lambda: self.redis.hdel(key, member))
 
-    async def members(self, group: str) -> dict[str, bytes]:
-        self._check_open()
+    async def _members(self, group: str) -> dict[str, bytes]:
         flat: Any = await self._retrying(partial(self._eval, "MEMBERS", [presence_hash(group)], []))
         return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
 
-    async def add_to_counters(
+    async def _add_to_counters(
         self,
         name: str,
         amounts: Mapping[str, float],
@@ -900,7 +893,6 @@ class RedisBus(Bus):
         ttl: float | None = None,
         once: str | None = None,
     ) -> bool:
-        self._check_open()
         key = counters_hash(name)
         flat: list[Any] = [int(ttl or 0), once or ""]
         for field_name, amount in amounts.items():
@@ -908,27 +900,23 @@ class RedisBus(Bus):
         added = await self._retrying(partial(self._eval, "COUNT", [key, key + ":once"], flat))
         return bool(added)
 
-    async def counters(self, name: str) -> dict[str, float]:
-        self._check_open()
+    async def _counters(self, name: str) -> dict[str, float]:
         raw: Any = await self._retrying(lambda: self.redis.hgetall(counters_hash(name)))
         return {k.decode(): float(v) for k, v in raw.items()}
 
-    async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
-        self._check_open()
+    async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
         done: Any = await self._durably(
             partial(self._eval, "APPEND", [record_list(name)], [index, item, int(ttl * 1000)])
         )
         return bool(done)
 
-    async def read_record(self, name: str) -> list[bytes]:
-        self._check_open()
+    async def _read_record(self, name: str) -> list[bytes]:
         items: Any = await self._retrying(lambda: self.redis.lrange(record_list(name), 0, -1))
         return list(items)
 
-    async def open_join(
+    async def _open_join(
         self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
     ) -> None:
-        self._check_open()
         flat = [x for part, value in parts.items() for x in (part, value)]
         await self._durably(
             partial(
@@ -936,33 +924,28 @@ class RedisBus(Bus):
             )
         )
 
-    async def arrive(self, name: str, part: str, value: bytes) -> bytes | None:
-        self._check_open()
+    async def _arrive(self, name: str, part: str, value: bytes) -> bytes | None:
         then: Any = await self._durably(
             partial(self._eval, "ARRIVE", [join_hash(name)], [part, value])
         )
         return bytes(then) if then else None
 
-    async def join_parts(self, name: str) -> dict[str, bytes]:
-        self._check_open()
+    async def _join_parts(self, name: str) -> dict[str, bytes]:
         raw: Any = await self._retrying(lambda: self.redis.hgetall(join_hash(name)))
         return {k[2:].decode(): v for k, v in raw.items() if k.startswith(b"p.")}
 
-    async def lease(self, name: str, holder: str, *, ttl: float) -> int | None:
-        self._check_open()
+    async def _lease(self, name: str, holder: str, *, ttl: float) -> int | None:
         token: Any = await self._retrying(
             partial(self._eval, "LEASE", list(lease_keys(name)), [holder, int(ttl * 1000)])
         )
         return int(token) if token else None
 
-    async def release(self, name: str, holder: str) -> None:
-        self._check_open()
+    async def _release(self, name: str, holder: str) -> None:
         await self._retrying(partial(self._eval, "UNLEASE", [lease_keys(name)[0]], [holder]))
 
     # -- administration -------------------------------------------------------------------
 
-    async def dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]:
-        self._check_open()
+    async def _dead_letters(self, dest: str, *, count: int = 100) -> list[DeadLetter]:
         rows: Any = await self._retrying(lambda: self.redis.xrange(Keys(dest).dead, count=count))
         out = []
         for entry_id, f in rows:
@@ -985,16 +968,14 @@ class RedisBus(Bus):
             )
         return out
 
-    async def replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
-        self._check_open()
+    async def _replay(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
         keys = await self._retrying(lambda: self._ensure_group(dest))
         moved = await self._retrying(
             partial(self._eval, "REPLAY", [keys.stream, keys.dead], list(entry_ids or [""]))
         )
         return int(moved)
 
-    async def purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
-        self._check_open()
+    async def _purge(self, dest: str, entry_ids: Sequence[str] | None = None) -> int:
         dead = Keys(dest).dead
         if entry_ids:
             return int(await self._retrying(lambda: self.redis.xdel(dead, *entry_ids)))
@@ -1002,8 +983,7 @@ class RedisBus(Bus):
         await self._retrying(lambda: self.redis.delete(dead))
         return n
 
-    async def stats(self, dest: str) -> QueueStats:
-        self._check_open()
+    async def _stats(self, dest: str) -> QueueStats:
         keys = Keys(dest)
 
         async def read() -> QueueStats:
@@ -1051,7 +1031,6 @@ class RedisBus(Bus):
         headers, frame = msgpack.unpackb(raw[14:], raw=False)
         return ResultRecord(msg_id, headers, frame, int(raw[1:14]) / 1000)
 
-    async def destinations(self) -> list[str]:
-        self._check_open()
+    async def _destinations(self) -> list[str]:
         names: Any = await self._retrying(lambda: self.redis.smembers(DESTINATIONS))
         return sorted(n.decode() for n in names)
