@@ -47,7 +47,6 @@ from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.protocol.headers import H_NOT_BEFORE, H_RESERVATION, H_ROOT, H_SINCE
 from acp.runtime.bus.base import Bus, Delivery
-from acp.runtime.bus.redis import RedisBus
 from acp.runtime.dispatches import InputSizer, Reservation
 from acp.runtime.keys import (
     COMPLETIONS_TOPIC,
@@ -69,7 +68,7 @@ from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import agent_queues
 from acp.runtime.tracing import hop, outgoing_trace
-from acp.runtime.workflow_store import MemoryWorkflowStore, RedisWorkflowStore, WorkflowStore
+from acp.runtime.workflow_store import WorkflowStore
 from acp.runtime.workflows import WorkflowRunner, send_via
 
 __all__ = [
@@ -233,11 +232,7 @@ class Coordinator:
                 concurrency=self.max_waiting, accept=lambda env: True, grace=0.5,
                 agent_of=self._route, on_dead=self._dead_lettered,
             )  # fmt: skip
-            store = self.workflow_store or (
-                RedisWorkflowStore(self.bus.redis)
-                if isinstance(self.bus, RedisBus)
-                else MemoryWorkflowStore()
-            )
+            store = self.workflow_store or self.bus.workflow_store()
             self.workflow_store = store  # a later term of this coordinator keeps the same state
             self.workflows = WorkflowRunner(
                 self.bus,

@@ -168,7 +168,7 @@ def _copy(value: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RedisWorkflowStore:
-    """Workflow state in Redis; ``RedisWorkflowStore(bus.redis)`` shares the bus's pool.
+    """Workflow state in Redis; ``bus.workflow_store()`` makes one on the bus's pool.
 
     Finished workflows expire after ``retention`` seconds. Lost connections are
     retried for ``reconnect_timeout`` seconds, then ``ConnectionLost`` is raised.

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType, TracebackType
-from typing import NamedTuple, Self
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 import anyio
 import anyio.lowlevel
@@ -44,6 +44,9 @@ from acp.errors import BusClosed, RequestTimeout
 from acp.logs import get_logger
 from acp.protocol.ids import new_id
 from acp.runtime.keys import INBOX_PREFIX, RESULTS, check_name, inbox_name
+
+if TYPE_CHECKING:  # the store is built on the bus, not the other way round
+    from acp.runtime.workflow_store import WorkflowStore
 
 __all__ = [
     "Bus",
@@ -552,6 +555,11 @@ class Bus(abc.ABC):
         old one's commits no longer own them)."""
         self._named(dest, "destination")
         return await self._reclaim(dest, consumer, min_idle=min_idle, count=count)
+
+    @abc.abstractmethod
+    def workflow_store(self) -> WorkflowStore:
+        """Where workflows keep their state on this bus's server (every coordinator of
+        a deployment sees the same)."""
 
     def _named(self, name: str, what: str) -> None:
         self._check_open()

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -33,6 +34,9 @@ from acp.runtime.bus.base import (
     dead_payload,
 )
 from acp.runtime.keys import RESULTS, check_name
+
+if TYPE_CHECKING:  # built on the bus, not imported by it
+    from acp.runtime.workflow_store import WorkflowStore
 
 __all__ = ["MemoryBroker", "MemoryBus"]
 
@@ -97,6 +101,8 @@ class MemoryBroker:
         #: append-only records, and joins (parts, expected count, payload)
         self.records: dict[str, list[bytes]] = {}
         self.joins: dict[str, _Join] = {}
+        #: the workflows' state, made when a coordinator first asks
+        self.workflows: WorkflowStore | None = None
         #: the ``once`` keys each counters set has counted
         self.counted: dict[str, set[str]] = {}
         #: result records by message id, oldest write first
@@ -569,6 +575,13 @@ class MemoryBus(Bus):
             lag_s=round(lag, 3),
             consumers=len(q.consumers),
         )
+
+    def workflow_store(self) -> WorkflowStore:
+        from acp.runtime.workflow_store import MemoryWorkflowStore
+
+        if self.broker.workflows is None:
+            self.broker.workflows = MemoryWorkflowStore()
+        return self.broker.workflows
 
     async def _destinations(self) -> list[str]:
         return sorted(self.broker.queues)

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import msgpack
@@ -61,6 +61,9 @@ from acp.runtime.keys import (
     topic_stream,
 )
 from acp.runtime.settings import RedisSettings
+
+if TYPE_CHECKING:  # built on the bus, not imported by it
+    from acp.runtime.workflow_store import WorkflowStore
 
 __all__ = ["Durability", "RedisBus"]
 
@@ -1030,6 +1033,11 @@ class RedisBus(Bus):
         # "<final flag><server ms, 13 digits><msgpack [headers, frame]>" (the RESULT script)
         headers, frame = msgpack.unpackb(raw[14:], raw=False)
         return ResultRecord(msg_id, headers, frame, int(raw[1:14]) / 1000)
+
+    def workflow_store(self) -> WorkflowStore:
+        from acp.runtime.workflow_store import RedisWorkflowStore
+
+        return RedisWorkflowStore(self.redis, reconnect_timeout=self.reconnect_timeout)
 
     async def _destinations(self) -> list[str]:
         names: Any = await self._retrying(lambda: self.redis.smembers(DESTINATIONS))
