@@ -16,12 +16,12 @@ import pytest
 import redis
 
 from acp.agents import load_config
+from acp.agents.imports import import_agent
 from acp.catalogue import choose_agents
 from acp.errors import AccessDenied
 from acp.runtime import Client, Coordinator, RedisBus, Worker
 from acp.runtime.embedded import EmbeddedServer
 from acp.runtime.status import read_status
-from acp.runtime.targets import import_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 ACL_FILE = ROOT / "runtime" / "users.acl"

@@ -130,7 +130,7 @@ def test_result_of_an_unknown_id_exits_1(redis_url: str) -> None:
 
 
 def test_status_says_when_no_work_finished_yet() -> None:
-    from acp.cli import _rate
+    from acp.cli.operate import _rate
 
     assert _rate(None) == "no work finished yet"
     assert _rate(0.987) == "98.7%"

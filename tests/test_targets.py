@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from acp.agents import Agent, AgentBase, AgentDefinition, load_catalogue
+from acp.agents.imports import import_agent
+from acp.cli.targets import resolve_targets
 from acp.errors import ConfigError, UnknownAgent
-from acp.runtime.targets import import_agent, resolve_targets
 
 DEFINITION = "---\nname: {name}\ndescription: d\nmodel: haiku\n{extra}---\n\nPrompt.\n"
 

@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from acp.agents.sdk import AgentBase
 from acp.errors import ConfigError
 
-__all__ = ["import_object"]
+__all__ = ["import_agent", "import_object"]
 
 
 def import_object(spec: str, *, what: str, search: Sequence[Path] = ()) -> object:
@@ -33,4 +34,18 @@ def import_object(spec: str, *, what: str, search: Sequence[Path] = ()) -> objec
             target = getattr(target, part)
         except AttributeError:
             raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+def import_agent(spec: str, *, search: Sequence[Path] = ()) -> AgentBase:
+    """The agent at ``module:attr`` (an agent, or a callable returning one).
+
+    The current directory and ``search`` paths are importable, as with
+    ``python -m``, so a project's own modules can be named.
+    """
+    target = import_object(spec, what="agent", search=search)
+    if not isinstance(target, AgentBase) and callable(target):
+        target = target()
+    if not isinstance(target, AgentBase):
+        raise ConfigError(f"{spec!r} is a {type(target).__name__}, not an agent (acp.agents.Agent)")
     return target

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from acp.errors import ConfigError
+from acp.runtime.environment import ENV_REDIS_URL, ENV_REDIS_URL_FILE
 
 __all__ = [
     "EMBEDDED",
@@ -35,11 +36,6 @@ __all__ = [
     "resolve_redis",
 ]
 
-#: environment variable that names the Redis server for every acp process
-ENV_REDIS_URL: Final = "ACP_REDIS_URL"
-#: a file holding that URL: a password in it then shows neither in ``ps`` nor in the
-#: environment of every child process
-ENV_REDIS_URL_FILE: Final = "ACP_REDIS_URL_FILE"
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
 _CERT_REQS: Final = ("none", "optional", "required")

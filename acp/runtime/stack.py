@@ -20,6 +20,7 @@ from anyio.abc import TaskStatus
 
 from acp.agents.config import RuntimeConfig
 from acp.agents.definition import AgentDefinition
+from acp.agents.imports import import_agent
 from acp.agents.loader import Catalogue
 from acp.agents.sdk import AgentBase
 from acp.agents.toolbox import Toolbox
@@ -28,7 +29,6 @@ from acp.runtime.coordinator import Coordinator
 from acp.runtime.embedded import EmbeddedServer
 from acp.runtime.options import Deployment
 from acp.runtime.settings import RedisSettings
-from acp.runtime.targets import import_agent
 from acp.runtime.worker import Worker
 
 __all__ = ["Stack", "StackPlan", "plan_agents"]

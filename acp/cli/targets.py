@@ -11,28 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from acp.agents.definition import AgentDefinition
-from acp.agents.imports import import_object
+from acp.agents.imports import import_agent
 from acp.agents.loader import Catalogue
 from acp.agents.sdk import AgentBase
 from acp.errors import ConfigError
 
-__all__ = ["import_agent", "resolve_targets"]
+__all__ = ["resolve_targets"]
 
 ClaudeFactory = Callable[[AgentDefinition], AgentBase]
-
-
-def import_agent(spec: str, *, search: Sequence[Path] = ()) -> AgentBase:
-    """The agent at ``module:attr`` (an agent, or a callable returning one).
-
-    The current directory and ``search`` paths are importable, as with
-    ``python -m``, so a project's own modules can be named.
-    """
-    target = import_object(spec, what="agent", search=search)
-    if not isinstance(target, AgentBase) and callable(target):
-        target = target()
-    if not isinstance(target, AgentBase):
-        raise ConfigError(f"{spec!r} is a {type(target).__name__}, not an agent (acp.agents.Agent)")
-    return target
 
 
 def resolve_targets(
