@@ -49,8 +49,8 @@ from acp.runtime.settings import RedisSettings
 
 __all__ = [
     "ENV_REDIS_SERVER",
-    "Durability",
     "EmbeddedServer",
+    "ServerDurability",
     "ServerVersion",
     "find_server_binary",
 ]
@@ -60,11 +60,12 @@ log = get_logger(__name__)
 #: environment variable naming the server binary to launch (path or name on PATH)
 ENV_REDIS_SERVER: Final = "ACP_REDIS_SERVER"
 
-#: ``"normal"``: ``appendfsync everysec`` (lose at most ~1 s on power loss);
-#: ``"safe"``: ``appendfsync always`` (an acknowledged write survives SIGKILL and power loss)
-Durability = Literal["normal", "safe"]
+#: the same words as the bus's durability: ``"fast"``: ``appendfsync everysec`` (lose
+#: at most ~1 s on power loss); ``"safe"``: ``appendfsync always`` (an acknowledged
+#: write survives SIGKILL and power loss). ``"normal"`` is read as ``"fast"``.
+ServerDurability = Literal["fast", "safe", "normal"]
 
-_FSYNC: Final[dict[str, str]] = {"normal": "everysec", "safe": "always"}
+_FSYNC: Final[dict[str, str]] = {"fast": "everysec", "normal": "everysec", "safe": "always"}
 _PATH_CANDIDATES: Final = ("valkey-server", "redis-server")
 _HOST: Final = "127.0.0.1"
 _SOCKET_NAME: Final = "server.sock"
@@ -216,7 +217,7 @@ class EmbeddedServer:
         binary: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         keep_data: bool = False,
-        durability: Durability = "normal",
+        durability: ServerDurability = "fast",
         unix_socket: bool = False,
         port: int | None = None,
         startup_timeout: float = 10.0,
@@ -236,7 +237,7 @@ class EmbeddedServer:
         self._binary_arg = binary
         self._given_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
         self.keep_data = keep_data
-        self.durability: Durability = durability
+        self.durability: ServerDurability = durability
         self.unix_socket = unix_socket
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout

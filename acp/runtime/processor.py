@@ -51,7 +51,7 @@ from acp.runtime.results import ResultState, is_tracked, result_record
 
 __all__ = [
     "DeadLettered",
-    "Handler",
+    "EnvelopeHandler",
     "Processor",
     "ProcessorStats",
     "current_delivery",
@@ -88,7 +88,7 @@ def _reply_ids(
 
 
 #: takes a message, returns the messages it causes (replies, handoffs, statuses)
-Handler = Callable[[Envelope], Awaitable[Sequence[Envelope]]]
+EnvelopeHandler = Callable[[Envelope], Awaitable[Sequence[Envelope]]]
 
 
 def to_outgoing(env: Envelope, frame: bytes, dest: str | None = None) -> Outgoing:
@@ -130,7 +130,7 @@ class Processor:
         self,
         bus: Bus,
         dest: str,
-        handler: Handler,
+        handler: EnvelopeHandler,
         *,
         codec: WireCodec | None = None,
         consumer: str | None = None,

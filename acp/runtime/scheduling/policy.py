@@ -86,9 +86,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Decisions",
     "Dispatch",
-    "Event",
     "EventKind",
     "Job",
+    "PolicyEvent",
     "Rejection",
     "RejectionReason",
     "SchedulingPolicy",
@@ -180,7 +180,7 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+class PolicyEvent:
     """Something worth a log line or a status message; ``until`` is set for deferrals/pauses."""
 
     at: float
@@ -206,7 +206,7 @@ class Decisions:
     dispatch: tuple[Dispatch, ...] = ()
     dead_letter: tuple[Rejection, ...] = ()
     refused: tuple[Rejection, ...] = ()
-    events: tuple[Event, ...] = ()
+    events: tuple[PolicyEvent, ...] = ()
     wake_at: float | None = None
 
 
@@ -513,7 +513,7 @@ class SchedulingPolicy:
         self._held: dict[str, _Heap] = {}
         self._deadlines: list[tuple[float, int, _Entry]] = []
         self._in_flight: dict[str, _Flight] = {}
-        self._events: list[Event] = []
+        self._events: list[PolicyEvent] = []
         self._seq = 0
         self._totals: Counter[str] = Counter()
 
@@ -775,7 +775,7 @@ class SchedulingPolicy:
         res: _Reservation,
         tier: _Tier,
         now: float,
-        events: list[Event],
+        events: list[PolicyEvent],
     ) -> Dispatch:
         job = entry.job
         tier.take(res)
@@ -792,7 +792,7 @@ class SchedulingPolicy:
                 f"{s.name} ${s.remaining:.2f} left of ${s.limit:.2f}" for s in scopes
             )
             events.append(
-                Event(
+                PolicyEvent(
                     at=now,
                     kind="step_down",
                     job_id=job.id,
@@ -821,7 +821,7 @@ class SchedulingPolicy:
         plan: _Plan,
         now: float,
         refused: list[Rejection],
-        events: list[Event],
+        events: list[PolicyEvent],
     ) -> None:
         job = entry.job
         reset = self.budget_resets_at
@@ -834,7 +834,7 @@ class SchedulingPolicy:
             self._unqueue(entry, "deferred")
             self._totals["deferred"] += 1
             events.append(
-                Event(
+                PolicyEvent(
                     at=now,
                     kind="deferred",
                     job_id=job.id,
@@ -853,13 +853,13 @@ class SchedulingPolicy:
         detail: str,
         now: float,
         refused: list[Rejection],
-        events: list[Event],
+        events: list[PolicyEvent],
     ) -> None:
         self._unqueue(entry, "gone")
         self._totals["refused"] += 1
         refused.append(Rejection(job=entry.job, reason=reason, detail=detail))
         events.append(
-            Event(
+            PolicyEvent(
                 at=now,
                 kind="refused",
                 job_id=entry.job.id,
@@ -871,7 +871,7 @@ class SchedulingPolicy:
         )
 
     def _sweep_deadlines(
-        self, now: float, dead: list[Rejection], events: list[Event], most: int
+        self, now: float, dead: list[Rejection], events: list[PolicyEvent], most: int
     ) -> int:
         """Dead-letter up to ``most`` queued jobs past their deadline; how many."""
         while self._deadlines and self._deadlines[0][0] <= now and len(dead) < most:
@@ -884,7 +884,7 @@ class SchedulingPolicy:
             self._totals["dead_lettered"] += 1
             dead.append(Rejection(job=entry.job, reason="deadline", detail=detail))
             events.append(
-                Event(
+                PolicyEvent(
                     at=now,
                     kind="dead_letter",
                     job_id=entry.job.id,
@@ -1086,7 +1086,7 @@ class SchedulingPolicy:
                 before = bucket.capacity
                 bucket.set_limit(float(limit))
                 self._events.append(
-                    Event(
+                    PolicyEvent(
                         at=now,
                         kind="limits",
                         tier=name,
@@ -1102,7 +1102,7 @@ class SchedulingPolicy:
         if retry_after_s is not None and retry_after_s > 0:
             state.paused_until = max(state.paused_until, now + retry_after_s)
             self._events.append(
-                Event(
+                PolicyEvent(
                     at=now,
                     kind="paused",
                     tier=name,
