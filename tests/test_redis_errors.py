@@ -16,7 +16,7 @@ from acp.protocol import Envelope, WireCodec
 from acp.runtime.bus import RedisBus
 from acp.runtime.bus.base import Outgoing
 from acp.runtime.embedded import EmbeddedServer
-from acp.runtime.workflow_store import RedisWorkflowStore
+from acp.runtime.workflows.store import RedisWorkflowStore
 
 pytestmark = pytest.mark.anyio
 

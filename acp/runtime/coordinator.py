@@ -68,8 +68,8 @@ from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import agent_queues
 from acp.runtime.tracing import hop, outgoing_trace
-from acp.runtime.workflow_store import WorkflowStore
 from acp.runtime.workflows import WorkflowRunner, send_via
+from acp.runtime.workflows.store import WorkflowStore
 
 __all__ = [
     "COORDINATORS",

@@ -46,7 +46,7 @@ from acp.protocol.ids import new_id
 from acp.runtime.keys import INBOX_PREFIX, RESULTS, check_name, inbox_name
 
 if TYPE_CHECKING:  # the store is built on the bus, not the other way round
-    from acp.runtime.workflow_store import WorkflowStore
+    from acp.runtime.workflows.store import WorkflowStore
 
 __all__ = [
     "Bus",

@@ -36,7 +36,7 @@ from acp.runtime.bus.base import (
 from acp.runtime.keys import RESULTS, check_name
 
 if TYPE_CHECKING:  # built on the bus, not imported by it
-    from acp.runtime.workflow_store import WorkflowStore
+    from acp.runtime.workflows.store import WorkflowStore
 
 __all__ = ["MemoryBroker", "MemoryBus"]
 
@@ -577,7 +577,7 @@ class MemoryBus(Bus):
         )
 
     def workflow_store(self) -> WorkflowStore:
-        from acp.runtime.workflow_store import MemoryWorkflowStore
+        from acp.runtime.workflows.store import MemoryWorkflowStore
 
         if self.broker.workflows is None:
             self.broker.workflows = MemoryWorkflowStore()

@@ -63,7 +63,7 @@ from acp.runtime.keys import (
 from acp.runtime.settings import RedisSettings
 
 if TYPE_CHECKING:  # built on the bus, not imported by it
-    from acp.runtime.workflow_store import WorkflowStore
+    from acp.runtime.workflows.store import WorkflowStore
 
 __all__ = ["Durability", "RedisBus"]
 
@@ -1035,7 +1035,7 @@ class RedisBus(Bus):
         return ResultRecord(msg_id, headers, frame, int(raw[1:14]) / 1000)
 
     def workflow_store(self) -> WorkflowStore:
-        from acp.runtime.workflow_store import RedisWorkflowStore
+        from acp.runtime.workflows.store import RedisWorkflowStore
 
         return RedisWorkflowStore(self.redis, reconnect_timeout=self.reconnect_timeout)
 

@@ -54,24 +54,16 @@ from acp.protocol.workflow import Phase, Step, WorkflowSpec, parse_workflow
 from acp.runtime.bus.base import Bus, derived_id
 from acp.runtime.keys import WORKFLOW_INTAKE, WORKFLOW_REPLIES, WORKFLOW_TOPIC, check_name
 from acp.runtime.processor import Processor, to_outgoing
-from acp.runtime.workflow_store import (
-    MemoryWorkflowStore,
-    RedisWorkflowStore,
+from acp.runtime.workflows.store import (
     StoredWorkflow,
     WorkflowStore,
 )
 
 __all__ = [
     "STEP_COMMAND",
-    "WORKFLOW_INTAKE",
-    "WORKFLOW_REPLIES",
-    "WORKFLOW_TOPIC",
     "FailurePolicy",
-    "MemoryWorkflowStore",
-    "RedisWorkflowStore",
     "SendStep",
     "WorkflowRunner",
-    "WorkflowStore",
     "send_via",
     "step_id",
 ]
