@@ -6,17 +6,13 @@ of skipping: a suite that silently skips its Redis tests proves nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import redis
 
-from acp.runtime.bus import Bus, BusOptions, MemoryBroker, MemoryBus, RedisBus
 from acp.runtime.embedded import EmbeddedServer
-
-#: makes bus clients that all meet: one broker in memory, or one Redis server
-BusFactory = Callable[..., Bus]
+from acp.testing import BusFactory, bus_clients
 
 
 @pytest.fixture(scope="session")
@@ -82,19 +78,16 @@ def isolated_redis_server() -> Iterator[EmbeddedServer]:
 def bus_backend(request: pytest.FixtureRequest) -> BusFactory:
     """Run a test against both buses: ``bus_backend(options)`` gives a new client of
     the same in-memory broker, or of the same (flushed) Redis server."""
-    if request.param == "memory":
-        broker = MemoryBroker()
+    where = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    return bus_clients(where)
 
-        def memory(options: BusOptions | None = None, **kw: Any) -> Bus:
-            return MemoryBus(broker, options, **kw)
 
-        return memory
-    url = request.getfixturevalue("redis_url")
-
-    def on_redis(options: BusOptions | None = None, **kw: Any) -> Bus:
-        return RedisBus.from_url(url, options, **kw)
-
-    return on_redis
+@pytest.fixture
+def make_bus(bus_backend: BusFactory, request: pytest.FixtureRequest) -> BusFactory:
+    """Clients of one broker or server (as ``bus_backend``), with the test module's
+    ``BUS_OPTIONS`` unless given others: one factory for every bus test."""
+    default = getattr(request.module, "BUS_OPTIONS", None)
+    return lambda options=None, **kw: bus_backend(options or default, **kw)
 
 
 #: modules whose tests start processes (workers, coordinators, servers, builds) or

@@ -7,7 +7,6 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
-from conftest import BusFactory
 
 from acp.errors import BusClosed, ConfigError, RequestTimeout
 from acp.runtime.bus import (
@@ -16,10 +15,11 @@ from acp.runtime.bus import (
     CommitStatus,
     Outgoing,
 )
+from acp.testing import BusFactory
 
 pytestmark = pytest.mark.anyio
 
-FAST = BusOptions(
+BUS_OPTIONS = BusOptions(
     min_idle=0.2,
     reclaim_interval=0.05,
     retry_base=0.05,
@@ -28,12 +28,6 @@ FAST = BusOptions(
     max_deliveries=3,
 )
 MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
-
-
-@pytest.fixture
-def make_bus(bus_backend: BusFactory) -> MakeBus:
-    """A factory of bus clients that all talk to the same broker/server."""
-    return lambda options=FAST, **kw: bus_backend(options, **kw)
 
 
 def out(dest: str, msg_id: str, body: bytes = b"frame", **headers: str) -> Outgoing:
@@ -82,7 +76,7 @@ async def test_dedup_and_ledger_remember_at_most_dedup_max_ids(make_bus: MakeBus
     """Memory stays bounded whatever the rate: past ``dedup_max`` ids per destination the
     oldest are forgotten, by the send dedup and by the ledger alike (trimmed at most
     once a second per destination and client: a second's ids may exceed it)."""
-    options = BusOptions(**{**FAST.__dict__, "dedup_max": 10})
+    options = BusOptions(**{**BUS_OPTIONS.__dict__, "dedup_max": 10})
     async with make_bus(options) as bus:
         for start in (0, 10, 20):  # three batches, a second apart
             await bus.send_many([out("agent-a", f"m{i}") for i in range(start, start + 10)])
@@ -127,7 +121,7 @@ async def test_commit_delivers_effects_once(make_bus: MakeBus) -> None:
 async def test_processed_message_id_is_a_duplicate_and_its_effects_are_dropped(
     make_bus: MakeBus,
 ) -> None:
-    options = BusOptions(**{**FAST.__dict__, "dedup_ttl": 0.0})  # let a second entry in
+    options = BusOptions(**{**BUS_OPTIONS.__dict__, "dedup_ttl": 0.0})  # let a second entry in
     async with make_bus(options) as bus:
         await bus.send(out("agent-a", "m1"))
         (first,) = await bus.consume("agent-a", "c1", block=0.5)
@@ -148,7 +142,7 @@ async def test_abandoned_entry_is_reclaimed_and_the_old_owner_is_fenced(make_bus
         await bus.send(out("agent-a", "m1"))
         (held,) = await bus.consume("agent-a", "slow", block=0.5)
         assert await bus.renew("slow", [held]) == [True]
-        await anyio.sleep(FAST.min_idle + 0.1)
+        await anyio.sleep(BUS_OPTIONS.min_idle + 0.1)
         (taken,) = await bus.consume("agent-a", "fast", block=0.5)
         assert taken.msg_id == "m1"
         assert taken.deliveries == 2
@@ -167,7 +161,7 @@ async def test_renewed_entry_is_not_reclaimed(make_bus: MakeBus) -> None:
         await bus.send(out("agent-a", "m1"))
         (held,) = await bus.consume("agent-a", "worker", block=0.5)
         for _ in range(4):
-            await anyio.sleep(FAST.min_idle / 2)
+            await anyio.sleep(BUS_OPTIONS.min_idle / 2)
             assert await bus.renew("worker", [held]) == [True]
             assert await bus.consume("agent-a", "thief", block=0.01) == []
         assert await bus.commit("worker", [(held, ())]) == [CommitStatus.DONE]
@@ -214,10 +208,10 @@ async def test_poison_message_is_dead_lettered_after_max_deliveries_and_replayed
                 for d in await bus.consume("agent-a", "c1", block=0.1):
                     errors += 1
                     await bus.retry(d, "c1", error=f"boom {d.deliveries}", delay=0.0)
-        assert errors == FAST.max_deliveries
+        assert errors == BUS_OPTIONS.max_deliveries
         (letter,) = await bus.dead_letters("agent-a")
         assert (letter.msg_id, letter.frame, letter.reason) == ("poison", b"bad", "max_deliveries")
-        assert letter.deliveries == FAST.max_deliveries
+        assert letter.deliveries == BUS_OPTIONS.max_deliveries
         assert letter.history == ("boom 1", "boom 2", "boom 3")
         assert await bus.replay("agent-a") == 1
         assert await bus.dead_letters("agent-a") == []
@@ -228,17 +222,17 @@ async def test_poison_message_is_dead_lettered_after_max_deliveries_and_replayed
 async def test_crash_redeliveries_count_towards_dead_lettering(make_bus: MakeBus) -> None:
     async with make_bus() as bus:
         await bus.send(out("agent-a", "crashes-its-worker"))
-        for attempt in range(1, FAST.max_deliveries + 1):
+        for attempt in range(1, BUS_OPTIONS.max_deliveries + 1):
             with anyio.fail_after(5):
                 batch: list = []
                 while not batch:
                     batch = await bus.consume("agent-a", f"worker-{attempt}", block=0.05)
             assert batch[0].deliveries == attempt
-            await anyio.sleep(FAST.min_idle + 0.05)  # the worker "dies" holding it
+            await anyio.sleep(BUS_OPTIONS.min_idle + 0.05)  # the worker "dies" holding it
         assert await bus.consume("agent-a", "survivor", block=0.05) == []
         (letter,) = await bus.dead_letters("agent-a")
         assert letter.reason == "max_deliveries"
-        assert letter.deliveries == FAST.max_deliveries + 1
+        assert letter.deliveries == BUS_OPTIONS.max_deliveries + 1
 
 
 async def test_explicit_dead_letter_and_purge(make_bus: MakeBus) -> None:
@@ -263,7 +257,7 @@ async def test_dead_letter_by_a_consumer_that_lost_the_entry_is_refused(make_bus
     async with make_bus() as bus:
         await bus.send(out("agent-a", "m1"))
         (held,) = await bus.consume("agent-a", "old", block=0.5)
-        await anyio.sleep(FAST.min_idle + 0.1)
+        await anyio.sleep(BUS_OPTIONS.min_idle + 0.1)
         (taken,) = await bus.consume("agent-a", "new", block=0.5)
         assert not await bus.dead_letter(held, "old", reason="x", error="y")
         assert not await bus.retry(held, "old", error="y", delay=0)
@@ -283,7 +277,7 @@ async def test_effects_left_in_the_outbox_by_a_dead_committer_are_relayed(
         assert statuses == [CommitStatus.DONE]
         assert len(outbox) == 1
         assert await bus.consume("agent-b", "c1", block=0.05) == []
-        await anyio.sleep(FAST.relay_after + 0.1)
+        await anyio.sleep(BUS_OPTIONS.relay_after + 0.1)
         await bus.consume("agent-a", "c2", block=0.05)  # any consumer of agent-a relays
         assert [x.msg_id for x in await drain(bus, "agent-b")] == ["effect-1"]
         await bus.consume("agent-a", "c2", block=0.05)

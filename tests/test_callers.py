@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import BusFactory
 from fake_anthropic import FakeAnthropic
 
 from acp.agents import Agent, AgentDefinition, ClaudeAgent, Context, claude_client, load_config
@@ -25,7 +24,7 @@ from acp.runtime.keys import COORDINATOR_EVENTS_TOPIC as EVENTS_TOPIC
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
-OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1, max_deliveries=2, retry_base=0.05)
+BUS_OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1, max_deliveries=2, retry_base=0.05)
 MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 PIPELINE = {"cmd": "PIPELINE_STATUS", "component_id": "etl", "data_flow": {"quality_score": 0.5}}
 
@@ -35,11 +34,6 @@ broken = Agent("broken-agent", tier="haiku", complexity="low")
 @broken.command("EXPLODE")
 async def explode(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
     raise RuntimeError("the disk is full")
-
-
-@pytest.fixture
-def make_bus(bus_backend: BusFactory) -> MakeBus:
-    return lambda: bus_backend(OPTIONS)
 
 
 @asynccontextmanager
@@ -113,7 +107,7 @@ async def test_a_message_dead_lettered_after_max_deliveries_gets_an_error_reply(
         reply = await Client(bus).request("flaky-agent", {"cmd": "TRY"}, timeout=20)
     assert reply.body["error"] == "dead_letter"
     assert reply.body["reason"] == "max_deliveries"
-    assert reply.body["attempts"] == OPTIONS.max_deliveries
+    assert reply.body["attempts"] == BUS_OPTIONS.max_deliveries
     assert "upstream is down" in reply.body["detail"]
 
 
@@ -244,8 +238,8 @@ async def test_a_burst_of_requests_from_one_client_shares_a_few_connections(
 
     peak = 0
     async with (
-        RedisBus.from_url(redis_url, OPTIONS) as worker_bus,
-        RedisBus.from_url(redis_url, OPTIONS) as bus,
+        RedisBus.from_url(redis_url, BUS_OPTIONS) as worker_bus,
+        RedisBus.from_url(redis_url, BUS_OPTIONS) as bus,
         anyio.create_task_group() as tg,
     ):
         worker = Worker(worker_bus, [echo], concurrency=64, heartbeat=0.2, grace=1)

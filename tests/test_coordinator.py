@@ -10,7 +10,6 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import BusFactory
 from fake_anthropic import FakeAnthropic
 
 from acp.agents import (
@@ -32,7 +31,7 @@ from acp.runtime.keys import INTAKE
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
-OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1)
+BUS_OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1)
 MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 AUDITOR = AgentDefinition(
     name="stream-auditor", description="Audits streams.", model="sonnet", computational_complexity="medium",
@@ -41,11 +40,6 @@ AUDITOR = AgentDefinition(
 PIPELINE = {"cmd": "PIPELINE_STATUS", "component_id": "etl", "data_flow": {"quality_score": 0.5}}
 #: known to the coordinator (so its work is parked, not refused, while no worker runs)
 DOCTOR = load_catalogue(shipped_agents()).get("pipeline-doctor")
-
-
-@pytest.fixture
-def make_bus(bus_backend: BusFactory) -> MakeBus:
-    return lambda: bus_backend(OPTIONS)
 
 
 def config(**overrides: Any) -> RuntimeConfig:

@@ -13,7 +13,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from conftest import BusFactory
 from fake_anthropic import FakeAnthropic
 
 from acp.agents import AgentDefinition, ClaudeAgent, RuntimeConfig, claude_client, load_config
@@ -23,9 +22,10 @@ from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.worker import Worker
+from acp.testing import BusFactory
 
 pytestmark = pytest.mark.anyio
-OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1)
+BUS_OPTIONS = BusOptions(min_idle=3.0, reclaim_interval=0.1)
 MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 AUDITOR = AgentDefinition(
     name="stream-auditor", description="Audits streams.", model="sonnet",
@@ -34,11 +34,6 @@ AUDITOR = AgentDefinition(
 )  # fmt: skip
 AUDIT = {"cmd": "AUDIT", "component_id": "c", "respond_format": "STRUCTURED_JSON"}
 SONNET, OPUS = "claude-sonnet-5-5", "claude-opus-5-5"
-
-
-@pytest.fixture
-def make_bus(bus_backend: BusFactory) -> MakeBus:
-    return lambda: bus_backend(OPTIONS)
 
 
 def config(**overrides: Any) -> RuntimeConfig:

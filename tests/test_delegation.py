@@ -26,7 +26,8 @@ from acp.protocol.headers import H_CONV, H_STEP
 from acp.runtime import Client, Coordinator, RedisBus, Worker
 from acp.runtime.keys import COORDINATORS
 from acp.runtime.trace import read_trace
-from tests.test_claude_agent import CONFIG, FakeAPI, FakeContext, message
+from acp.testing import TestContext
+from tests.test_claude_agent import CONFIG, FakeAPI, message
 
 pytestmark = pytest.mark.anyio
 
@@ -272,42 +273,6 @@ async def test_a_parent_waiting_for_children_holds_no_slot(bus_backend: Any) -> 
     assert script.turns["data-engineer", 1] == 150
 
 
-class RecordingContext(FakeContext):
-    """A context with the runtime's records and joins, in memory."""
-
-    def __init__(
-        self,
-        env: Envelope,
-        records: dict[str, list[dict[str, Any]]],
-        kept: dict[str, dict[str, bytes]] | None = None,
-    ) -> None:
-        super().__init__(env)
-        self.records = records
-        self.kept = {} if kept is None else kept
-        self.published: list[Any] = []
-        self.tool_calls: list[dict[str, Any]] = []
-
-    async def turns(self, conversation: str) -> list[dict[str, Any]]:
-        return [json.loads(json.dumps(t)) for t in self.records.get(conversation, [])]
-
-    async def add_turn(self, conversation: str, index: int, turn: Any) -> None:
-        record = self.records.setdefault(conversation, [])
-        if len(record) == index:
-            record.append(dict(turn))
-
-    async def answers(self, join: str) -> dict[str, bytes]:
-        return dict(self.kept.get(join, {}))
-
-    async def keep(self, join: str, part: str, value: bytes) -> None:
-        self.kept.setdefault(join, {}).setdefault(part, value)
-
-    async def publish(self, body: Any) -> None:
-        self.published.append(body)
-
-    async def tool_used(self, event: Any) -> None:
-        self.tool_calls.append(dict(event))
-
-
 async def test_a_step_run_again_pays_for_nothing_and_sends_the_same_children() -> None:
     """A worker that dies after recording a turn but before its commit: the step is
     delivered again, finds its turn recorded, makes no second call and suspends with
@@ -321,7 +286,7 @@ async def test_a_step_run_again_pays_for_nothing_and_sends_the_same_children() -
     runs = []
     for _ in range(2):
         with pytest.raises(Suspend) as suspended:
-            await agent.handle(env, RecordingContext(env, records))
+            await agent.handle(env, TestContext(env, records=records))
         runs.append(suspended.value)
     assert len(api.requests) == 1, "the recorded turn is not paid for again"
     first, again = ([c.id for c in run.children] for run in runs)
@@ -339,7 +304,7 @@ async def test_local_tools_continue_as_new_work_and_the_last_turn_may_use_none()
     agent = ClaudeAgent(ORCHESTRATOR, client=api.client(), config=CONFIG, catalogue=CATALOGUE)
     env = Envelope.for_body({"cmd": "PLAN_RELEASE"}, sender="t", recipient="orchestrator")
     records: dict[str, list[dict[str, Any]]] = {}
-    ctx = RecordingContext(env, records)
+    ctx = TestContext(env, records=records)
     with pytest.raises(Continue) as step:
         await agent.handle(env, ctx)
     assert not isinstance(step.value, Suspend)
@@ -352,11 +317,11 @@ async def test_local_tools_continue_as_new_work_and_the_last_turn_may_use_none()
     while sum(t["role"] == "assistant" for t in records[env.id]) < max_turns - 1:
         nxt = env.evolve(headers=state)
         with pytest.raises(Continue) as step:
-            await agent.handle(nxt, RecordingContext(nxt, records))
+            await agent.handle(nxt, TestContext(nxt, records=records))
         state = step.value.state
     api.steps = [httpx2.Response(200, json=message('{"release": "go"}'))]
     last = env.evolve(headers=state)
-    body = await agent.handle(last, RecordingContext(last, records))
+    body = await agent.handle(last, TestContext(last, records=records))
     assert body is not None
     last_request = json.loads(api.requests[-1].content)
     assert last_request["tool_choice"] == {"type": "none"}, "the last turn answers"
@@ -374,12 +339,12 @@ async def test_a_loops_invalid_answer_is_repaired_with_what_it_was_based_on() ->
     )  # fmt: skip
     records: dict[str, list[dict[str, Any]]] = {}
     with pytest.raises(Continue) as repair:
-        await agent.handle(env, RecordingContext(env, records))
+        await agent.handle(env, TestContext(env, records=records))
     assert repair.value.step == "repair"
     assert repair.value.state[H_CONV] == env.id
     nxt = env.evolve(headers=repair.value.state)
     api.steps = [httpx2.Response(200, json=message('{"release": "go"}'))]
-    body = await agent.handle(nxt, RecordingContext(nxt, records))
+    body = await agent.handle(nxt, TestContext(nxt, records=records))
     assert body is not None
     assert body["release"] == "go"
     sent = json.loads(api.requests[-1].content)["messages"]
@@ -566,10 +531,10 @@ async def test_a_paused_turn_goes_on_from_where_it_paused() -> None:
     env = Envelope.for_body({"cmd": "PLAN_RELEASE"}, sender="t", recipient="orchestrator")
     records: dict[str, list[dict[str, Any]]] = {}
     with pytest.raises(Continue) as step:
-        await agent.handle(env, RecordingContext(env, records))
+        await agent.handle(env, TestContext(env, records=records))
     api.steps = [httpx2.Response(200, json=message("ship it"))]
     nxt = env.evolve(headers=step.value.state)
-    body = await agent.handle(nxt, RecordingContext(nxt, records))
+    body = await agent.handle(nxt, TestContext(nxt, records=records))
     assert body is not None
     assert body["text"] == "ship it"
     sent = json.loads(api.requests[-1].content)["messages"]
@@ -577,7 +542,7 @@ async def test_a_paused_turn_goes_on_from_where_it_paused() -> None:
     assert sent[-1]["content"][0]["text"] == "Searching..."
     assert len(api.requests) == 2
     # the continuation delivered again after a crash: its recorded turn is reused
-    again = await agent.handle(nxt, RecordingContext(nxt, records))
+    again = await agent.handle(nxt, TestContext(nxt, records=records))
     assert again is not None
     assert again["text"] == "ship it"
     assert len(api.requests) == 2

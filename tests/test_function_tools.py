@@ -15,8 +15,9 @@ from pydantic import Field
 from acp.agents import ClaudeAgent, tool
 from acp.errors import ConfigError, Continue
 from acp.protocol import Envelope
+from acp.testing import TestContext
 from tests.test_claude_agent import CONFIG, FakeAPI, message
-from tests.test_delegation import ENGINEER, RecordingContext, tool_use
+from tests.test_delegation import ENGINEER, tool_use
 
 pytestmark = pytest.mark.anyio
 
@@ -75,13 +76,13 @@ async def test_a_tool_call_runs_and_its_result_is_the_next_turns_input() -> None
     records: dict[str, list[dict[str, Any]]] = {}
     offered = None
     with pytest.raises(Continue) as turn:
-        await engineer.handle(env, RecordingContext(env, records))
+        await engineer.handle(env, TestContext(env, records=records))
     offered = json.loads(api.requests[0].content)["tools"]
     assert [t["name"] for t in offered] == ["pipeline_lag", "restart_consumer"]
     assert calls == [{"lag": "etl", "window": 15}]
     api.steps = [httpx2.Response(200, json=message('{"status": "lagging"}'))]
     nxt = env.evolve(headers=turn.value.state)
-    body = await engineer.handle(nxt, RecordingContext(nxt, records))
+    body = await engineer.handle(nxt, TestContext(nxt, records=records))
     assert body is not None
     sent = json.loads(api.requests[-1].content)["messages"]
     result = sent[-1]["content"][0]
@@ -97,7 +98,7 @@ async def test_bad_arguments_and_failures_are_tool_errors() -> None:
     env = Envelope.for_body({"cmd": "FIX"}, sender="t", recipient="data-engineer")
     records: dict[str, list[dict[str, Any]]] = {}
     with pytest.raises(Continue):
-        await engineer.handle(env, RecordingContext(env, records))
+        await engineer.handle(env, TestContext(env, records=records))
     (result,) = records[env.id][1]["content"]
     assert result["is_error"] is True
     assert "replicas" in result["content"]
@@ -116,10 +117,10 @@ async def test_a_finished_tool_is_not_run_again_and_an_interrupted_one_is_unknow
     records: dict[str, list[dict[str, Any]]] = {}
     kept: dict[str, dict[str, bytes]] = {}
     with pytest.raises(Continue):
-        await engineer.handle(env, RecordingContext(env, records, kept))
+        await engineer.handle(env, TestContext(env, records=records, kept=kept))
     records[env.id].pop()  # as if the worker died before the user turn was recorded
     with pytest.raises(Continue):
-        await engineer.handle(env, RecordingContext(env, records, kept))
+        await engineer.handle(env, TestContext(env, records=records, kept=kept))
     assert calls == [{"restart": "etl", "replicas": 2}], "run once"
     (reused,) = records[env.id][1]["content"]
     assert "restarted 2 consumers" in reused["content"]
@@ -129,7 +130,7 @@ async def test_a_finished_tool_is_not_run_again_and_an_interrupted_one_is_unknow
     interrupted: dict[str, dict[str, bytes]] = {f"{other.id}.1.tools": {"started.toolu_00": b"1"}}
     fresh: dict[str, list[dict[str, Any]]] = {}
     with pytest.raises(Continue):
-        await engineer.handle(other, RecordingContext(other, fresh, interrupted))
+        await engineer.handle(other, TestContext(other, records=fresh, kept=interrupted))
     (unknown,) = fresh[other.id][1]["content"]
     assert unknown["is_error"] is True
     assert "outcome unknown" in unknown["content"]

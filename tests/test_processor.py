@@ -8,7 +8,6 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
-from conftest import BusFactory
 
 from acp.errors import RetryableError
 from acp.protocol import Envelope, KeyRing, WireCodec
@@ -17,7 +16,7 @@ from acp.runtime.processor import Processor, to_outgoing
 
 pytestmark = pytest.mark.anyio
 
-FAST = BusOptions(
+BUS_OPTIONS = BusOptions(
     min_idle=0.3,
     reclaim_interval=0.05,
     retry_base=0.05,
@@ -27,11 +26,6 @@ FAST = BusOptions(
 )
 MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 codec = WireCodec()
-
-
-@pytest.fixture
-def make_bus(bus_backend: BusFactory) -> MakeBus:
-    return lambda options=FAST, **kw: bus_backend(options, **kw)
 
 
 def command(
@@ -194,7 +188,7 @@ async def test_long_handler_keeps_its_lease_and_runs_once(make_bus: MakeBus) -> 
 
     async def slow(env: Envelope) -> Sequence[Envelope]:
         runs.append(env.id)
-        await anyio.sleep(FAST.min_idle * 4)
+        await anyio.sleep(BUS_OPTIONS.min_idle * 4)
         return await doubler(env)
 
     async with make_bus() as bus_a, make_bus() as bus_b, anyio.create_task_group() as tg:

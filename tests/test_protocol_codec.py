@@ -105,11 +105,13 @@ def _mutate(rng: random.Random, frame: bytes) -> bytes:
     return bytes(data)
 
 
-def test_ten_thousand_random_and_mutated_frames_only_raise_decode_error() -> None:
+def test_twelve_thousand_random_and_mutated_frames_only_raise_decode_error() -> None:
+    """Both entry points only raise ``DecodeError``, and the fast and the slow envelope
+    decoders read every frame the fast one takes alike."""
     rng = random.Random(20261126)
     codec = WireCodec(max_frame=64 * 1024)
     seeds = _frames()
-    outcomes = {"ok": 0, "decode_error": 0}
+    outcomes = {"ok": 0, "decode_error": 0, "fast_agreed": 0}
     for i in range(12_000):
         if i % 3 == 0:
             frame = bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
@@ -123,7 +125,26 @@ def test_ten_thousand_random_and_mutated_frames_only_raise_decode_error() -> Non
                 outcomes["ok"] += 1
             except DecodeError:
                 outcomes["decode_error"] += 1
+        outcomes["fast_agreed"] += _fast_and_slow_agree(codec, frame)
     assert outcomes["decode_error"] > 10_000
+    outcomes["fast_agreed"] += sum(_fast_and_slow_agree(codec, seed) for seed in seeds)
+    assert outcomes["fast_agreed"] > len(seeds) // 2, "the fast path took frames to compare"
+    assert codec.fast_path_errors == 0, codec.last_fast_path_error
+
+
+def _fast_and_slow_agree(codec: WireCodec, frame: bytes) -> int:
+    """1 when the fast path decoded ``frame`` and the slow path read it the same way;
+    0 when the fast path declined it (or raised: the slow path decides)."""
+    try:
+        data = codec._quick_open(frame, 0x02)
+        fast = codec._fast_envelope(data) if data is not None else None
+    except Exception:
+        fast = None
+    if fast is None:
+        return 0
+    slow = codec._envelope(codec._open(frame, 0x02))
+    assert fast.model_dump() == slow.model_dump()
+    return 1
 
 
 @settings(max_examples=2000, deadline=None)

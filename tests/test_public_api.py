@@ -7,7 +7,9 @@ import inspect
 
 import pytest
 
-PUBLIC_MODULES = ["acp.protocol", "acp.agents", "acp.errors", "acp.runtime", "acp.catalogue"]
+PUBLIC_MODULES = [
+    "acp.protocol", "acp.agents", "acp.errors", "acp.runtime", "acp.catalogue", "acp.testing",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -66,3 +68,16 @@ def test_the_command_line_starts_without_the_runtime() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_testing_context_is_a_whole_context() -> None:
+    """``acp.testing.TestContext`` has every member of ``acp.agents.Context`` (a
+    handler written against the protocol runs on it unchanged)."""
+    from acp.agents import Context
+    from acp.protocol import Envelope
+    from acp.testing import TestContext
+
+    members = {n for n in dir(Context) if not n.startswith("_")}
+    ctx = TestContext(Envelope.for_body({"cmd": "PING"}, sender="t", recipient="me"))
+    assert not [n for n in members if not hasattr(ctx, n)]
+    assert isinstance(ctx, Context)

@@ -22,8 +22,9 @@ from acp.agents.toolbox import Toolbox
 from acp.agents.workspace import Workspace
 from acp.errors import ConfigError, Continue, ToolError
 from acp.protocol import Envelope
+from acp.testing import TestContext
 from tests.test_claude_agent import CONFIG, FakeAPI, message
-from tests.test_delegation import RecordingContext, tool_use
+from tests.test_delegation import tool_use
 
 pytestmark = pytest.mark.anyio
 
@@ -305,7 +306,7 @@ async def test_every_kind_of_tool_in_one_turn_reported_capped_and_scrubbed(
     agent = ClaudeAgent(definition(asked), client=api.client(), config=config)
     env = Envelope.for_body({"cmd": "PIPELINE_STATUS"}, sender="t", recipient="data-engineer")
     records: dict[str, list[dict[str, Any]]] = {}
-    ctx = RecordingContext(env, records)
+    ctx = TestContext(env, records=records)
     async with agent.lifespan():
         with pytest.raises(Continue):
             await agent.handle(env, ctx)
@@ -345,7 +346,7 @@ async def test_server_tool_uses_are_priced_into_the_call(workspace: Path) -> Non
     api = FakeAPI(httpx2.Response(200, json=answer))
     agent = ClaudeAgent(definition(["WebSearch"]), client=api.client(), config=config)
     env = Envelope.for_body({"cmd": "FIND_DOCS"}, sender="t", recipient="data-engineer")
-    body = await agent.handle(env, RecordingContext(env, {}))
+    body = await agent.handle(env, TestContext(env, records={}))
     assert body is not None
     meta = body["_acp"]
     assert meta["usage"]["web_search_requests"] == 3
@@ -428,11 +429,11 @@ async def test_a_server_tool_turn_paused_by_the_api_goes_on_as_it_was() -> None:
                             sender="t", recipient="data-engineer")  # fmt: skip
     records: dict[str, list[dict[str, Any]]] = {}
     with pytest.raises(Continue) as paused:
-        await agent.handle(env, RecordingContext(env, records))
+        await agent.handle(env, TestContext(env, records=records))
     meta = paused.value.meta
     assert meta["cost_usd"] == pytest.approx(tokens_cost(config, meta) + 0.01)
     step = env.evolve(headers=paused.value.state)
-    body = await agent.handle(step, RecordingContext(step, records))
+    body = await agent.handle(step, TestContext(step, records=records))
     assert body is not None
     assert body["advice"] == "alert at 5 min of lag"
     again = api.bodies[1]["messages"]
@@ -458,7 +459,7 @@ async def test_write_then_bash_in_one_turn_where_the_deployment_allows_both(
     env = Envelope.for_body({"cmd": "PLAN"}, sender="t", recipient="data-engineer")
     records: dict[str, list[dict[str, Any]]] = {}
     with pytest.raises(Continue):
-        await agent.handle(env, RecordingContext(env, records))
+        await agent.handle(env, TestContext(env, records=records))
     assert [t["name"] for t in api.bodies[0]["tools"]] == ["Write", "Bash"]
     wrote, ran = records[env.id][1]["content"]
     assert not wrote["is_error"]

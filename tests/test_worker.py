@@ -9,7 +9,6 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import BusFactory
 
 from acp.agents import Agent, Context
 from acp.protocol import MessageKind, PipelineStatusCommand, WireCodec
@@ -19,14 +18,9 @@ from acp.runtime.keys import PROGRESS_TOPIC, STATUS_TOPIC, WORKERS
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
-FAST = BusOptions(min_idle=2.0, reclaim_interval=0.1)
+BUS_OPTIONS = BusOptions(min_idle=2.0, reclaim_interval=0.1)
 MakeBus = Callable[..., AbstractAsyncContextManager[Bus]]
 codec = WireCodec()
-
-
-@pytest.fixture
-def make_bus(bus_backend: BusFactory) -> MakeBus:
-    return lambda: bus_backend(FAST)
 
 
 def doctor() -> Agent:
