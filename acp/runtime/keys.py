@@ -1,6 +1,15 @@
 """Every Redis key, stream, group, topic, lease and counter name the runtime uses,
 in one place.
 
+Two spellings name two things each, in separate key spaces that never meet:
+``workers`` (the consumer group of every queue, ``GROUP``, and the workers' presence
+group, ``WORKERS``), ``coordinator`` (its intake queue, ``INTAKE``, and the leader's
+lease, ``LEADER_LEASE``). They stay as they are: each is state a running deployment
+holds (pending entries of the group, the lease a leader holds), and renaming one
+would strand it during a rolling upgrade (old workers unseen, two leaders). Use the
+constants, never the strings. Topics carry no state: the workflow events were
+renamed apart from the workflows' intake.
+
 Keys that one script touches together share a hash tag, ``{<destination>}``,
 so they live in one Redis Cluster slot: a destination's work stream, its
 send-dedup markers, processed ledger, outbox, delayed retries and dead
@@ -142,8 +151,9 @@ TOOLS_TOPIC = "tools"
 PLATFORM_TOPIC = "platform"
 #: the coordinator's decisions (deferrals, refusals, ...)
 COORDINATOR_EVENTS_TOPIC = "coordinator.events"
-#: workflow events (started, each step's result, finished)
-WORKFLOW_TOPIC = "workflows"
+#: workflow events (started, each step's result, finished); not "workflows", the
+#: name of the workflows' intake
+WORKFLOW_TOPIC = "workflow-events"
 
 
 def workflow_key(workflow_id: str) -> str:
