@@ -12,7 +12,6 @@ letter with reason ``deadline``) instead of running it for nobody. Pass
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus, Outgoing
 from acp.runtime.keys import COORDINATORS, INTAKE, WORKERS
 from acp.runtime.processor import to_outgoing
+from acp.runtime.records import read_presence
 from acp.runtime.results import TRACK, Result, ResultState, read_result, result_record
 
 __all__ = ["Client", "Result", "ResultState", "new_traceparent"]
@@ -163,7 +163,7 @@ class Client:
         message = f"no reply from {env.recipient!r} within {waited:g}s to {what}"
         try:
             live = [
-                json.loads(info).get("agent") for info in (await self.bus.members(WORKERS)).values()
+                read_presence(i).get("agent") for i in (await self.bus.members(WORKERS)).values()
             ]
             record = await self.bus.result(env.id)
         except Exception:  # an explanation must never hide the timeout itself

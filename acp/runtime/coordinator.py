@@ -64,6 +64,7 @@ from acp.runtime.keys import (
 )
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, current_delivery
+from acp.runtime.records import CoordinatorPresence, PlatformStatus, QueueHealth, read_presence
 from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import agent_queues
@@ -71,14 +72,7 @@ from acp.runtime.tracing import hop, outgoing_trace
 from acp.runtime.workflows import WorkflowRunner, send_via
 from acp.runtime.workflows.store import WorkflowStore
 
-__all__ = [
-    "COORDINATORS",
-    "COORDINATOR_EVENTS_TOPIC",
-    "INTAKE",
-    "LEADER_LEASE",
-    "PLATFORM_TOPIC",
-    "Coordinator",
-]
+__all__ = ["Coordinator"]
 
 log = get_logger("acp.coordinator")
 
@@ -198,7 +192,11 @@ class Coordinator:
     async def _announce_forever(self) -> None:
         """Clients route through a coordinator when one is alive (see ``Client``)."""
         while True:
-            info = {"id": self.id, "leading": self.leading, "token": self.token}
+            info: CoordinatorPresence = {
+                "id": self.id,
+                "leading": self.leading,
+                "token": self.token,
+            }
             await self.bus.announce(
                 COORDINATORS, self.id, json.dumps(info).encode(), ttl=self.lease_ttl * 2
             )
@@ -513,7 +511,7 @@ class Coordinator:
         }
         live: dict[str, _Live] = {}
         for raw in (await self.bus.members(WORKERS)).values():
-            info = json.loads(raw)
+            info = read_presence(raw)  # a WorkerPresence, from whichever version wrote it
             agent = str(info.get("agent"))
             known = live.get(agent)
             live[agent] = _Live(
@@ -728,10 +726,10 @@ class Coordinator:
 
     # -- status ---------------------------------------------------------------------------
 
-    async def platform_status(self) -> dict[str, Any]:
+    async def platform_status(self) -> PlatformStatus:
         """The platform's health, shaped like a ``data_platform`` status update."""
         snapshot = self.policy.snapshot()
-        queues: dict[str, Any] = {}
+        queues: dict[str, QueueHealth] = {}
         for dest, stats in (await agent_queues(self.bus)).items():
             queues[dest] = {
                 "depth": stats.ready + stats.pending,
@@ -845,7 +843,7 @@ class Coordinator:
     async def _publish_status_forever(self) -> None:
         while True:
             status = await self.platform_status()
-            env = Envelope.for_body(status, sender=INTAKE, recipient="status")
+            env = Envelope.for_body(dict(status), sender=INTAKE, recipient="status")
             await self.bus.publish(PLATFORM_TOPIC, self.codec.encode(env))
             await anyio.sleep(self.status_interval)
 

@@ -3,14 +3,14 @@ coordinator's latest platform update (scheduling, latency, cost against budget).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from acp.protocol.codec import WireCodec
 from acp.runtime.bus.base import Bus, QueueStats
 from acp.runtime.keys import COORDINATORS, INBOX_PREFIX, PLATFORM_TOPIC, WORKERS
+from acp.runtime.records import read_presence
 
-__all__ = ["PLATFORM_TOPIC", "agent_queues", "read_status"]
+__all__ = ["agent_queues", "read_status"]
 
 
 async def agent_queues(bus: Bus) -> dict[str, QueueStats]:
@@ -23,8 +23,8 @@ async def agent_queues(bus: Bus) -> dict[str, QueueStats]:
 
 
 async def read_status(bus: Bus) -> dict[str, Any]:
-    workers = [json.loads(v) for v in (await bus.members(WORKERS)).values()]
-    coordinators = [json.loads(v) for v in (await bus.members(COORDINATORS)).values()]
+    workers = [read_presence(v) for v in (await bus.members(WORKERS)).values()]
+    coordinators = [read_presence(v) for v in (await bus.members(COORDINATORS)).values()]
     queues: dict[str, Any] = {}
     for dest, stats in (await agent_queues(bus)).items():
         queues[dest] = {

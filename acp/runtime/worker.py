@@ -59,6 +59,7 @@ from acp.runtime.keys import (
 )
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, ProcessorStats, to_outgoing
+from acp.runtime.records import Completion, WorkerPresence
 from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.tracing import hop, outgoing_trace, record_reply, record_tool, tracing
 
@@ -299,7 +300,7 @@ class Worker:
         }
         self._running: dict[str, WorkerContext] = {}
         #: completion records not yet published, and the signal that some are waiting
-        self._finished: list[dict[str, Any]] = []
+        self._finished: list[Completion] = []
         #: (ok, seconds) of finished work that held no model capacity
         self._outcomes: list[tuple[int, float]] = []
         self._finished_ready = anyio.Event()
@@ -414,7 +415,7 @@ class Worker:
         meta = meta if isinstance(meta, dict) else {}
         own = meta.get("call")
         call: dict[str, Any] = own if isinstance(own, dict) else meta  # this call's own
-        record = {
+        record: Completion = {
             "msg_id": env.id,
             "agent": agent.name,
             "tier": call.get("tier") or env.tier or agent.tier,
@@ -449,7 +450,7 @@ class Worker:
             event = Envelope.for_body({"completed": batch}, sender=self.worker_id, recipient=INTAKE)
             await self.bus.publish(COMPLETIONS_TOPIC, self.codec.encode(event))
 
-    def _measure(self, agent: str, done: dict[str, Any]) -> None:
+    def _measure(self, agent: str, done: Mapping[str, Any]) -> None:
         assert self.metrics is not None
         m = self.metrics
         outcome = "ok" if done["ok"] else "failed"
@@ -532,7 +533,7 @@ class Worker:
         self._via_coordinator = bool(await self.bus.members(COORDINATORS))
         for agent in self.agents:
             stats = self.processors[agent.name].stats
-            info = {
+            info: WorkerPresence = {
                 "worker": self.worker_id,
                 "agent": agent.name,
                 "tier": agent.tier,
