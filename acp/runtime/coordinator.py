@@ -843,7 +843,7 @@ class Coordinator:
     async def _publish_status_forever(self) -> None:
         while True:
             status = await self.platform_status()
-            env = Envelope.for_body(dict(status), sender=INTAKE, recipient="status")
+            env = Envelope.for_body(dict(status), sender=INTAKE, recipient=PLATFORM_TOPIC)
             await self.bus.publish(PLATFORM_TOPIC, self.codec.encode(env))
             await anyio.sleep(self.status_interval)
 

@@ -169,7 +169,7 @@ class WorkerContext:
         return codec.decode(reply.frame).body
 
     async def publish(self, body: Mapping[str, Any]) -> None:
-        status = self._message("status", body)
+        status = self._message(STATUS_TOPIC, body)  # an event is addressed to its topic
         await self.worker.bus.publish(
             STATUS_TOPIC, self.worker.codec.encode(status), {"agent": self.agent.name}
         )
@@ -232,7 +232,7 @@ class WorkerContext:
             metrics.observe("acp_tool_call_seconds", float(event.get("duration_ms", 0)) / 1000,
                             labels, help="Time tool calls took.")  # fmt: skip
         body = {"tool_call": dict(event), "msg_id": self.env.id}
-        event_env = self._message("tools", body, correlation_id=self.env.id)
+        event_env = self._message(TOOLS_TOPIC, body, correlation_id=self.env.id)
         await self.worker.bus.publish(
             TOOLS_TOPIC, self.worker.codec.encode(event_env), {"agent": self.agent.name}
         )
@@ -245,7 +245,7 @@ class WorkerContext:
                 "note": note,
             }
         }
-        event = self._message("progress", body, correlation_id=self.env.id)
+        event = self._message(PROGRESS_TOPIC, body, correlation_id=self.env.id)
         await self.worker.bus.publish(
             PROGRESS_TOPIC, self.worker.codec.encode(event), {"agent": self.agent.name}
         )

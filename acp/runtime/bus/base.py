@@ -556,10 +556,11 @@ class Bus(abc.ABC):
         self._named(dest, "destination")
         return await self._reclaim(dest, consumer, min_idle=min_idle, count=count)
 
-    @abc.abstractmethod
     def workflow_store(self) -> WorkflowStore:
         """Where workflows keep their state on this bus's server (every coordinator of
         a deployment sees the same)."""
+        self._check_open()
+        return self._workflow_store()
 
     def _named(self, name: str, what: str) -> None:
         self._check_open()
@@ -637,6 +638,9 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def _stats(self, dest: str) -> QueueStats: ...
+
+    @abc.abstractmethod
+    def _workflow_store(self) -> WorkflowStore: ...
 
     @abc.abstractmethod
     async def _entries(self, dest: str, *, count: int) -> list[Delivery]: ...

@@ -576,7 +576,7 @@ class MemoryBus(Bus):
             consumers=len(q.consumers),
         )
 
-    def workflow_store(self) -> WorkflowStore:
+    def _workflow_store(self) -> WorkflowStore:
         from acp.runtime.workflows.store import MemoryWorkflowStore
 
         if self.broker.workflows is None:

@@ -1034,7 +1034,7 @@ class RedisBus(Bus):
         headers, frame = msgpack.unpackb(raw[14:], raw=False)
         return ResultRecord(msg_id, headers, frame, int(raw[1:14]) / 1000)
 
-    def workflow_store(self) -> WorkflowStore:
+    def _workflow_store(self) -> WorkflowStore:
         from acp.runtime.workflows.store import RedisWorkflowStore
 
         return RedisWorkflowStore(self.redis, reconnect_timeout=self.reconnect_timeout)
