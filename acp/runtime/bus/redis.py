@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import anyio
 import msgpack
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 
 from acp.errors import AccessDenied, ConfigError
 from acp.logs import get_logger
@@ -422,11 +422,16 @@ class RedisBus(Bus):
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn``, retrying lost connections (``acp.runtime.bus.retry``), reloading
-        scripts and recreating groups a restarted server lost."""
-        return await retrying(
-            fn, where=f"Redis at {self.settings.redacted_url}", timeout=self.reconnect_timeout,
-            recover=self._recover, denied=self._denied,
-        )  # fmt: skip
+        scripts and recreating groups a restarted server lost. On the hot path: one
+        ``await`` in a ``try``, nothing more."""
+        try:
+            return await fn()
+        except (RedisError, OSError) as exc:
+            return await retrying(
+                fn, where=f"Redis at {self.settings.redacted_url}",
+                timeout=self.reconnect_timeout, recover=self._recover, denied=self._denied,
+                first=exc,
+            )  # fmt: skip
 
     async def _recover(self, exc: ResponseError) -> bool:
         if isinstance(exc, NoScriptError):

@@ -70,14 +70,20 @@ async def retrying(
     timeout: float,  # noqa: ASYNC109 - how long to keep retrying, not a call timeout
     recover: Recover | None = None,
     denied: Callable[[Exception], ACPError] | None = None,
+    first: Exception | None = None,
 ) -> T:
     """Run ``fn``, retrying lost connections with capped, jittered backoff for up to
     ``timeout`` seconds (then ``ConnectionLost``); any other redis exception is
-    translated (``denied`` words a refused login or permission its own way)."""
+    translated (``denied`` words a refused login or permission its own way).
+    ``first`` is the error a caller's own first try met (its happy path stays a
+    bare ``await``: this runs only once something went wrong)."""
     started = time.monotonic()
     delay = 0.05
     while True:
         try:
+            if first is not None:
+                failed, first = first, None
+                raise failed
             return await fn()
         except AuthenticationError as exc:  # a ConnectionError, but no retry helps
             raise (denied(exc) if denied else translate(exc, where)) from None
