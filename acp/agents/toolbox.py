@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from acp.agents.config import RuntimeConfig, ToolsConfig
+from acp.agents.config import ToolsConfig
 from acp.agents.definition import AgentDefinition
 from acp.agents.imports import import_object
 from acp.agents.mcp_servers import McpServers, mcp_name, split_name
@@ -128,19 +128,6 @@ class Toolbox:
         self._workspace_tools = (
             {t.name: t for t in self.workspace.tools()} if self.workspace else {}
         )
-
-    @classmethod
-    def from_config(
-        cls,
-        config: RuntimeConfig,
-        *,
-        path: str | os.PathLike[str] | None = None,
-        functions: Sequence[FunctionTool] = (),
-        secrets: Iterable[str] = (),
-    ) -> Toolbox:
-        """The toolbox of a loaded configuration (``path``: the file it came from)."""
-        base = Path(path).resolve().parent if path else None
-        return cls(config.tools, functions=functions, base=base, secrets=secrets)
 
     def lifespan(self) -> AbstractAsyncContextManager[Any]:
         """Held while agents run: MCP connections live in it."""
