@@ -623,3 +623,9 @@ async def test_every_public_method_refuses_a_closed_bus(make_bus: MakeBus) -> No
         await bus.counters("spend")
     with pytest.raises(BusClosed):
         bus.subscribe("status")
+
+
+async def test_following_nothing_is_refused_plainly(make_bus: MakeBus) -> None:
+    async with make_bus() as bus:
+        with pytest.raises(ConfigError, match="at least one destination"):
+            bus.follow([])

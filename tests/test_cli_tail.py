@@ -62,3 +62,37 @@ def test_tail_human_shows_a_delegation_and_its_answer(redis_url: str) -> None:
         out, err = tail.communicate(timeout=20)
     assert f"checker's queue; delegated by planner (tree {parent.id})" in out, out + err
     assert f"planner's queue; answer to planner (tree {parent.id})" in out
+
+
+def test_tail_human_shows_tool_calls_even_before_any_queue_exists(redis_url: str) -> None:
+    """Tool calls are events on the tools topic, not messages: tail follows them too,
+    and waits for queues to exist instead of failing on a fresh server."""
+    import anyio
+
+    from acp.protocol import Envelope, WireCodec
+    from acp.runtime import RedisBus
+    from acp.runtime.keys import TOOLS_TOPIC
+
+    tail = subprocess.Popen(
+        [*ACP, "tail", "--human"], cwd=ROOT, env=env_for(redis_url),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    call = {"agent": "stock-keeper", "tool": "mcp__inventory__stock", "call_id": "toolu_1",
+            "duration_ms": 2.4, "outcome": "ok"}  # fmt: skip
+
+    async def report() -> None:
+        async with RedisBus.from_url(redis_url) as bus:
+            env = Envelope.for_body({"tool_call": call, "msg_id": "m-1"}, sender="stock-keeper",
+                                    recipient=TOOLS_TOPIC)  # fmt: skip
+            await bus.publish(TOOLS_TOPIC, WireCodec().encode(env))
+
+    try:
+        time.sleep(2.5)
+        anyio.run(report)
+        time.sleep(1.5)
+    finally:
+        tail.send_signal(signal.SIGINT)
+        out, err = tail.communicate(timeout=20)
+    assert out.strip() == (
+        "-- tool call: stock-keeper ran mcp__inventory__stock: ok in 2.4 ms (message m-1)"
+    ), err

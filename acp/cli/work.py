@@ -450,6 +450,9 @@ def tail_command(
 
     async def queues(bus: RedisBus) -> None:
         dests = agent or list(await agent_queues(bus))
+        while not dests:  # nothing sent yet: follow the queues once there are some
+            await anyio.sleep(1.0)
+            dests = list(await agent_queues(bus))
         async for delivery in bus.follow(dests):
             try:
                 env = codec.decode(delivery.frame)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, NamedTuple, Self
 import anyio
 import anyio.lowlevel
 
-from acp.errors import BusClosed, RequestTimeout
+from acp.errors import BusClosed, ConfigError, RequestTimeout
 from acp.logs import get_logger
 from acp.protocol.ids import new_id
 from acp.runtime.keys import INBOX_PREFIX, RESULTS, check_name, inbox_name
@@ -435,6 +435,8 @@ class Bus(abc.ABC):
         (an observer, for ``acp tail``). Best effort: an entry consumed and deleted
         before the observer reads it is not seen."""
         self._check_open()
+        if not dests:
+            raise ConfigError("follow needs at least one destination")
         for dest in dests:
             check_name(dest)
         return self._follow(dests)
