@@ -350,6 +350,10 @@ async def test_a_loops_invalid_answer_is_repaired_with_what_it_was_based_on() ->
     sent = json.loads(api.requests[-1].content)["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert "invalid" in sent[-1]["content"]
+    # the repair names the loop's tools (its history may hold tool calls), none to use
+    repaired = json.loads(api.requests[-1].content)
+    assert repaired["tools"] == json.loads(api.requests[0].content)["tools"]
+    assert repaired["tool_choice"] == {"type": "none"}
 
 
 async def test_cancelling_a_root_cancels_its_tree(bus_backend: Any) -> None:

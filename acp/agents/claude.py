@@ -422,7 +422,12 @@ class ClaudeAgent(AgentBase):
                     history = history if step == "repair" else history[:-1]
                     turns = turns[1:] if step == "repair" else turns
                 first = [*first, *history]
-            answer = await self._call(plan, [*first, *turns], env, ctx, ledger)
+            # a loop's history holds tool calls: the request names the same tools (the
+            # API wants them defined, and the cached prefix stays whole), none to use
+            tools = (await self._offered())[0] if self._looping else None
+            none: ToolChoiceParam | None = {"type": "none"} if tools else None
+            answer = await self._call(plan, [*first, *turns], env, ctx, ledger, tools=tools,
+                                      tool_choice=none)  # fmt: skip
         if not plan.structured:
             _refuse_if_refused(answer)
             return {"text": answer.text}
