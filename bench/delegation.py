@@ -35,12 +35,12 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from anywhere: make ``acp`` importable
     sys.path.insert(0, str(_ROOT))
 
-import anthropic  # noqa: E402
 
 from acp.agents import Agent, AgentDefinition, load_config  # noqa: E402
 from acp.agents.claude import ClaudeAgent  # noqa: E402
 from acp.runtime import Client, Coordinator, RedisBus, Worker  # noqa: E402
 from acp.runtime.embedded import EmbeddedServer  # noqa: E402
+from bench._fake_model import message, percentile, scripted_client  # noqa: E402
 
 PARENT = AgentDefinition(
     name="planner",
@@ -66,19 +66,6 @@ async def check(body: dict[str, Any], ctx: Any) -> dict[str, Any]:
     return {"component_id": body.get("component_id"), "healthy": True}
 
 
-def _message(content: list[dict[str, Any]], stop: str) -> dict[str, Any]:
-    return {
-        "id": "msg_bench",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-haiku-5-5",
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 100, "output_tokens": 20},
-    }
-
-
 def instant_model(request: httpx2.Request) -> httpx2.Response:
     """Delegate on the first turn when asked to, answer otherwise: at once."""
     body = json.loads(request.content)
@@ -91,23 +78,13 @@ def instant_model(request: httpx2.Request) -> httpx2.Response:
             "name": "delegate",
             "input": {"to": "checker", "body": {"cmd": "CHECK", "component_id": "etl"}},
         }
-        return httpx2.Response(200, json=_message([call], "tool_use"))
-    return httpx2.Response(200, json=_message([{"type": "text", "text": "done"}], "end_turn"))
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return httpx2.Response(200, json=message([call], "tool_use"))
+    return httpx2.Response(200, json=message([{"type": "text", "text": "done"}], "end_turn"))
 
 
 async def run(url: str, requests: int) -> dict[str, Any]:
     config = load_config()
-    client = anthropic.AsyncAnthropic(
-        api_key="sk-ant-bench",
-        base_url="http://anthropic.bench",
-        max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(instant_model)),
-    )
+    client = scripted_client(instant_model)
     catalogue = {d.name: d for d in (PARENT, CHECKER)}
     planner = ClaudeAgent(PARENT, client=client, config=config, catalogue=catalogue)
     times: dict[str, list[float]] = {"direct": [], "delegating": []}

@@ -41,7 +41,6 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script from anywhere: make ``acp`` importable
     sys.path.insert(0, str(_ROOT))
 
-import anthropic  # noqa: E402
 
 from acp.agents import AgentDefinition, load_catalogue, load_config, tool  # noqa: E402
 from acp.agents.claude import ClaudeAgent  # noqa: E402
@@ -51,6 +50,7 @@ from acp.agents.toolbox import Toolbox  # noqa: E402
 from acp.agents.workspace import Workspace  # noqa: E402
 from acp.runtime import Client, Coordinator, RedisBus, Worker  # noqa: E402
 from acp.runtime.embedded import EmbeddedServer  # noqa: E402
+from bench._fake_model import message, percentile, scripted_client  # noqa: E402
 
 INVENTORY = McpServerConfig(
     command=sys.executable, args=[str(_ROOT / "tests" / "mcp_inventory.py")]
@@ -65,11 +65,6 @@ def lag(component_id: str, window_minutes: int = 15) -> dict[str, Any]:
 lag_tool = tool(lag)
 #: a tool with a side effect: the loop marks its start before running it
 bump = tool(name="bump")(lag)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
@@ -182,14 +177,6 @@ DEFINITION = AgentDefinition(
 )
 
 
-def _message(
-    content: list[dict[str, Any]], stop: str, model: str = "claude-haiku-5-5"
-) -> dict[str, Any]:
-    return {"id": "msg_bench", "type": "message", "role": "assistant",
-            "model": model, "content": content, "stop_reason": stop,
-            "stop_sequence": None, "usage": {"input_tokens": 100, "output_tokens": 20}}  # fmt: skip
-
-
 def instant_model(request: httpx2.Request) -> httpx2.Response:
     body = json.loads(request.content)
     messages = body["messages"]
@@ -197,16 +184,13 @@ def instant_model(request: httpx2.Request) -> httpx2.Response:
         k = json.loads(messages[0]["content"])["k"]
         calls = [{"type": "tool_use", "id": f"toolu_{i}", "name": "bump",
                   "input": {"component_id": f"c{i}"}} for i in range(k)]  # fmt: skip
-        return httpx2.Response(200, json=_message(calls, "tool_use"))
-    return httpx2.Response(200, json=_message([{"type": "text", "text": "done"}], "end_turn"))
+        return httpx2.Response(200, json=message(calls, "tool_use"))
+    return httpx2.Response(200, json=message([{"type": "text", "text": "done"}], "end_turn"))
 
 
 async def loop_cost(url: str, requests: int) -> dict[str, Any]:
     config = load_config()
-    client = anthropic.AsyncAnthropic(
-        api_key="sk-ant-bench", base_url="http://anthropic.bench", max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(instant_model)),
-    )  # fmt: skip
+    client = scripted_client(instant_model)
     toolbox = Toolbox(functions=[bump])
     agent = ClaudeAgent(DEFINITION, client=client, config=config, toolbox=toolbox)
     times: dict[int, list[float]] = {1: [], 9: []}
@@ -248,14 +232,11 @@ async def cached_share(url: str) -> dict[str, Any]:
         if len(body["messages"]) == 1:
             call = {"type": "tool_use", "id": "toolu_1", "name": "Read",
                     "input": {"file_path": "pipelines00/job0.yaml"}}  # fmt: skip
-            return httpx2.Response(200, json=_message([call], "tool_use", body["model"]))
+            return httpx2.Response(200, json=message([call], "tool_use", body["model"]))
         done = [{"type": "text", "text": "ok"}]
-        return httpx2.Response(200, json=_message(done, "end_turn", body["model"]))
+        return httpx2.Response(200, json=message(done, "end_turn", body["model"]))
 
-    client = anthropic.AsyncAnthropic(
-        api_key="sk-ant-bench", base_url="http://anthropic.bench", max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(model)),
-    )  # fmt: skip
+    client = scripted_client(model)
     engineer = load_catalogue(_ROOT / "acp" / "catalogue" / "agents").definitions["data-engineer"]
     engineer = engineer.model_copy(update={"tools": [*engineer.tools, "lag", "mcp__inventory"]})
     with tempfile.TemporaryDirectory() as tmp:
