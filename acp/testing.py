@@ -56,8 +56,8 @@ class CapturedLog:
 class TestContext:
     """The runtime's side of an agent handler (``acp.agents.Context``), in memory.
 
-    ``records`` and ``kept`` may be shared by several contexts, as the steps of one
-    conversation share the server's; ``replies`` answers ``send(..., wait=True)``
+    ``records``, ``kept`` and ``log`` may be shared by several contexts, as the steps
+    of one conversation share the server's; ``replies`` answers ``send(..., wait=True)``
     and ``delegate`` by recipient."""
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -73,6 +73,7 @@ class TestContext:
         clock: Callable[[], float] = time.time,
         replies: Mapping[str, Callable[[Mapping[str, Any]], dict[str, Any]]] | None = None,
         platform: dict[str, Any] | None = None,
+        log: CapturedLog | None = None,
     ) -> None:
         self._env = env
         self._deadline = deadline if deadline is not None else env.deadline
@@ -81,7 +82,8 @@ class TestContext:
         self._replies = dict(replies or {})
         self._platform = platform or {"workers": [], "queues": {}, "coordinators": [],
                                       "platform": None}  # fmt: skip
-        self.log = CapturedLog()
+        #: what the handler logged (shared when given, as by the steps of one request)
+        self.log = log if log is not None else CapturedLog()
         self.records = {} if records is None else records
         self.kept = {} if kept is None else kept
         #: ``(recipient, body)`` of everything sent

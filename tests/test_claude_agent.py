@@ -8,7 +8,6 @@ can check what the agent sent, how often, and after which delays.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +26,7 @@ from acp.errors import Continue, MissingAPIKey, Rejected, SpendLimitReached
 from acp.protocol import Envelope, body_to_text
 from acp.protocol.headers import H_NOT_BEFORE, H_STEP
 from acp.runtime.worker import Worker
+from acp.testing import CapturedLog, TestContext
 
 pytestmark = pytest.mark.anyio
 
@@ -168,55 +168,20 @@ def ok(text: str, **kw: Any) -> httpx2.Response:
 # -- a minimal Context ----------------------------------------------------------------
 
 
-class RecordingLog:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
+class FakeContext(TestContext):
+    """A context that fails on anything an agent with no one to delegate to and no
+    tools must not touch (it sends nothing, keeps no record, runs no tool)."""
 
-    def _record(self, level: str) -> Callable[..., None]:
-        def log(event: str, **kw: Any) -> None:
-            self.events.append((level, event, kw))
-
-        return log
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        return self._record(level)
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [kw for _, e, kw in self.events if e == event]
-
-
-class FakeContext:
     def __init__(
         self,
         env: Envelope,
         *,
         deadline: float | None = None,
         cancelled: bool = False,
-        log: RecordingLog | None = None,
+        log: CapturedLog | None = None,
     ) -> None:
-        self._env = env
-        self._log = log or RecordingLog()
-        self._deadline = deadline
-        self._cancelled = cancelled
-
-    @property
-    def envelope(self) -> Envelope:
-        return self._env
-
-    @property
-    def log(self) -> RecordingLog:
-        return self._log
-
-    @property
-    def deadline(self) -> float | None:
-        return self._deadline
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def now(self) -> float:
-        return time.time()
+        super().__init__(env, cancelled=cancelled, log=log)
+        self._deadline = deadline  # only the one a test gives, not the envelope's
 
     async def send(
         self,
@@ -234,9 +199,6 @@ class FakeContext:
 
     async def progress(self, fraction: float, note: str = "") -> None:
         raise AssertionError("not used")
-
-    async def platform(self) -> dict[str, Any]:
-        return {"workers": [], "queues": {}, "coordinators": [], "platform": None}
 
     async def turns(self, conversation: str) -> list[dict[str, Any]]:
         raise AssertionError("an agent with no one to delegate to keeps no record")
