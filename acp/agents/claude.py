@@ -519,7 +519,7 @@ class ClaudeAgent(AgentBase):
         first in the cached prefix). Kept once every MCP server wanted has answered."""
         if self._offer is not None:
             return self._offer
-        toolset = await self.toolbox.toolset(self.definition)
+        toolset = await self.toolbox.toolset(self.tool_plan)
         local: dict[str, Tool] = {**toolset.local, **self._functions}
         params = [*self._builtin, *(t.param() for t in local.values()), *toolset.server]
         if params:
@@ -544,6 +544,10 @@ class ClaudeAgent(AgentBase):
         done: dict[str, bytes] = {}
         children: list[Envelope] = []
         above = ancestry(env.headers)
+        # what an earlier run of this step kept of its tools' calls: read once a turn
+        kept = (
+            await ctx.answers(f"{join}.tools") if any(c.get("name") in local for c in calls) else {}
+        )
         for call in calls:
             call_id, name, args = call["id"], str(call.get("name")), call.get("input") or {}
             if name == DELEGATE:
@@ -564,13 +568,19 @@ class ClaudeAgent(AgentBase):
                         MessageKind.ERROR, {"error": "status must be a JSON object"}
                     )
             elif name in local:
-                done[call_id] = await self._run_tool(local[name], args, call_id, join, ctx)
+                done[call_id] = await self._run_tool(local[name], args, call_id, join, kept, ctx)
             else:
                 done[call_id] = answer_bytes(MessageKind.ERROR, {"error": f"no tool {name!r}"})
         return done, children
 
     async def _run_tool(
-        self, tool: Tool, args: dict[str, Any], call_id: str, join: str, ctx: Context
+        self,
+        tool: Tool,
+        args: dict[str, Any],
+        call_id: str,
+        join: str,
+        kept: Mapping[str, bytes],
+        ctx: Context,
     ) -> bytes:
         """A tool's answer: recorded before the next turn, so a step run again after a
         crash reuses it; one not idempotent that was interrupted before its answer was
@@ -578,7 +588,6 @@ class ClaudeAgent(AgentBase):
         the arguments and the output, the output is cut at its cap, and the call is
         reported (``ctx.tool_used``: agent, tool, duration, outcome)."""
         kept_at = f"{join}.tools"
-        kept = await ctx.answers(kept_at)
         if call_id in kept:
             return kept[call_id]
         started = f"started.{call_id}"

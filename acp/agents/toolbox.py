@@ -194,10 +194,9 @@ class Toolbox:
             return "off: the workspace is read-only ([tools] writable = true allows it)"
         return "off: [tools] bash = true allows it (a subprocess in the workspace)"
 
-    async def toolset(self, definition: AgentDefinition) -> Toolset:
-        """The tools ``definition`` gets, MCP servers listed (started if need be); an MCP
-        server that cannot start leaves its tools off, with the reason."""
-        plan = self.plan(definition)
+    async def toolset(self, plan: ToolPlan) -> Toolset:
+        """What a definition's ``plan`` gives, MCP servers listed (started if need be);
+        an MCP server that cannot start leaves its tools off, with the reason."""
         local: dict[str, Tool] = dict(plan.local)
         off = dict(plan.off)
         failed = False

@@ -160,7 +160,7 @@ def _tools_table(d: AgentDefinition, toolbox: Toolbox) -> Table:
 
     async def resolve() -> tuple[list[str], dict[str, str]]:
         async with toolbox.lifespan():
-            toolset = await toolbox.toolset(d)
+            toolset = await toolbox.toolset(plan)
         return [*toolset.local, *plan.server], toolset.off
 
     plan = toolbox.plan(d)
