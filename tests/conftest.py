@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from acp.runtime.cluster import EmbeddedCluster
 from acp.runtime.embedded import EmbeddedServer
 from acp.testing import BusFactory, bus_clients
 
@@ -59,6 +60,27 @@ def redis_url(redis_server: EmbeddedServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    """One local cluster (three primaries) for the session; ``cluster_url`` empties it."""
+    with EmbeddedCluster(primaries=3, replicas=0) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: EmbeddedCluster) -> str:
+    """``redis+cluster://`` URL of the session cluster, every primary emptied first."""
+    for host, port in redis_cluster.startup_nodes:
+        client = redis.Redis(host=host, port=port)
+        try:
+            if client.execute_command("ROLE")[0] in (b"master", "master"):
+                client.flushall()
+                client.script_flush()
+        finally:
+            client.close()
+    return redis_cluster.url
+
+
 @pytest.fixture
 def isolated_redis_server() -> Iterator[EmbeddedServer]:
     """A dedicated server for tests that kill, restart or reconfigure it.
@@ -74,12 +96,14 @@ def isolated_redis_server() -> Iterator[EmbeddedServer]:
         server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 def bus_backend(request: pytest.FixtureRequest) -> BusFactory:
-    """Run a test against both buses: ``bus_backend(options)`` gives a new client of
-    the same in-memory broker, or of the same (flushed) Redis server."""
-    where = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
-    return bus_clients(where)
+    """Run a test against every bus: ``bus_backend(options)`` gives a new client of
+    the same in-memory broker, of the same (flushed) Redis server, or of the same
+    (flushed) local cluster."""
+    if request.param == "memory":
+        return bus_clients("memory")
+    return bus_clients(request.getfixturevalue(f"{request.param}_url"))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ that must run on one; a production cluster is run by whoever runs Redis.
 ::
 
     with EmbeddedCluster(primaries=3, replicas=1) as cluster:
-        client = redis.cluster.RedisCluster.from_url(cluster.url)
+        bus = RedisBus.from_url(cluster.url)
 
 Each node is an :class:`~acp.runtime.embedded.EmbeddedServer` started with
 ``cluster-enabled``; the cluster is formed the way ``redis-cli --cluster create``
@@ -70,8 +70,9 @@ class EmbeddedCluster:
 
     @property
     def url(self) -> str:
-        """A URL of one node: a cluster client finds the others from it."""
-        return self.nodes[0].url
+        """``redis+cluster://`` and one node: a cluster client finds the others from it."""
+        host, port = self.startup_nodes[0]
+        return f"redis+cluster://{host}:{port}/0"
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:

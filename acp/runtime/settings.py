@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-_SCHEMES: Final = ("redis", "rediss", "unix")
+_SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _CERT_REQS: Final = ("none", "optional", "required")
 #: URL parameters naming TLS files, as redis-py spells them
 _TLS_FILES: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
@@ -88,6 +88,9 @@ class RedisSettings(BaseModel):
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     unix_socket_path: str | None = None
+    #: the server is one node of a Redis/Valkey Cluster (``redis+cluster://``): the
+    #: client finds the others from it and sends each command to its slot's primary
+    cluster: bool = False
     socket_timeout: float | None = Field(default=_DEFAULT_SOCKET_TIMEOUT, gt=0)
     connect_timeout: float = Field(default=_DEFAULT_CONNECT_TIMEOUT, gt=0)
 
@@ -95,10 +98,14 @@ class RedisSettings(BaseModel):
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
-        """Parse ``redis://``, ``rediss://`` or ``unix://`` URLs.
+        """Parse ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URLs.
 
-        Forms: ``redis://[[user]:password@]host[:port][/db]`` and
-        ``unix://[[user]:password@]/path/to/socket[?db=N]``. Query parameters:
+        Forms: ``redis://[[user]:password@]host[:port][/db]``,
+        ``unix://[[user]:password@]/path/to/socket[?db=N]`` and, for any node of a
+        cluster, ``redis+cluster://`` (``rediss+cluster://`` with TLS): the
+        ``+cluster`` suffix follows the ``redis+sentinel://`` spelling Celery and
+        Kombu made familiar, and says in the URL itself, which every process
+        receives, that commands are routed by slot. Query parameters:
         ``db``, ``socket_timeout``, ``socket_connect_timeout`` (or
         ``connect_timeout``) and, for ``rediss``, ``ssl_cert_reqs``, ``ssl_ca_certs``,
         ``ssl_certfile`` and ``ssl_keyfile`` (redis-py's names). Anything else is
@@ -116,7 +123,8 @@ class RedisSettings(BaseModel):
         if scheme not in _SCHEMES:
             got = f"'{scheme}://'" if scheme else "no scheme"
             raise ConfigError(
-                f"unsupported Redis URL {shown}: {got}; expected redis://, rediss:// or unix://"
+                f"unsupported Redis URL {shown}: {got}; expected redis://, rediss://, unix:// "
+                "or redis+cluster://"
             )
         if parts.fragment or "#" in url:
             raise ConfigError(
@@ -162,7 +170,8 @@ class RedisSettings(BaseModel):
                 if port == 0:
                     raise ConfigError(f"Redis URL {shown}: port must be between 1 and 65535")
                 fields["port"] = port
-            fields["tls"] = scheme == "rediss"
+            fields["tls"] = scheme.startswith("rediss")
+            fields["cluster"] = scheme.endswith("+cluster")
             db_text = parts.path.strip("/")
             path_db = _parse_db(db_text, shown, where="path") if db_text else None
 
@@ -176,6 +185,8 @@ class RedisSettings(BaseModel):
                 )
             db = qdb
         if db is not None:
+            if db and fields.get("cluster"):
+                raise ConfigError(f"Redis URL {shown}: a cluster has database 0 only")
             fields["db"] = db
 
         if "socket_timeout" in query:
@@ -187,7 +198,7 @@ class RedisSettings(BaseModel):
                 fields["connect_timeout"] = _parse_timeout(query.pop(name), shown, name)
         if "ssl_cert_reqs" in query:
             reqs = query.pop("ssl_cert_reqs").lower()
-            if scheme != "rediss":
+            if not scheme.startswith("rediss"):
                 raise ConfigError(f"Redis URL {shown}: ssl_cert_reqs needs a rediss:// URL")
             if reqs not in _CERT_REQS:
                 raise ConfigError(
@@ -196,7 +207,7 @@ class RedisSettings(BaseModel):
             fields["tls_cert_reqs"] = reqs
         for name in _TLS_FILES:
             if name in query:
-                if scheme != "rediss":
+                if not scheme.startswith("rediss"):
                     raise ConfigError(f"Redis URL {shown}: {name} needs a rediss:// URL")
                 fields["tls_" + name.removeprefix("ssl_")] = query.pop(name)
         if query:
@@ -296,7 +307,7 @@ class RedisSettings(BaseModel):
             if (path := getattr(self, "tls_" + name.removeprefix("ssl_"))) is not None:
                 params[name] = path
         host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "rediss" if self.tls else "redis"
+        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
         query = f"?{urlencode(params)}" if params else ""
         return f"{scheme}://{auth}{host}:{self.port}/{self.db}{query}"
 

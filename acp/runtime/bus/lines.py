@@ -64,19 +64,31 @@ class Lines:
                 turn.set_result(None)
                 return
 
+    @property
+    def connections(self) -> int:
+        """Connections made and not closed."""
+        return len(self._made)
+
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies to ``commands``, sent in one write; raises the first error reply."""
+        replies = await self.run_all(commands)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    async def run_all(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """The replies to ``commands``, sent in one write; an error reply stands in
+        its command's place."""
         conn = await self._take()
         try:
             await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             replies: list[Any] = []
-            error: ResponseError | None = None
             for _ in commands:
                 try:
                     replies.append(await conn.read_response())
                 except ResponseError as exc:
                     replies.append(exc)
-                    error = error or exc
         except BaseException:
             # half sent or half read (a lost connection, a timeout, a cancellation):
             # the connection is out of step; it reconnects on its next use
@@ -85,8 +97,6 @@ class Lines:
             raise
         finally:
             self._give_back(conn)
-        if error is not None:
-            raise error
         return replies
 
     def _new(self) -> AbstractConnection:

