@@ -75,6 +75,12 @@ class EmbeddedCluster:
         return f"redis+cluster://{host}:{port}/0"
 
     @property
+    def seed_url(self) -> str:
+        """``redis://`` of the first node, for clients that take a plain URL."""
+        host, port = self.startup_nodes[0]
+        return f"redis://{host}:{port}/0"
+
+    @property
     def startup_nodes(self) -> list[tuple[str, int]]:
         return [(n.host or "127.0.0.1", n.port) for n in self.nodes if n.port is not None]
 

@@ -12,11 +12,13 @@ from typing import TypeVar
 import anyio
 from redis.exceptions import (
     AuthenticationError,
+    ClusterDownError,
     NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,8 +31,15 @@ __all__ = ["RECOVERABLE", "is_denial", "retrying", "translate"]
 T = TypeVar("T")
 log = get_logger("acp.bus")
 
-#: what a new connection can cure
-RECOVERABLE = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
+#: what a new connection, or a cluster done with its failover or slot migration, can cure
+RECOVERABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionResetError,
+    OSError,
+    ClusterDownError,
+    TryAgainError,
+)
 #: a server's answer the caller may handle itself (True: handled, run the call again)
 Recover = Callable[[ResponseError], Awaitable[bool]]
 

@@ -39,6 +39,7 @@ from redis.exceptions import (
     MovedError,
     RedisClusterException,
     ResponseError,
+    TryAgainError,
 )
 
 from acp.runtime.bus.connection import timed_sends
@@ -147,10 +148,13 @@ class ClusterLines:
 
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies to ``commands``, each run on its slot's primary; raises the
-        first error reply, as ``Lines.run`` does."""
+        first error reply, as ``Lines.run`` does: one that a cluster in the middle of a
+        failover or migration gives as ``TryAgainError``, which the bus retries."""
         replies = await self.run_all(commands)
         for reply in replies:
             if isinstance(reply, ResponseError):
+                if _names_topology(reply) and not isinstance(reply, ClusterDownError):
+                    raise TryAgainError(str(reply)) from reply
                 raise reply
         return replies
 
@@ -168,7 +172,7 @@ class ClusterLines:
             todo, asking = [], {}
             moved = False
             for (_, _, positions), got in zip(plan, results, strict=True):
-                for i, reply in zip(positions, got, strict=True):
+                for i, reply in zip([p for p in positions if p != -1], got, strict=True):
                     if slots[i] is None:
                         barrier_replies.setdefault(i, []).append(reply)
                     elif isinstance(reply, MovedError):
@@ -264,8 +268,12 @@ def _target(reply: AskError) -> tuple[str, str, int]:
 
 
 def _names_topology(reply: ResponseError) -> bool:
+    """An error a cluster gives while it changes: down or electing, a key half
+    migrated, a primary that became a replica, a blocked read whose key moved away."""
+    if isinstance(reply, ClusterDownError | TryAgainError):
+        return True
     text = str(reply)
-    return text.startswith(("CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN"))
+    return text.startswith(("CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "UNBLOCKED"))
 
 
 def _weakest(replies: list[Any]) -> Any:
