@@ -358,6 +358,19 @@ def test_parse_defaults_tls_ipv6_and_query() -> None:
     assert RedisSettings.from_url("redis://h?socket_timeout=none").socket_timeout is None
 
 
+def test_parse_cluster_url() -> None:
+    s = RedisSettings.from_url("redis+cluster://alice:pw@node-1:7000")
+    assert (s.host, s.port, s.db, s.cluster, s.tls) == ("node-1", 7000, 0, True, False)
+    assert s.redacted_url == "redis+cluster://alice:***@node-1:7000/0"
+    assert RedisSettings.from_url(s.url) == s
+    t = RedisSettings.from_url("rediss+cluster://node-1:7000?ssl_cert_reqs=none")
+    assert (t.cluster, t.tls, t.tls_cert_reqs) == (True, True, "none")
+    with pytest.raises(ConfigError, match="database 0 only"):
+        RedisSettings.from_url("redis+cluster://node-1:7000/2")
+    with pytest.raises(ConfigError, match="redis\\+cluster://"):
+        RedisSettings.from_url("cluster://node-1:7000")
+
+
 def test_parse_unix_url() -> None:
     s = RedisSettings.from_url("unix://:pw@/run/redis/redis.sock?db=4")
     assert (s.unix_socket_path, s.db) == ("/run/redis/redis.sock", 4)

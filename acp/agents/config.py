@@ -167,8 +167,9 @@ class BusConfig(_Frozen):
     """What the bus promises and how much it keeps (``BusOptions`` has the rest)."""
 
     #: "safe" acknowledges a send or commit only once the server's append-only file
-    #: has it; "fast" once the server holds it in memory
-    durability: Literal["fast", "safe"] = "fast"
+    #: has it; "replicated" once a replica has it too; "fast" once the server holds
+    #: it in memory
+    durability: Literal["fast", "safe", "replicated"] = "fast"
     #: message ids remembered per destination for the send dedup and the ledger
     dedup_max: int = Field(default=100_000, ge=1000)
     #: dead letters kept per destination, the oldest trimmed past it

@@ -90,6 +90,7 @@ _CONFIG_OPTION = Annotated[
 class DurabilityChoice(StrEnum):
     fast = "fast"
     safe = "safe"
+    replicated = "replicated"
 
 
 _DurabilityOption = Annotated[
@@ -97,7 +98,9 @@ _DurabilityOption = Annotated[
     typer.Option(
         "--durability",
         help="fast: a write is acknowledged once the server holds it; safe: once it is in "
-        "the server's append-only file (slower). Default: $ACP_BUS_DURABILITY, else "
+        "the server's append-only file (slower); replicated: once a replica has it too (no "
+        "acknowledged write is lost when a replica takes over). Default: "
+        "$ACP_BUS_DURABILITY, else "
         "durability in the config's bus section, else fast.",
         show_default=False,
     ),
