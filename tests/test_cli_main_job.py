@@ -60,3 +60,43 @@ def test_up_runs_until_interrupted_and_stops_cleanly() -> None:
     assert "pipeline-monitor" in out
     assert "waiting for ANTHROPIC_API_KEY" in out
     assert "stopping" in out
+
+
+def test_up_on_a_local_cluster_serves_commands_through_the_coordinator() -> None:
+    """``acp up --cluster 3``: three primaries with a replica each; the coordinator and
+    the workers run on it, and `acp send`, `acp status` and `acp tail` reach them."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ACP_REDIS_URL")}
+    proc = subprocess.Popen(
+        [*ACP, "up", "--cluster", "3"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 40
+        while "Redis at" not in line:
+            assert time.monotonic() < deadline, "acp up --cluster did not start"
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.communicate()[1]
+        url = line.split("Redis at ", 1)[1].split(";", 1)[0].strip()
+        assert url.startswith("redis+cluster://127.0.0.1:")
+        body = json.dumps(
+            {"cmd": "PIPELINE_STATUS", "component_id": "etl", "data_flow": {"quality_score": 0.9}}
+        )
+        sent = subprocess.run(
+            [*ACP, "send", "pipeline-doctor", "--json", body, "--wait", "--timeout", "20"],
+            cwd=ROOT, env={**env, "ACP_REDIS_URL": url}, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["healthy"] is True
+        status = subprocess.run(
+            [*ACP, "status", "--json"], cwd=ROOT, env={**env, "ACP_REDIS_URL": url},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert "pipeline-doctor" in {w["agent"] for w in json.loads(status.stdout)["workers"]}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err

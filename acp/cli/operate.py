@@ -31,7 +31,7 @@ from acp.cli.common import (
     _where,
     _with_bus,
 )
-from acp.errors import ACPError
+from acp.errors import ACPError, ConfigError
 from acp.runtime.environment import ENV_REDIS_URL
 
 
@@ -232,13 +232,24 @@ def up_command(
     data_dir: Annotated[
         str | None, typer.Option(help="Keep the private server's data here (default: temporary).")
     ] = None,
+    cluster: Annotated[
+        int | None,
+        typer.Option(
+            "--cluster",
+            metavar="N",
+            min=1,
+            help="Start a private local cluster instead: N primaries with one replica each, "
+            "on loopback (to try the runtime on a cluster; data is temporary).",
+            show_default=False,
+        ),
+    ] = None,
     config: _CONFIG_OPTION = None,
 ) -> None:
     """Run everything: a private Redis-protocol server (unless --redis), the
     coordinator and workers for every agent in the catalogue, with live status.
     Ctrl-C stops it all cleanly.
 
-    Example: acp up --agents agents/
+    Example: acp up --agents agents/ (or acp up --cluster 3)
     """
     from rich.live import Live
 
@@ -250,12 +261,18 @@ def up_command(
     try:
         deployment = _deployment(config, durability)
         named = resolve_redis(redis, url_file=redis_url_file)
+        if cluster and named is not EMBEDDED:
+            raise ConfigError(
+                "--cluster starts a private cluster: it cannot be given with a server URL"
+            )
+        if cluster and data_dir:
+            raise ConfigError("--cluster keeps its data in temporary directories: drop --data-dir")
         catalogue = _catalogue(agents)
         plan = plan_agents(catalogue, deployment.config)
     except ACPError as exc:
         raise _fail(str(exc)) from None
     stack = Stack(
-        plan, deployment.config, catalogue.definitions, data_dir=data_dir,
+        plan, deployment.config, catalogue.definitions, data_dir=data_dir, cluster=cluster,
         redis_url=None if named is EMBEDDED else named.url, deployment=deployment,
     )  # fmt: skip
 

@@ -25,6 +25,7 @@ from acp.agents.loader import Catalogue
 from acp.agents.sdk import AgentBase
 from acp.agents.toolbox import Toolbox
 from acp.errors import Stalled
+from acp.runtime.cluster import EmbeddedCluster
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.embedded import EmbeddedServer
 from acp.runtime.options import Deployment
@@ -101,6 +102,7 @@ class Stack:
         *,
         redis_url: str | None = None,
         data_dir: str | None = None,
+        cluster: int | None = None,
         deployment: Deployment | None = None,
         status_interval: float = 2.0,
     ) -> None:
@@ -109,6 +111,9 @@ class Stack:
         self.definitions = definitions
         self.redis_url = redis_url
         self.data_dir = data_dir
+        #: with no ``redis_url``: start a local cluster of this many primaries (one
+        #: replica each) instead of one private server
+        self.cluster = cluster
         #: bus options, durability and codec (keys, dictionary): from ``config`` and
         #: the environment unless given
         self.deployment = deployment or Deployment.from_config(config)
@@ -125,7 +130,12 @@ class Stack:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with AsyncExitStack() as stack:
             url = self.redis_url
-            if url is None:
+            if url is None and self.cluster:
+                local = EmbeddedCluster(primaries=self.cluster, replicas=1)
+                stack.callback(local.stop)
+                await anyio.to_thread.run_sync(local.start)
+                url = local.url
+            elif url is None:
                 server = EmbeddedServer(data_dir=self.data_dir, keep_data=self.data_dir is not None)
                 await stack.enter_async_context(server)
                 url = server.url
