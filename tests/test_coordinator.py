@@ -13,8 +13,10 @@ import pytest
 from fake_anthropic import FakeAnthropic
 
 from acp.agents import (
+    Agent,
     AgentDefinition,
     ClaudeAgent,
+    Context,
     RuntimeConfig,
     claude_client,
     load_catalogue,
@@ -22,12 +24,12 @@ from acp.agents import (
 )
 from acp.catalogue import shipped_agents
 from acp.catalogue.pipeline_doctor import agent as doctor_agent
-from acp.protocol import MessageKind
+from acp.protocol import MessageKind, PipelineStatusCommand
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.keys import COORDINATOR_EVENTS_TOPIC as EVENTS_TOPIC
-from acp.runtime.keys import INTAKE
+from acp.runtime.keys import INTAKE, intake_queue, intake_queues
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +61,9 @@ async def coordinator(
         coord = Coordinator(
             bus,
             cfg,
-            definitions={"stream-auditor": AUDITOR, "pipeline-doctor": DOCTOR},
+            definitions=kw.pop(
+                "definitions", {"stream-auditor": AUDITOR, "pipeline-doctor": DOCTOR}
+            ),
             lease_ttl=1.0,
             status_interval=0.5,
             registry_interval=0.1,
@@ -242,3 +246,55 @@ async def test_the_standby_takes_over_when_the_leader_stops(make_bus: MakeBus) -
             assert standby.token is not None
             standby.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_a_partitioned_intake_spreads_work_by_agent_and_loses_nothing_when_resized(
+    make_bus: MakeBus,
+) -> None:
+    """Four partitions: senders learn the count from the coordinator's presence and send
+    each agent's work to its own partition. Work queued under four partitions while no
+    coordinator runs is still handled by a leader configured with two."""
+    names = ("doc-a", "doc-b", "doc-c", "doc-d", "doc-e")
+    handled: list[str] = []
+    agents = []
+    for name in names:
+        agent = Agent(name, tier="haiku", complexity="low")
+
+        async def diagnose(
+            cmd: PipelineStatusCommand, ctx: Context, name: str = name
+        ) -> dict[str, Any]:
+            handled.append(name)
+            return {"healthy": True}
+
+        agent.command(PipelineStatusCommand)(diagnose)
+        agents.append(agent)
+    known = {name: DOCTOR.model_copy(update={"name": name}) for name in names}
+    async with (
+        coordinator(make_bus, config(bus_intake_partitions=4), definitions=known),
+        worker(make_bus, *agents),
+        make_bus() as bus,
+    ):
+        client = Client(bus)
+        for name in names:
+            assert (await client.request(name, PIPELINE, timeout=10)).body == {"healthy": True}
+        assert client._partitions == 4
+        used = {intake_queue(name, 4) for name in names}
+        assert len(used) > 1
+        assert used <= set(await bus.destinations())
+    async with make_bus() as bus:  # the coordinator is gone: work waits in its partitions
+        client = Client(bus, via="coordinator")
+        client._partitions = 4
+        for name in names:
+            for _ in range(3):
+                await client.send(name, PIPELINE)
+    async with (
+        coordinator(make_bus, config(bus_intake_partitions=2), definitions=known) as coord,
+        worker(make_bus, *agents),
+    ):
+        with anyio.fail_after(15):
+            while len(handled) < 4 * len(names):
+                await anyio.sleep(0.05)
+        for dest in used | set(intake_queues(2)):
+            stats = await coord.bus.stats(dest)
+            assert (stats.ready, stats.pending) == (0, 0), dest
+    assert sorted(handled) == sorted(list(names) * 4)

@@ -170,6 +170,11 @@ class BusConfig(_Frozen):
     #: has it; "replicated" once a replica has it too; "fast" once the server holds
     #: it in memory
     durability: Literal["fast", "safe", "replicated"] = "fast"
+    #: queues the coordinator's intake is split into, by agent (``coordinator.<k>``):
+    #: on a cluster, about twice the number of primaries spreads dispatch over the
+    #: shards; on one server 1 (one queue, one blocking read). The leader consumes
+    #: every partition, old ones included, so changing it loses no queued work
+    intake_partitions: int = Field(default=1, ge=1, le=256)
     #: message ids remembered per destination for the send dedup and the ledger
     dedup_max: int = Field(default=100_000, ge=1000)
     #: dead letters kept per destination, the oldest trimmed past it

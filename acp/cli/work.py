@@ -442,7 +442,7 @@ def tail_command(
     from acp.protocol import MessageKind, envelope_to_text, render_envelope
     from acp.protocol.headers import H_JOIN, H_ROOT
     from acp.runtime.bus import RedisBus
-    from acp.runtime.keys import INTAKE, TOOLS_TOPIC
+    from acp.runtime.keys import TOOLS_TOPIC, is_intake
     from acp.runtime.status import agent_queues
 
     where = _where(redis, redis_url_file, config)
@@ -459,7 +459,7 @@ def tail_command(
             except ACPError as exc:
                 typer.echo(json.dumps({"queue": delivery.dest, "undecodable": str(exc)}))
                 continue
-            hop = "coordinator" if delivery.dest == INTAKE else "agent"
+            hop = "coordinator" if is_intake(delivery.dest) else "agent"
             if human:
                 place = (
                     f"coordinator intake, for {env.recipient}"

@@ -22,9 +22,9 @@ from acp.protocol.body import MessageKind
 from acp.protocol.codec import WireCodec
 from acp.protocol.envelope import Envelope
 from acp.runtime.bus.base import Bus, Outgoing
-from acp.runtime.keys import COORDINATORS, INTAKE, WORKERS
+from acp.runtime.keys import COORDINATORS, WORKERS, intake_queue, is_intake
 from acp.runtime.processor import to_outgoing
-from acp.runtime.records import read_presence
+from acp.runtime.records import announced_partitions, read_presence
 from acp.runtime.results import TRACK, Result, ResultState, read_result, result_record
 
 __all__ = ["Client", "Result", "ResultState", "new_traceparent"]
@@ -64,11 +64,17 @@ class Client:
         self.sender = sender
         self.via = via
         self._intake: bool | None = None if via == "auto" else via == "coordinator"
+        #: the intake partitions the coordinators announce (read with ``_intake``)
+        self._partitions = 0
 
     async def _outgoing(self, env: Envelope) -> Outgoing:
-        if self._intake is None:
-            self._intake = bool(await self.bus.members(COORDINATORS))
-        return to_outgoing(env, self.codec.encode(env), INTAKE if self._intake else None)
+        if self._intake is None or (self._intake and not self._partitions):
+            coordinators = await self.bus.members(COORDINATORS)
+            if self._intake is None:
+                self._intake = bool(coordinators)
+            self._partitions = announced_partitions(coordinators)
+        dest = intake_queue(env.recipient, self._partitions) if self._intake else None
+        return to_outgoing(env, self.codec.encode(env), dest)
 
     def command(
         self,
@@ -110,7 +116,7 @@ class Client:
         if env.headers.get(TRACK) == "1":
             queued = result_record(
                 env.id, ResultState.QUEUED, agent=env.recipient, command=env.command,
-                detail=f"sent to {'the coordinator' if item.dest == INTAKE else env.recipient}",
+                detail=f"sent to {'the coordinator' if is_intake(item.dest) else env.recipient}",
             )  # fmt: skip
             await self.bus.send_many([queued, item])
         else:

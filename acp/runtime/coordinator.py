@@ -61,15 +61,18 @@ from acp.runtime.keys import (
     WORKERS,
     WORKFLOW_INTAKE,
     WORKFLOW_REPLIES,
+    intake_queue,
+    intake_queues,
+    is_intake,
 )
 from acp.runtime.metrics import Metrics, Sample
-from acp.runtime.processor import DeadLettered, Processor, current_delivery
+from acp.runtime.processor import DeadLettered, Processor, current_delivery, to_outgoing
 from acp.runtime.records import CoordinatorPresence, PlatformStatus, QueueHealth, read_presence
 from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.scheduling.policy import Dispatch, Job, Rejection, SchedulingPolicy
 from acp.runtime.status import agent_queues
 from acp.runtime.tracing import hop, outgoing_trace
-from acp.runtime.workflows import WorkflowRunner, send_via
+from acp.runtime.workflows import WorkflowRunner
 from acp.runtime.workflows.store import WorkflowStore
 
 __all__ = ["Coordinator"]
@@ -129,6 +132,10 @@ class Coordinator:
         self.status_interval = status_interval
         self.registry_interval = registry_interval
         self.max_waiting = max_waiting
+        #: intake partitions senders are told to use (``intake_queue``)
+        self.partitions = config.bus.intake_partitions
+        #: the intake queues the leader consumes, each by its own processor
+        self._intakes: dict[str, Processor] = {}
         #: this host's clock; :meth:`now` is the server's, measured against it
         self.clock = clock
         self._offset = 0.0
@@ -196,6 +203,7 @@ class Coordinator:
                 "id": self.id,
                 "leading": self.leading,
                 "token": self.token,
+                "partitions": self.partitions,
             }
             await self.bus.announce(
                 COORDINATORS, self.id, json.dumps(info).encode(), ttl=self.lease_ttl * 2
@@ -218,18 +226,16 @@ class Coordinator:
         self._log.info("leading", token=token)
         try:
             await self._sync_clock()
-            await self._take_over(consumer)
+            intakes = await self._intake_queues()
+            for dest in intakes:
+                await self._take_over(dest, consumer)
             self.policy = SchedulingPolicy(self.config, clock=self.now)
             self._dispatched.clear()
             self._missing.clear()
             await self._restore_spend()
             await self._refresh_registry()
             await self._rebuild(token)
-            processor = Processor(
-                self.bus, INTAKE, self._admit, codec=self.codec, consumer=consumer,
-                concurrency=self.max_waiting, accept=lambda env: True, grace=0.5,
-                agent_of=self._route, on_dead=self._dead_lettered,
-            )  # fmt: skip
+            self._intakes = {}
             store = self.workflow_store or self.bus.workflow_store()
             self.workflow_store = store  # a later term of this coordinator keeps the same state
             self.workflows = WorkflowRunner(
@@ -237,19 +243,19 @@ class Coordinator:
                 store,
                 codec=self.codec,
                 clock=self.now,
-                send_step=send_via(self.bus, INTAKE, codec=self.codec),
+                send_step=self._send_step,
                 consumer=consumer,
             )
             async with anyio.create_task_group() as tg:
                 await tg.start(self.workflows.run)
-                tg.start_soon(self._keep_lease, token, tg.cancel_scope, processor)
+                tg.start_soon(self._keep_lease, token, tg.cancel_scope)
                 tg.start_soon(self._follow_registry)
                 await tg.start(self._follow_completions)
                 tg.start_soon(self._reconcile_forever)
                 tg.start_soon(self._follow_rate_limits)
                 tg.start_soon(self._decide_forever)
                 tg.start_soon(self._publish_status_forever)
-                await processor.run()
+                await self._consume_intake(consumer, intakes)
                 tg.cancel_scope.cancel()
         finally:
             self.leading = False
@@ -260,20 +266,62 @@ class Coordinator:
             self._parked.clear()
             self._log.info("stepped_down", token=token)
 
-    async def _take_over(self, consumer: str) -> None:
-        """Claim every pending intake entry for this leader: a stale leader can no longer
-        commit them, and nothing waits for ``min_idle`` to pass."""
+    async def _intake_queues(self) -> list[str]:
+        """This leader's partitions, and any other intake queue the server has (left
+        by a coordinator with another partition count: its work is drained too)."""
+        mine = intake_queues(self.partitions)
+        others = [d for d in await self.bus.destinations() if is_intake(d) and d not in mine]
+        return [*mine, *sorted(others)]
+
+    async def _consume_intake(self, consumer: str, intakes: list[str]) -> None:
+        """One processor per intake queue, until the leader stops; queues that appear
+        later (a sender with another partition count) get theirs when seen."""
+        share = max(self.max_waiting // max(self.partitions, 1), 1)
+
+        async def consume(dest: str) -> None:
+            processor = Processor(
+                self.bus, dest, self._admit, codec=self.codec, consumer=consumer,
+                concurrency=share, accept=lambda env: True, grace=0.5,
+                agent_of=self._route, on_dead=self._dead_lettered,
+            )  # fmt: skip
+            self._intakes[dest] = processor
+            await processor.run()
+
+        async with anyio.create_task_group() as tg:
+            for dest in intakes:
+                tg.start_soon(consume, dest)
+            while not self._stopping.is_set():
+                with anyio.move_on_after(self.reconcile_interval):
+                    await self._stopping.wait()
+                for dest in await self._intake_queues():
+                    if dest not in self._intakes:
+                        self._log.info("intake_found", queue=dest)
+                        await self._take_over(dest, consumer)
+                        tg.start_soon(consume, dest)
+
+    async def _send_step(self, env: Envelope) -> None:
+        """Workflow steps go through the intake partition of their agent."""
+        dest = intake_queue(env.recipient, self.partitions)
+        await self.bus.send(to_outgoing(env, self.codec.encode(env), dest))
+
+    async def _take_over(self, dest: str, consumer: str) -> None:
+        """Claim every pending entry of an intake queue for this leader: a stale leader
+        can no longer commit them, and nothing waits for ``min_idle`` to pass."""
         while True:
-            claimed = await self.bus.take_over(INTAKE, consumer, min_idle=0.0, count=500)
+            claimed = await self.bus.take_over(dest, consumer, min_idle=0.0, count=500)
             if len(claimed) < 500:
                 return
 
-    async def _keep_lease(self, token: int, scope: anyio.CancelScope, processor: Processor) -> None:
+    def _stop_intake(self) -> None:
+        for processor in self._intakes.values():
+            processor.stop()
+
+    async def _keep_lease(self, token: int, scope: anyio.CancelScope) -> None:
         while True:
             with anyio.move_on_after(self.lease_ttl / 3):
                 await self._stopping.wait()
             if self._stopping.is_set():
-                processor.stop()
+                self._stop_intake()
                 return
             renewed = await self.bus.lease(LEADER_LEASE, self.id, ttl=self.lease_ttl)
             if renewed != token:

@@ -19,6 +19,7 @@ letters. Cross-destination effects go through the outbox, never one script.
 from __future__ import annotations
 
 import re
+import zlib
 
 from acp.errors import ConfigError
 from acp.protocol.patterns import remembering_fullmatch
@@ -50,6 +51,9 @@ __all__ = [
     "check_name",
     "counters_hash",
     "inbox_name",
+    "intake_queue",
+    "intake_queues",
+    "is_intake",
     "join_hash",
     "lease_keys",
     "presence_hash",
@@ -100,7 +104,8 @@ class Keys:
         self.dead = f"{tag}:dead"
 
 
-#: the destination work for agents is sent to when a coordinator runs
+#: the destination work for agents is sent to when a coordinator runs (with one
+#: partition; see ``intake_queue``)
 INTAKE = "coordinator"
 #: presence group of live coordinators
 COORDINATORS = "coordinators"
@@ -160,6 +165,26 @@ def workflow_key(workflow_id: str) -> str:
     """The hash holding one workflow (its id becomes a hash tag: checked like a name)."""
     check_name(workflow_id, "workflow id")
     return f"{PREFIX}:{{workflow:{workflow_id}}}"
+
+
+def intake_queue(agent: str, partitions: int) -> str:
+    """The intake partition work for ``agent`` goes to: with one partition ``INTAKE``,
+    with N ``coordinator.<k>`` for k = crc32(agent) mod N, so that on a cluster the
+    intake spreads over the shards instead of loading one slot. The leading
+    coordinator consumes every partition (and any left from another N)."""
+    if partitions <= 1:
+        return INTAKE
+    return f"{INTAKE}.{zlib.crc32(agent.encode()) % partitions}"
+
+
+def intake_queues(partitions: int) -> list[str]:
+    """Every partition of the intake, for ``partitions`` of them."""
+    return [INTAKE] if partitions <= 1 else [f"{INTAKE}.{k}" for k in range(partitions)]
+
+
+def is_intake(dest: str) -> bool:
+    """``INTAKE`` or one of its partitions (``coordinator.workflows`` is not one)."""
+    return dest == INTAKE or (dest.startswith(INTAKE + ".") and dest[len(INTAKE) + 1 :].isdigit())
 
 
 def inbox_name(client_id: str) -> str:

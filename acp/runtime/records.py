@@ -12,6 +12,7 @@ record can come from an older or newer process.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict, cast
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "PlatformStatus",
     "QueueHealth",
     "WorkerPresence",
+    "announced_partitions",
     "read_presence",
 ]
 
@@ -49,6 +51,8 @@ class CoordinatorPresence(TypedDict):
     id: str
     leading: bool
     token: int | None
+    #: intake partitions senders should use (absent from older coordinators: 1)
+    partitions: NotRequired[int]
 
 
 class Completion(TypedDict):
@@ -112,3 +116,12 @@ def read_presence(raw: bytes | str) -> dict[str, Any]:
     except ValueError:
         return {}
     return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def announced_partitions(coordinators: Mapping[str, bytes]) -> int:
+    """The intake partitions senders use: the leading coordinator's, else the largest
+    any live coordinator announces, else one."""
+    found = [read_presence(raw) for raw in coordinators.values()]
+    leading = [p for p in found if p.get("leading")]
+    counts = [int(p.get("partitions") or 1) for p in (leading or found)]
+    return max(counts, default=1)

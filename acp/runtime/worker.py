@@ -56,10 +56,11 @@ from acp.runtime.keys import (
     STATUS_TOPIC,
     TOOLS_TOPIC,
     WORKERS,
+    intake_queue,
 )
 from acp.runtime.metrics import Metrics, Sample
 from acp.runtime.processor import DeadLettered, Processor, ProcessorStats, to_outgoing
-from acp.runtime.records import Completion, WorkerPresence
+from acp.runtime.records import Completion, WorkerPresence, announced_partitions
 from acp.runtime.results import ResultState, is_tracked, result_record
 from acp.runtime.tracing import hop, outgoing_trace, record_reply, record_tool, tracing
 
@@ -305,6 +306,8 @@ class Worker:
         self._outcomes: list[tuple[int, float]] = []
         self._finished_ready = anyio.Event()
         self._via_coordinator = False
+        #: the intake partitions the coordinators announce
+        self._partitions = 1
         self._stopping = anyio.Event()
         self.spend_limit_pause = spend_limit_pause
         self.metrics = metrics
@@ -358,7 +361,7 @@ class Worker:
             and env.kind is MessageKind.COMMAND
             and not env.recipient.startswith(INBOX_PREFIX)
         ):
-            return INTAKE
+            return intake_queue(env.recipient, self._partitions)
         return env.recipient
 
     def pause_tier(self, tier: str, seconds: float) -> None:
@@ -530,7 +533,9 @@ class Worker:
     # -- presence ---------------------------------------------------------------------
 
     async def _announce(self) -> None:
-        self._via_coordinator = bool(await self.bus.members(COORDINATORS))
+        coordinators = await self.bus.members(COORDINATORS)
+        self._via_coordinator = bool(coordinators)
+        self._partitions = announced_partitions(coordinators)
         for agent in self.agents:
             stats = self.processors[agent.name].stats
             info: WorkerPresence = {
