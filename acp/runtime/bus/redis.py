@@ -46,6 +46,7 @@ from acp.runtime.bus.base import (
     dead_payload,
 )
 from acp.runtime.bus.connection import timed_sends
+from acp.runtime.bus.hub import ReadHub
 from acp.runtime.bus.lines import Lines
 from acp.runtime.bus.retry import RECOVERABLE, retrying
 from acp.runtime.bus.routing import ClusterLines, Topology
@@ -90,6 +91,9 @@ _HOUSEKEEPING_INTERVAL = 1.0
 #: have connections of their own)
 _ADMIN_CONNECTIONS = 4
 _HOT_CONNECTIONS = 8
+_CLUSTER_ADMIN_CONNECTIONS = 16
+#: socket timeout of a shared read's connection: longer than any read blocks
+_HUB_SOCKET_TIMEOUT = 11.0
 #: seconds between reads of streams followed on a cluster (where a blocking read
 #: cannot cover several slots)
 _POLL_INTERVAL = 0.2
@@ -308,6 +312,8 @@ class RedisBus(Bus):
         self._topology: Topology | None = None
         #: blocking reads, per destination and consumer: socket timeout longer than BLOCK
         self._blocking: dict[tuple[str, str], Lines | ClusterLines] = {}
+        #: the shared waiting read of each consumer
+        self._hubs: dict[str, ReadHub] = {}
         self._groups: set[str] = set()
         self._group_locks: dict[str, anyio.Lock] = {}
         self._known: set[str] = set()
@@ -399,7 +405,9 @@ class RedisBus(Bus):
         redirections itself; the hot path's batches use the map it keeps."""
         kwargs = self.settings.connection_kwargs()
         kwargs.pop("db", None)
-        return RedisCluster(max_connections=_ADMIN_CONNECTIONS, **kwargs)
+        # its pools do not wait for a free connection (past the bound a command fails
+        # with MaxConnectionsError): a higher bound per node than one server's pool
+        return RedisCluster(max_connections=_CLUSTER_ADMIN_CONNECTIONS, **kwargs)
 
     async def _load_scripts(self) -> None:
         """Load the scripts and call them by SHA: redis-py's script objects cost a
@@ -516,6 +524,7 @@ class RedisBus(Bus):
         for lines in self._blocking.values():
             await lines.aclose()
         self._blocking.clear()
+        self._hubs.clear()
         if self._lines is not None:
             await self._lines.aclose()
             self._lines = None
@@ -692,15 +701,35 @@ class RedisBus(Bus):
             )
         if self._trash.get(dest):
             await self._drop_trash(dest)
-        read: tuple[Any, ...] = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count)
-        if block > 0:
-            lines = self._blocking_lines(dest, consumer, block)
-            read += ("BLOCK", int(block * 1000))
-        else:
-            lines = self.lines
-        read += ("STREAMS", keys.stream, ">")
-        replies = await self._retrying(partial(lines.run, [read]))
-        return self._deliveries(dest, replies[0])
+        read = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "STREAMS", keys.stream, ">")
+        replies = await self._retrying(partial(self.lines.run, [read]))
+        batch = self._deliveries(dest, replies[0])
+        if batch or block <= 0:
+            return batch
+        # nothing waiting: wait with the other queues of this consumer (one read, one
+        # connection per server or node, however many agents; see ``ReadHub``)
+        hub = self._hub(consumer)
+        entries = await self._retrying(partial(hub.read, keys.stream, count, block))
+        return [
+            _delivery(dest, entry_id, fields, 1) for entry_id, fields in entries or () if fields
+        ]
+
+    def _hub(self, consumer: str) -> ReadHub:
+        hub = self._hubs.get(consumer)
+        if hub is None:
+            lines = self._batches(socket_timeout=_HUB_SOCKET_TIMEOUT, limit=1)
+            self._blocking[("", consumer)] = lines  # closed with the others
+            unblock = None if self._topology is not None else self._unblock
+            hub = self._hubs[consumer] = ReadHub(consumer, lines.run, unblock)
+        return hub
+
+    async def _unblock(self, client_id: int) -> bool:
+        """End a shared read blocked without a queue that just started waiting (False:
+        nothing blocked under that id yet)."""
+        try:
+            return bool(await self.redis.client_unblock(client_id))
+        except (*RECOVERABLE, ResponseError):
+            return False
 
     @staticmethod
     def _deliveries(dest: str, reply: Any) -> list[Delivery]:
