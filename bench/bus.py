@@ -16,6 +16,7 @@ running beside a phase would be measured too), and every phase has a timeout.
 
     python bench/bus.py --messages 20000            # readable table
     python bench/bus.py --messages 20000 --json     # one JSON object on stdout
+    python bench/bus.py --phases throughput --cluster 3   # and one server vs a cluster
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ if str(_HERE.parent) not in sys.path:  # run as a script from anywhere: make ``a
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
+import _cluster  # noqa: E402
 import _peers  # noqa: E402
 
 from acp.runtime.embedded import EmbeddedServer  # noqa: E402
@@ -449,6 +451,10 @@ async def run_phases(url: str, args: argparse.Namespace) -> dict[str, Any]:
         result |= await rtt_phase(url, args, payloads, acp)
     if "inflight" in args.phases:
         result |= await inflight_phase(url, args, payloads, acp)
+    if args.cluster:
+        await reset(url)
+        async with deadline("cluster phase", args.timeout * 6):
+            result["cluster"] = await _cluster.cluster_phase(url, args.cluster, args.messages)
     await reset(url)
     return result
 
@@ -673,6 +679,8 @@ def render_table(result: dict[str, Any]) -> str:
             )
     if result.get("acp_skipped"):
         lines.append(f"acp skipped: {result['acp_skipped']}")
+    if "cluster" in result:
+        lines += _cluster.render(result["cluster"])
     for name in _peers.PEERS:
         figures = result.get("peers", {}).get(name)
         if figures:
@@ -732,6 +740,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--inflight-repeat", type=int, default=3, help="in-flight runs (median reported)"
+    )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure 12 queues on one server against a local cluster of N primaries, "
+        "the per-shard ceiling and the coordinator's dispatch rate (bench/_cluster.py)",
     )
     parser.add_argument("--durability", choices=("normal", "safe"), default="normal")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per phase")
