@@ -14,8 +14,9 @@ whose processors are waiting for work and reads them together:
   batch per node of non-blocking reads, one per queue, repeated after a pause that
   grows from 10 to 200 ms while nothing arrives (one connection per node).
 
-A queue with work waiting never gets here: the bus first reads it without
-blocking, so a busy agent costs no more than before. Whoever waits runs the
+While a shared read is under way the bus first reads a queue without blocking,
+so a queue with work never waits for it: a busy agent costs no more than
+before, and a lone queue goes straight into the read. Whoever waits runs the
 shared read; when its own entries arrive it hands the read on to the next waiter.
 """
 
@@ -71,8 +72,9 @@ class ReadHub:
     _poll: float = _POLL_MIN
 
     @property
-    def waiting(self) -> int:
-        return len(self._waiting)
+    def reading(self) -> bool:
+        """A shared read is under way (a queue joining it may wait for an interrupt)."""
+        return self._reading
 
     async def read(self, stream: str, count: int, block: float) -> Any:
         """The raw entries read for ``stream`` (``None``: nothing within ``block``)."""
@@ -122,6 +124,7 @@ class ReadHub:
         self._reading = True
         try:
             if self._reader_id is None and self.unblock is not None:
+                # the id CLIENT UNBLOCK names, asked once per connection
                 self._reader_id = int((await self.run([("CLIENT", "ID")]))[0])
             while mine.deadline > time.monotonic():
                 if await self._cycle(mine):
@@ -144,16 +147,14 @@ class ReadHub:
         if self.unblock is not None:
             left = mine.deadline - time.monotonic()
             block = int(max(min(left, _MAX_BLOCK), 0.001) * 1000)
-            commands: list[tuple[Any, ...]] = [
-                ("CLIENT", "ID"),
-                (*head, "BLOCK", block, "STREAMS", *streams, *([">"] * len(streams))),
-            ]
+            commands = [(*head, "BLOCK", block, "STREAMS", *streams, *([">"] * len(streams)))]
         else:
             commands = [(*head, "STREAMS", s, ">") for s in streams]
-        replies = await self.run(commands)
-        if self.unblock is not None:
-            self._reader_id = int(replies[0])
-            replies = replies[1:]
+        try:
+            replies = await self.run(commands)
+        except BaseException:
+            self._reader_id = None  # the connection is made again: it gets a new id
+            raise
         found = False
         for reply in replies:
             for key, entries in _streams(reply):

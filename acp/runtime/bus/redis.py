@@ -701,14 +701,17 @@ class RedisBus(Bus):
             )
         if self._trash.get(dest):
             await self._drop_trash(dest)
-        read = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "STREAMS", keys.stream, ">")
-        replies = await self._retrying(partial(self.lines.run, [read]))
-        batch = self._deliveries(dest, replies[0])
-        if batch or block <= 0:
-            return batch
-        # nothing waiting: wait with the other queues of this consumer (one read, one
-        # connection per server or node, however many agents; see ``ReadHub``)
-        hub = self._hub(consumer)
+        hub = self._hub(consumer) if block > 0 else None
+        if hub is None or hub.reading:
+            # a shared read is under way without this queue: read it at once, so that
+            # a queue with work never waits for that read
+            read = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "STREAMS", keys.stream, ">")  # fmt: skip
+            replies = await self._retrying(partial(self.lines.run, [read]))
+            batch = self._deliveries(dest, replies[0])
+            if batch or hub is None:
+                return batch
+        # wait with the other queues of this consumer (one read, one connection per
+        # server or node, however many agents; see ``ReadHub``)
         entries = await self._retrying(partial(hub.read, keys.stream, count, block))
         return [
             _delivery(dest, entry_id, fields, 1) for entry_id, fields in entries or () if fields
