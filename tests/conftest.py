@@ -119,7 +119,7 @@ def make_bus(bus_backend: BusFactory, request: pytest.FixtureRequest) -> BusFact
 #: CI and the README's command run everything
 SLOW_MODULES = frozenset({
     "test_bench_smoke", "test_cli_coordinator", "test_cluster", "test_cli_main_job", "test_cli_tail",
-    "test_cli_worker", "test_cluster_faults", "test_delegation_faults", "test_examples", "test_failover_processes",
+    "test_cli_worker", "test_cluster_faults", "test_delegation_faults", "test_sentinel", "test_examples", "test_failover_processes",
     "test_faults", "test_tool_crash", "test_wheel",
 })  # fmt: skip
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -20,7 +21,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from acp.protocol import Envelope, WireCodec
-from acp.runtime.bus import BusOptions, Outgoing, RedisBus
+from acp.runtime.bus import BusOptions, Durability, Outgoing, RedisBus
 from acp.runtime.cluster import EmbeddedCluster
 from acp.runtime.embedded import EmbeddedServer
 from acp.runtime.keys import Keys
@@ -82,12 +83,19 @@ async def process(bus: RedisBus) -> Processor:
 
 
 async def send_and_disrupt(
-    cluster: EmbeddedCluster, durability: str, disrupt: Any, *, at: int = 300, after: int = 300
+    url: str,
+    results: Callable[[], list[int]],
+    durability: Durability,
+    disrupt: Callable[[], Any],
+    *,
+    at: int = 300,
+    after: int = 300,
 ) -> tuple[list[int], float]:
     """Send messages one by one (a millisecond apart) to "work" while a processor
     handles them; after ``at`` acknowledged sends start ``disrupt`` in a thread and go
     on sending until it has returned and ``after`` more sends were acknowledged. The
-    ``n`` acknowledged, and the longest a send waited."""
+    ``n`` acknowledged (once ``results`` holds them all), and the longest a send
+    waited."""
     acknowledged: list[int] = []
     longest = 0.0
     disrupted = anyio.Event()
@@ -96,18 +104,13 @@ async def send_and_disrupt(
         await anyio.to_thread.run_sync(disrupt)
         disrupted.set()
 
-    async with (
-        RedisBus.from_url(cluster.url, OPTIONS, durability=durability, reconnect_timeout=60) as bus,  # type: ignore[arg-type]
-        anyio.create_task_group() as tg,
-    ):
-        processor = await process(bus)
+    def bus() -> RedisBus:
+        return RedisBus.from_url(url, OPTIONS, durability=durability, reconnect_timeout=60)
+
+    async with bus() as consumer, anyio.create_task_group() as tg:
+        processor = await process(consumer)
         await tg.start(processor.run)
-        async with RedisBus.from_url(
-            cluster.url,
-            OPTIONS,
-            durability=durability,
-            reconnect_timeout=60,  # type: ignore[arg-type]
-        ) as sender:
+        async with bus() as sender:
             n, last = 0, None
             while last is None or n < last:
                 started = time.monotonic()
@@ -121,7 +124,7 @@ async def send_and_disrupt(
                 n += 1
                 await anyio.sleep(0.001)
         with anyio.fail_after(60):
-            while len(set(handled(cluster)) & set(acknowledged)) < len(acknowledged):
+            while not set(acknowledged) <= set(await anyio.to_thread.run_sync(results)):
                 await anyio.sleep(0.2)
         await anyio.sleep(1.5)  # a late relay or duplicate would show itself now
         processor.stop()
@@ -152,7 +155,11 @@ def test_replicated_mode_loses_nothing_when_the_primary_of_a_busy_queue_is_kille
 ) -> None:
     victim = primary_of(cluster, WORK)
     acknowledged, longest = anyio.run(
-        send_and_disrupt, cluster, "replicated", lambda: kill_then_repair(cluster, victim)
+        send_and_disrupt,
+        cluster.url,
+        partial(handled, cluster),
+        "replicated",
+        lambda: kill_then_repair(cluster, victim),
     )
     new = promoted(cluster, victim)
     done = handled(cluster)
@@ -238,7 +245,8 @@ def test_a_busy_queue_whose_slot_migrates_mid_run_loses_and_doubles_nothing(
     moved: list[int] = []
     acknowledged, longest = anyio.run(
         send_and_disrupt,
-        cluster,
+        cluster.url,
+        partial(handled, cluster),
         "fast",
         lambda: moved.append(migrate(cluster, slot, source, target)),
     )

@@ -37,7 +37,10 @@ __all__ = [
 ]
 
 
-_SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_SCHEMES: Final = (
+    "redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel",
+)  # fmt: skip
+_SENTINEL_PORT: Final = 26379
 _CERT_REQS: Final = ("none", "optional", "required")
 #: URL parameters naming TLS files, as redis-py spells them
 _TLS_FILES: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
@@ -91,6 +94,10 @@ class RedisSettings(BaseModel):
     #: the server is one node of a Redis/Valkey Cluster (``redis+cluster://``): the
     #: client finds the others from it and sends each command to its slot's primary
     cluster: bool = False
+    #: Sentinels watching the primary (``redis+sentinel://``): the client asks them
+    #: where the primary of ``service`` is, and asks again after a failover
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
     socket_timeout: float | None = Field(default=_DEFAULT_SOCKET_TIMEOUT, gt=0)
     connect_timeout: float = Field(default=_DEFAULT_CONNECT_TIMEOUT, gt=0)
 
@@ -105,7 +112,10 @@ class RedisSettings(BaseModel):
         cluster, ``redis+cluster://`` (``rediss+cluster://`` with TLS): the
         ``+cluster`` suffix follows the ``redis+sentinel://`` spelling Celery and
         Kombu made familiar, and says in the URL itself, which every process
-        receives, that commands are routed by slot. Query parameters:
+        receives, that commands are routed by slot. A primary found through
+        Sentinel: ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
+        (the Sentinels, 26379 by default; the user and password are the data
+        nodes'). Query parameters:
         ``db``, ``socket_timeout``, ``socket_connect_timeout`` (or
         ``connect_timeout``) and, for ``rediss``, ``ssl_cert_reqs``, ``ssl_ca_certs``,
         ``ssl_certfile`` and ``ssl_keyfile`` (redis-py's names). Anything else is
@@ -123,8 +133,8 @@ class RedisSettings(BaseModel):
         if scheme not in _SCHEMES:
             got = f"'{scheme}://'" if scheme else "no scheme"
             raise ConfigError(
-                f"unsupported Redis URL {shown}: {got}; expected redis://, rediss://, unix:// "
-                "or redis+cluster://"
+                f"unsupported Redis URL {shown}: {got}; expected redis://, rediss://, unix://, "
+                "redis+cluster:// or redis+sentinel://"
             )
         if parts.fragment or "#" in url:
             raise ConfigError(
@@ -145,7 +155,12 @@ class RedisSettings(BaseModel):
             fields["password"] = SecretStr(unquote(parts.password))
 
         query = _parse_query(parts.query, shown)
-        if scheme == "unix":
+        path_db: int | None
+        if scheme.endswith("+sentinel"):
+            fields |= _sentinel_fields(parts.netloc, parts.path, shown)
+            fields["tls"] = scheme.startswith("rediss")
+            path_db = fields.pop("db", None)
+        elif scheme == "unix":
             path = unquote(parts.path)
             if parts.hostname:
                 raise ConfigError(
@@ -154,7 +169,7 @@ class RedisSettings(BaseModel):
             if not path or path == "/":
                 raise ConfigError(f"Redis URL {shown} names no socket path")
             fields["unix_socket_path"] = path
-            path_db: int | None = None
+            path_db = None
         else:
             host = parts.hostname
             if not host:
@@ -260,8 +275,9 @@ class RedisSettings(BaseModel):
         if self.unix_socket_path is not None:
             kwargs["unix_socket_path"] = self.unix_socket_path
         else:
-            kwargs["host"] = self.host
-            kwargs["port"] = self.port
+            if self.service is None:  # with Sentinel, the primary's address is asked
+                kwargs["host"] = self.host
+                kwargs["port"] = self.port
             if self.tls:
                 kwargs["ssl"] = True
                 kwargs["ssl_cert_reqs"] = self.tls_cert_reqs
@@ -306,13 +322,53 @@ class RedisSettings(BaseModel):
         for name in _TLS_FILES:
             if (path := getattr(self, "tls_" + name.removeprefix("ssl_"))) is not None:
                 params[name] = path
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
         query = f"?{urlencode(params)}" if params else ""
-        return f"{scheme}://{auth}{host}:{self.port}/{self.db}{query}"
+        scheme = "rediss" if self.tls else "redis"
+        if self.service is not None:
+            hosts = ",".join(f"{_bracket(h)}:{p}" for h, p in self.sentinels)
+            return f"{scheme}+sentinel://{auth}{hosts}/{self.service}/{self.db}{query}"
+        scheme += "+cluster" if self.cluster else ""
+        return f"{scheme}://{auth}{_bracket(self.host)}:{self.port}/{self.db}{query}"
 
     def __str__(self) -> str:
         return self.redacted_url
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _sentinel_fields(netloc: str, path: str, shown: str) -> dict[str, Any]:
+    """The Sentinels and service of a ``redis+sentinel://`` URL (hosts, then the
+    service and an optional database in the path)."""
+    hosts = netloc.rpartition("@")[2]
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        host, port = item, _SENTINEL_PORT
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else port
+        elif item.count(":") == 1:
+            host, _, text = item.partition(":")
+            if not text.isdigit() or not 1 <= int(text) <= 65535:
+                raise ConfigError(f"Redis URL {shown}: Sentinel port {text!r} is not a port")
+            port = int(text)
+        if not host:
+            raise ConfigError(f"Redis URL {shown} names an empty Sentinel host")
+        sentinels.append((host, port))
+    names = [p for p in unquote(path).split("/") if p]
+    if not names:
+        raise ConfigError(
+            f"Redis URL {shown} names no service: redis+sentinel://host:26379/SERVICE"
+        )
+    fields: dict[str, Any] = {
+        "sentinels": tuple(sentinels), "service": names[0],
+        "host": sentinels[0][0], "port": sentinels[0][1],
+    }  # fmt: skip
+    if len(names) > 1:
+        fields["db"] = _parse_db(names[1], shown, where="path")
+    return fields
 
 
 def resolve_redis(

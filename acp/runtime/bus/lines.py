@@ -82,6 +82,10 @@ class Lines:
         its command's place."""
         conn = await self._take()
         try:
+            if not conn.is_connected:
+                # as a pool does before handing a connection out: a Sentinel-managed
+                # connection asks where the primary is here, not on a lazy send
+                await conn.connect()  # type: ignore[no-untyped-call]
             await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:

@@ -22,6 +22,7 @@ import anyio
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -107,6 +108,11 @@ _SCRIPT_NAMES = (
     "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED", "APPEND", "OPEN_JOIN",
     "ARRIVE",
 )  # fmt: skip
+
+
+class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Connections to the primary Sentinel names (asked again on each new connection:
+    after a failover, the promoted replica), and callers beyond the bound wait."""
 
 
 class NotAcknowledged(RedisConnectionError):
@@ -308,8 +314,9 @@ class RedisBus(Bus):
         self.reconnect_timeout = reconnect_timeout
         self._redis: aioredis.Redis | RedisCluster | None = None
         self._lines: Lines | ClusterLines | None = None
-        #: the slot map, on a cluster
+        #: the slot map, on a cluster; the Sentinels' clients, behind Sentinel
         self._topology: Topology | None = None
+        self._sentinel: Sentinel | None = None
         #: blocking reads, per destination and consumer: socket timeout longer than BLOCK
         self._blocking: dict[tuple[str, str], Lines | ClusterLines] = {}
         #: the shared waiting read of each consumer
@@ -348,13 +355,23 @@ class RedisBus(Bus):
         kwargs = self.settings.connection_kwargs()
         if socket_timeout is not None:
             kwargs["socket_timeout"] = socket_timeout
-        # a pool takes TLS as its connection class, not as ``ssl=True``
-        tls = kwargs.pop("ssl", False)
-        if tls:
-            kwargs["connection_class"] = aioredis.SSLConnection
-        pool = aioredis.BlockingConnectionPool(
-            max_connections=max_connections, timeout=None, **kwargs
-        )
+        pool: aioredis.ConnectionPool
+        if self.settings.service is not None:
+            if self._sentinel is None:
+                timeouts = {"socket_timeout": self.settings.connect_timeout,
+                            "socket_connect_timeout": self.settings.connect_timeout}  # fmt: skip
+                self._sentinel = Sentinel(self.settings.sentinels, sentinel_kwargs=timeouts)
+            pool = _SentinelPool(
+                self.settings.service, self._sentinel,
+                max_connections=max_connections, timeout=None, **kwargs,
+            )  # type: ignore[no-untyped-call]  # fmt: skip
+        else:
+            # a pool takes TLS as its connection class, not as ``ssl=True``
+            if kwargs.pop("ssl", False):
+                kwargs["connection_class"] = aioredis.SSLConnection
+            pool = aioredis.BlockingConnectionPool(
+                max_connections=max_connections, timeout=None, **kwargs
+            )
         pool.connection_class = timed_sends(pool.connection_class)
         return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
@@ -531,6 +548,10 @@ class RedisBus(Bus):
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                await client.aclose()
+            self._sentinel = None
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn``, retrying lost connections (``acp.runtime.bus.retry``), reloading
