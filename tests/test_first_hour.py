@@ -44,9 +44,10 @@ async def test_a_server_without_aof_is_named_and_refused_in_safe_mode() -> None:
         with structlog.testing.capture_logs() as logs:
             async with RedisBus.from_url(server.url):
                 pass
-        with pytest.raises(ConfigError, match="appendonly no"):
-            async with RedisBus.from_url(server.url, durability="safe"):
-                pass
+        for durability in ("safe", "replicated"):
+            with pytest.raises(ConfigError, match=f"{durability} durability .* appendonly no"):
+                async with RedisBus.from_url(server.url, durability=durability):
+                    pass
     events = {e["event"]: e for e in logs}
     assert "appendonly yes" in events["server_not_durable"]["detail"]
     assert events["server_may_evict"]["policy"] == "allkeys-lru"

@@ -64,11 +64,6 @@ class Lines:
                 turn.set_result(None)
                 return
 
-    @property
-    def connections(self) -> int:
-        """Connections made and not closed."""
-        return len(self._made)
-
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies to ``commands``, sent in one write; raises the first error reply."""
         replies = await self.run_all(commands)

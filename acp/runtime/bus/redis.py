@@ -467,9 +467,9 @@ class RedisBus(Bus):
 
     def _check_node_persistence(self, where: str, config: dict[str, str]) -> None:
         if config.get("appendonly") == "no":
-            if self.durability == "safe":
+            if self.durability != "fast":
                 raise ConfigError(
-                    f"safe durability needs the server at {where} to keep an append-only "
+                    f"{self.durability} durability needs the server at {where} to keep an append-only "
                     "file, and it runs with appendonly no"
                 )
             log.warning(

@@ -141,11 +141,6 @@ class ClusterLines:
             lines = self._nodes[name] = Lines(pool, limit=self._limit)
         return lines
 
-    @property
-    def connections(self) -> int:
-        """Connections open now, over every node."""
-        return sum(lines.connections for lines in self._nodes.values())
-
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies to ``commands``, each run on its slot's primary; raises the
         first error reply, as ``Lines.run`` does: one that a cluster in the middle of a
