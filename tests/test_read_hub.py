@@ -115,3 +115,22 @@ async def test_a_busy_queue_does_not_hold_back_a_quiet_one(url: str) -> None:
           f"with {3000 - len(handled['busy'])} still queued on the busy one")  # fmt: skip
     assert len(handled["busy"]) < 3000, "the busy queue was still busy"
     assert waited < 0.5
+
+
+async def test_a_subscriber_hears_an_event_at_once(url: str) -> None:
+    """One topic is one slot: a subscriber blocks on it even on a cluster (the
+    coordinator's completions ride on this; a poll would delay every slot release)."""
+    async with RedisBus.from_url(url, OPTIONS) as bus, RedisBus.from_url(url, OPTIONS) as other:
+        heard: list[float] = []
+
+        async def listen() -> None:
+            async for _ in bus.subscribe("completions"):
+                heard.append(time.monotonic())
+                return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listen)
+            await anyio.sleep(0.3)
+            sent = time.monotonic()
+            await other.publish("completions", b"done")
+        assert heard[0] - sent < 0.1

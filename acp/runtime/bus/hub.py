@@ -12,7 +12,7 @@ whose processors are waiting for work and reads them together:
   read (``CLIENT UNBLOCK``) so that it is read at once;
 - on a cluster, where one command cannot name keys of several slots, with one
   batch per node of non-blocking reads, one per queue, repeated after a pause that
-  grows from 10 to 200 ms while nothing arrives (one connection per node).
+  grows from 10 to 50 ms while nothing arrives (one connection per node).
 
 While a shared read is under way the bus first reads a queue without blocking,
 so a queue with work never waits for it: a busy agent costs no more than
@@ -36,7 +36,7 @@ __all__ = ["ReadHub"]
 #: longest a shared read blocks (waiters whose time is up leave between reads)
 _MAX_BLOCK = 1.0
 #: the pauses between polls of a cluster's queues, shortest and longest
-_POLL_MIN, _POLL_MAX = 0.01, 0.2
+_POLL_MIN, _POLL_MAX = 0.01, 0.05
 #: attempts to unblock a read that has not blocked yet (2 ms apart)
 _UNBLOCK_TRIES = 50
 

@@ -1024,18 +1024,19 @@ class RedisBus(Bus):
 
     async def _tail(self, after: dict[str, str]) -> AsyncIterator[tuple[bytes, bytes, Any]]:
         """``(stream, entry id, raw fields)`` of every entry added to the streams after
-        the ids given, on a connection of its own. One server: one blocking read of
-        every stream. A cluster refuses a read across slots, so there each stream
-        gets a read of its own in one batch (one write per node), polled."""
+        the ids given, on a connection of its own: one blocking read of every stream.
+        A cluster refuses a read across slots, so there several streams get a read
+        each in one batch (one write per node), polled."""
         lines = self._batches(socket_timeout=11.0, limit=1)
+        polled = self._topology is not None and len(after) > 1
         try:
             while True:
-                if self._topology is None:
-                    reads = [
-                        ("XREAD", "COUNT", 100, "BLOCK", 1000, "STREAMS", *after, *after.values())
-                    ]
-                else:
+                reads: list[tuple[Any, ...]]
+                if polled:
                     reads = [("XREAD", "COUNT", 100, "STREAMS", k, v) for k, v in after.items()]
+                else:
+                    streams = (*after, *after.values())
+                    reads = [("XREAD", "COUNT", 100, "BLOCK", 1000, "STREAMS", *streams)]
                 replies = await self._retrying(partial(lines.run, reads))
                 seen = False
                 for reply in replies:
@@ -1044,7 +1045,7 @@ class RedisBus(Bus):
                             seen = True
                             after[key.decode()] = entry_id.decode()
                             yield key, entry_id, fields
-                if not seen and self._topology is not None:
+                if not seen and polled:
                     await anyio.sleep(_POLL_INTERVAL)
         finally:
             with anyio.CancelScope(shield=True):
