@@ -138,14 +138,18 @@ def promoted(cluster: EmbeddedCluster, dead: EmbeddedServer) -> EmbeddedServer:
     return new
 
 
-def kill_then_repair(cluster: EmbeddedCluster, victim: EmbeddedServer) -> None:
-    """SIGKILL the primary; once its replica is promoted, start the dead node again, as
-    an operator or an orchestrator would: it rejoins as the new primary's replica."""
+def kill_then_repair(
+    cluster: EmbeddedCluster, victim: EmbeddedServer, promoted: list[EmbeddedServer]
+) -> None:
+    """SIGKILL the primary; once its replica is promoted (added to ``promoted``), start
+    the dead node again, as an operator or an orchestrator would: it rejoins as the
+    new primary's replica."""
     victim.kill()
     deadline = time.monotonic() + 30
-    while primary_of(cluster, WORK) is victim:
+    while (new := primary_of(cluster, WORK)) is victim:
         assert time.monotonic() < deadline, "the replica was not promoted"
         time.sleep(0.1)
+    promoted.append(new)
     victim.restart()
 
 
@@ -154,14 +158,15 @@ def test_replicated_mode_loses_nothing_when_the_primary_of_a_busy_queue_is_kille
     cluster: EmbeddedCluster,
 ) -> None:
     victim = primary_of(cluster, WORK)
+    promotions: list[EmbeddedServer] = []
     acknowledged, longest = anyio.run(
         send_and_disrupt,
         cluster.url,
         partial(handled, cluster),
         "replicated",
-        lambda: kill_then_repair(cluster, victim),
+        lambda: kill_then_repair(cluster, victim, promotions),
     )
-    new = promoted(cluster, victim)
+    (new,) = promotions
     done = handled(cluster)
     print(
         f"\nprimary :{victim.port} of 'work' SIGKILLed after 300 of {len(acknowledged)} "
