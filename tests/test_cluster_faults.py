@@ -131,6 +131,12 @@ async def send_and_disrupt(
     return acknowledged, longest
 
 
+def assert_exactly_once(acknowledged: list[int], done: list[int]) -> None:
+    """Every acknowledged send has its effect, and no effect is there twice."""
+    assert not set(acknowledged) - set(done), "an acknowledged send was lost"
+    assert len(done) == len(set(done)), f"{len(done) - len(set(done))} effects doubled"
+
+
 def promoted(cluster: EmbeddedCluster, dead: EmbeddedServer) -> EmbeddedServer:
     new = primary_of(cluster, WORK)
     assert new is not dead
@@ -174,8 +180,7 @@ def test_replicated_mode_loses_nothing_when_the_primary_of_a_busy_queue_is_kille
         f"replica; longest send {longest:.2f}s; "
         f"results {len(done)}, distinct {len(set(done))}"
     )
-    assert not set(acknowledged) - set(done), "an acknowledged send was lost"
-    assert len(done) == len(set(done)), f"{len(done) - len(set(done))} effects doubled"
+    assert_exactly_once(acknowledged, done)
 
 
 @pytest.mark.timeout(150)
@@ -263,8 +268,7 @@ def test_a_busy_queue_whose_slot_migrates_mid_run_loses_and_doubles_nothing(
         f"longest send {longest:.2f}s"
     )
     assert moved[0] >= 2, "the queue's keys moved with the slot"
-    assert not set(acknowledged) - set(done), "a send was lost"
-    assert len(done) == len(set(done)), f"{len(done) - len(set(done))} effects doubled"
+    assert_exactly_once(acknowledged, done)
 
 
 @pytest.mark.timeout(60)

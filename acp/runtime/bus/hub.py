@@ -31,7 +31,7 @@ import anyio
 
 from acp.runtime.keys import GROUP
 
-__all__ = ["ReadHub"]
+__all__ = ["ReadHub", "stream_entries"]
 
 #: longest a shared read blocks (waiters whose time is up leave between reads)
 _MAX_BLOCK = 1.0
@@ -157,7 +157,7 @@ class ReadHub:
             raise
         found = False
         for reply in replies:
-            for key, entries in _streams(reply):
+            for key, entries in stream_entries(reply):
                 if not entries:
                     continue
                 stream = key.decode() if isinstance(key, bytes) else key
@@ -171,7 +171,9 @@ class ReadHub:
         return found
 
 
-def _streams(reply: Any) -> list[tuple[Any, Any]]:
+def stream_entries(reply: Any) -> list[tuple[Any, Any]]:
+    """``(stream, entries)`` of an XREAD or XREADGROUP reply: RESP2 pairs, RESP3 a
+    map, or nothing."""
     if not reply:
         return []
     return list(reply.items()) if isinstance(reply, dict) else [(k, e) for k, e in reply]

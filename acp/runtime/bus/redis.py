@@ -47,7 +47,7 @@ from acp.runtime.bus.base import (
     dead_payload,
 )
 from acp.runtime.bus.connection import timed_sends
-from acp.runtime.bus.hub import ReadHub
+from acp.runtime.bus.hub import ReadHub, stream_entries
 from acp.runtime.bus.lines import Lines
 from acp.runtime.bus.retry import RECOVERABLE, retrying
 from acp.runtime.bus.routing import ClusterLines, Topology
@@ -161,13 +161,6 @@ def _pack(value: Any) -> bytes:
     Lua's cmsgpack turns it into plain (binary-safe) strings."""
     packed: bytes = msgpack.packb(value, use_bin_type=False)
     return packed
-
-
-def _stream_entries(reply: Any) -> list[tuple[bytes, Any]]:
-    """``(stream, entries)`` of an XREAD reply: RESP2 pairs, RESP3 a map, or nothing."""
-    if not reply:
-        return []
-    return list(reply.items()) if isinstance(reply, dict) else [(k, e) for k, e in reply]
 
 
 def _parse(raw: Any) -> dict[bytes, bytes]:
@@ -347,14 +340,22 @@ class RedisBus(Bus):
 
     # -- connections ------------------------------------------------------------------
 
+    def _pool_kwargs(self, socket_timeout: float | None) -> dict[str, Any]:
+        """A connection pool's keyword arguments: a pool takes TLS as its connection
+        class, not as ``ssl=True`` (a Sentinel pool picks its class itself)."""
+        kwargs = self.settings.connection_kwargs()
+        if socket_timeout is not None:
+            kwargs["socket_timeout"] = socket_timeout
+        if self.settings.service is None and kwargs.pop("ssl", False):
+            kwargs["connection_class"] = aioredis.SSLConnection
+        return kwargs
+
     def _client(
         self, *, socket_timeout: float | None = None, max_connections: int = 2
     ) -> aioredis.Redis:
         """A client whose pool waits for a free connection rather than opening one
         per concurrent command: a burst of callers shares ``max_connections``."""
-        kwargs = self.settings.connection_kwargs()
-        if socket_timeout is not None:
-            kwargs["socket_timeout"] = socket_timeout
+        kwargs = self._pool_kwargs(socket_timeout)
         pool: aioredis.ConnectionPool
         if self.settings.service is not None:
             if self._sentinel is None:
@@ -366,9 +367,6 @@ class RedisBus(Bus):
                 max_connections=max_connections, timeout=None, **kwargs,
             )  # type: ignore[no-untyped-call]  # fmt: skip
         else:
-            # a pool takes TLS as its connection class, not as ``ssl=True``
-            if kwargs.pop("ssl", False):
-                kwargs["connection_class"] = aioredis.SSLConnection
             pool = aioredis.BlockingConnectionPool(
                 max_connections=max_connections, timeout=None, **kwargs
             )
@@ -386,12 +384,7 @@ class RedisBus(Bus):
         """Command batches on connections of their own: one server's, or each
         primary's of a cluster."""
         if self._topology is not None:
-            kwargs = self.settings.connection_kwargs()
-            if socket_timeout is not None:
-                kwargs["socket_timeout"] = socket_timeout
-            if kwargs.pop("ssl", False):
-                kwargs["connection_class"] = aioredis.SSLConnection
-            return ClusterLines(self._topology, kwargs, limit=limit)
+            return ClusterLines(self._topology, self._pool_kwargs(socket_timeout), limit=limit)
         return Lines(self._client(socket_timeout=socket_timeout).connection_pool, limit=limit)
 
     @property
@@ -434,19 +427,22 @@ class RedisBus(Bus):
             sha: Any = await self.redis.script_load(getattr(scripts, name))
             self._sha[name] = str(next(iter(sha.values())) if isinstance(sha, dict) else sha)
 
-    async def _primaries_config(self, *names: str) -> list[tuple[str, dict[str, str]]]:
-        """``CONFIG GET`` of each primary (one, off a cluster), by address."""
+    def _primaries(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each primary (one, off a cluster): its address, and the keyword arguments
+        that send an administration command to it."""
         if isinstance(self.redis, RedisCluster):
-            nodes = self.redis.get_primaries()
-            found = []
-            for node in nodes:
-                raw: Any = await self.redis.config_get(*names, target_nodes=node)
-                found.append((node.name, {_text(k): _text(v) for k, v in raw.items()}))
-            return found
-        raw = {}
-        for name in names:
-            raw.update(await self.redis.config_get(name))
-        return [(self.settings.redacted_url, {_text(k): _text(v) for k, v in raw.items()})]
+            return [(node.name, {"target_nodes": node}) for node in self.redis.get_primaries()]
+        return [(self.settings.redacted_url, {})]
+
+    async def _primaries_config(self, *names: str) -> list[tuple[str, dict[str, str]]]:
+        """``CONFIG GET`` of each primary, by address."""
+        found = []
+        for where, target in self._primaries():
+            raw: Any = {}
+            for name in names:
+                raw.update(await self.redis.config_get(name, **target))
+            found.append((where, {_text(k): _text(v) for k, v in raw.items()}))
+        return found
 
     def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         return ("EVALSHA", self._sha[name], len(keys), *keys, *args)
@@ -509,12 +505,9 @@ class RedisBus(Bus):
 
     async def _check_replicas(self) -> None:
         """Say so at once when a primary has no replica: its writes would wait for one."""
-        nodes = self.redis.get_primaries() if isinstance(self.redis, RedisCluster) else [None]
-        for node in nodes:
-            kwargs: dict[str, Any] = {"target_nodes": node} if node is not None else {}
-            info: Any = await self.redis.info("replication", **kwargs)
+        for where, target in self._primaries():
+            info: Any = await self.redis.info("replication", **target)
             if not int(info.get("connected_slaves", 0)):
-                where = node.name if node is not None else self.settings.redacted_url
                 log.warning(
                     "no_replica", url=where,
                     detail="replicated durability: writes wait (and are retried) until a "
@@ -760,7 +753,7 @@ class RedisBus(Bus):
         """The entries of an XREADGROUP or XREAD reply, as the server sent them."""
         if not reply:
             return []
-        entries = _stream_entries(reply)[0][1]
+        entries = stream_entries(reply)[0][1]
         return [_delivery(dest, entry_id, fields, 1) for entry_id, fields in entries if fields]
 
     async def _read_inbox(
@@ -778,6 +771,7 @@ class RedisBus(Bus):
         drop = read_ids if self._inbox_cleanup_due(read_ids) else []
         commands = await self._send_commands(sends) if sends else []
         waits = self._waits if commands else []
+        first = len(commands)
         commands += waits
         if drop:
             commands.append(("XDEL", stream, *drop))
@@ -787,7 +781,6 @@ class RedisBus(Bus):
         async def round_trip() -> Any:
             replies = await lines.run(commands)
             if waits:
-                first = len(commands) - len(waits) - (2 if drop else 1)
                 self._check_waits(replies[first : first + len(waits)])
             return replies[-1]
 
@@ -1040,7 +1033,7 @@ class RedisBus(Bus):
                 replies = await self._retrying(partial(lines.run, reads))
                 seen = False
                 for reply in replies:
-                    for key, entries in _stream_entries(reply):
+                    for key, entries in stream_entries(reply):
                         for entry_id, fields in entries:
                             seen = True
                             after[key.decode()] = entry_id.decode()
