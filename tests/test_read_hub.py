@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 
 from acp.protocol import Envelope
 from acp.runtime.bus import BusOptions, Outgoing, RedisBus
+from acp.runtime.keys import Keys
 from acp.runtime.processor import Processor
 from acp.runtime.settings import RedisSettings
 
@@ -50,10 +51,16 @@ def connections(url: str) -> int:
 async def test_forty_waiting_queues_share_one_read_and_a_message_is_read_at_once(url: str) -> None:
     async with RedisBus.from_url(url, OPTIONS) as bus, RedisBus.from_url(url, OPTIONS) as sender:
         async with anyio.create_task_group() as tg:
-            # the queues exist (a worker's first read creates them), and the hot path
-            # has opened what it opens under forty concurrent callers (at most 8)
+            # the queues exist (a worker's first read creates them)
             for q in QUEUES:
                 tg.start_soon(partial(bus.consume, q, "w1", block=0))
+        async with anyio.create_task_group() as tg:
+            # the hot path holds all it may (8 per server or node): eight slow reads at
+            # once for every queue, so that only the waiting read can add a connection
+            for q in QUEUES:
+                for _ in range(8):
+                    read = ("XREAD", "BLOCK", 200, "STREAMS", Keys(q).stream, "$")
+                    tg.start_soon(bus.lines.run, [read])
         before = connections(url)
         got: dict[str, float] = {}
 
