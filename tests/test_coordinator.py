@@ -30,6 +30,7 @@ from acp.runtime.client import Client
 from acp.runtime.coordinator import Coordinator
 from acp.runtime.keys import COORDINATOR_EVENTS_TOPIC as EVENTS_TOPIC
 from acp.runtime.keys import INTAKE, intake_queue, intake_queues
+from acp.runtime.processor import current_delivery
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +100,27 @@ async def test_python_agent_work_goes_through_the_coordinator(make_bus: MakeBus)
         assert reply.body["healthy"] is False
         stats = await coord.bus.stats(INTAKE)
         assert (stats.ready, stats.pending) == (0, 0)
+
+
+async def test_a_python_agents_command_reaches_it_as_the_client_sent_it(
+    make_bus: MakeBus,
+) -> None:
+    """A forward that needs no decision leaves the coordinator byte for byte as it came:
+    no header is added, so it is not sealed, encoded or read slowly a second time."""
+    frames: list[bytes] = []
+    echo = Agent("frame-echo", tier="haiku", complexity="low")
+
+    @echo.command("ECHO")
+    async def answer(body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        frames.append(current_delivery.get().frame)
+        return {"headers": dict(ctx.envelope.headers)}
+
+    async with coordinator(make_bus, config()), worker(make_bus, echo), make_bus() as bus:
+        client = Client(bus, via="coordinator")
+        env = client.command("frame-echo", {"cmd": "ECHO"}, reply=True, timeout=10)
+        reply = await client.request_envelope(env, timeout=10)
+    assert frames == [client.codec.encode(env)]
+    assert reply.body == {"headers": {}}
 
 
 async def test_assign_is_routed_to_the_agent_named_in_to(make_bus: MakeBus) -> None:

@@ -152,6 +152,32 @@ def test_the_fast_and_the_slow_decoder_agree(env: dict[str, Any], keyed: bool) -
     assert codec.decode(frame).model_dump() == slow.model_dump()
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+def test_frames_with_extension_headers_take_the_fast_path(
+    keyed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chains, delegations, dispatches and tracked messages all carry headers: they are
+    read at the cost of any other frame, and a header that is not text still is not."""
+    codec = WireCodec(keys=RING if keyed else None)
+    env = Envelope.for_body(
+        {"cmd": "AUDIT"}, sender="c", recipient="a",
+        headers={"acp-since": "1764900000.125", "acp-root": "m1", "acp-res": "{}"},
+    )  # fmt: skip
+    frame = codec.encode(env)
+
+    def slow(payload: Any) -> Envelope:
+        raise AssertionError("the slow path read a well-formed frame")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(codec, "_envelope", slow)
+        assert codec.decode(frame).headers == env.headers
+    array = msgpack.unpackb(codec._quick_open(frame, 0x02))
+    array[-2] = {"acp-root": 7}  # the extension headers: the slow path names the problem
+    assert codec._fast_envelope(msgpack.packb(array)) is None
+    with pytest.raises(DecodeError, match="map strings to strings"):
+        codec._envelope(array)
+
+
 def test_a_fast_path_failure_on_a_good_frame_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     codec = WireCodec()
     frame = (GOLDEN / "envelope-d2-keyless.bin").read_bytes()

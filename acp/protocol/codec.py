@@ -132,6 +132,10 @@ def _covered(
     )  # fmt: skip
 
 
+def _str_pair(item: tuple[Any, Any]) -> bool:
+    return type(item[0]) is str and type(item[1]) is str
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed in ACP")
 
@@ -429,7 +433,7 @@ class WireCodec:
             and type(created) is float
             and 0.0 <= created < _MAX_TIME
             and type(packed) is bytes
-            and hdrs is None
+            and (hdrs is None or (type(hdrs) is dict and all(map(_str_pair, hdrs.items()))))
             and (deadline is None or (type(deadline) is float and 0.0 <= deadline < _MAX_TIME))
             and (prio is None or (type(prio) is int and 0 <= prio <= 9))
             and (attempt is None or (type(attempt) is int and attempt >= 1))
@@ -445,7 +449,7 @@ class WireCodec:
         if self.verify:
             priority = 5 if prio is None else prio
             covered = _covered(self._zstd.ops[0], id_, kind, sender, recipient, corr, reply_to,
-                               created, deadline, priority, tier, tenant, None)  # fmt: skip
+                               created, deadline, priority, tier, tenant, hdrs)  # fmt: skip
             if self.keys is None and not self.require_signatures:
                 if tag != digest_tag(packed, covered):
                     return None  # a version-2 tag or a bad one: the slow path says which
@@ -473,7 +477,7 @@ class WireCodec:
                 "tier": tier,
                 "tenant": tenant,
                 "hash": tag,
-                "headers": {},
+                "headers": hdrs or {},
             }
         )
 

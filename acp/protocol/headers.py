@@ -50,7 +50,8 @@ H_ANCESTRY = "acp-ancestry"
 H_PARENT = "acp-parent"
 #: server time (epoch seconds) before which a continuation must not be dispatched
 H_NOT_BEFORE = "acp-not-before"
-#: server time (epoch seconds) the chain first reached the coordinator: its age
+#: server time (epoch seconds) the chain first reached the coordinator: its age, written
+#: when the coordinator dispatches it for model capacity (a Python agent's forward has none)
 H_SINCE = "acp-since"
 #: JSON of what the coordinator reserved when it dispatched the message (tier, input
 #: and output tokens, worst-case USD, budget scopes, leader term): what a new leader

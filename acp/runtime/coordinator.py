@@ -88,6 +88,8 @@ class _Waiter:
     outcome: tuple[str, Dispatch | Rejection | None] | None = None
     #: when it was parked for want of a worker (epoch seconds)
     parked_at: float | None = None
+    #: when its chain first reached a coordinator (server clock): its age in the queue
+    since: float = 0.0
 
     def resolve(self, kind: str, item: Dispatch | Rejection | None = None) -> None:
         self.outcome = (kind, item)
@@ -353,14 +355,17 @@ class Coordinator:
     async def _wait_and_decide(self, env: Envelope, agent: str) -> list[Envelope]:
         if not await self._known(agent):
             raise Rejected("unknown_agent", self._unknown(agent))
-        if H_SINCE not in env.headers:  # its age, on the server's clock, from its first entry
-            received = _entry_time(current_delivery.get(None))
-            env = env.evolve(headers={**env.headers, H_SINCE: f"{received or self.now():.3f}"})
+        # Its age, on the server's clock, from its chain's first entry. Written into the
+        # message only when it is dispatched for model capacity (its next steps keep it
+        # there): a forward to a Python agent leaves with its frame unchanged.
+        since = _float_header(env, H_SINCE)
+        if since is None:
+            since = _entry_time(current_delivery.get(None)) or self.now()
         not_before = _float_header(env, H_NOT_BEFORE)
         if not_before is not None and not_before > self.now():
             # a retry the model API asked to wait for: held here, its entry renewed
             await anyio.sleep(not_before - self.now())
-        waiter = _Waiter(env, agent)
+        waiter = _Waiter(env, agent, since=since)
         self._place(waiter)
         if waiter.outcome is None:  # queued for capacity, or parked: wait for the decision
             self._waiters[env.id] = waiter
@@ -381,7 +386,7 @@ class Coordinator:
         if kind == "dispatch":
             assert isinstance(item, Dispatch)
             reservation = self._held(item, agent, env)
-            headers = {**env.headers, H_RESERVATION: reservation.header()}
+            headers = {H_SINCE: f"{since:.3f}", **env.headers, H_RESERVATION: reservation.header()}
             return [
                 env.evolve(
                     recipient=agent, tier=item.tier, traceparent=traceparent,
@@ -470,10 +475,11 @@ class Coordinator:
         if live.kind != "claude":
             waiter.resolve("forward")
             return
-        self.policy.submit(self._job(waiter.env, waiter.agent, live))
+        self.policy.submit(self._job(waiter, live))
         self._wake.set()
 
-    def _job(self, env: Envelope, agent: str, live: _Live) -> Job:
+    def _job(self, waiter: _Waiter, live: _Live) -> Job:
+        env, agent = waiter.env, waiter.agent
         definition = self.definitions.get(agent)
         tier = env.tier if env.tier in self.config.tiers else live.tier
         if tier not in self.config.tiers:
@@ -485,13 +491,12 @@ class Coordinator:
             elif definition.allowed_tiers:
                 allowed = tuple(t for t in definition.allowed_tiers if t in self.config.tiers)
         complexity = live.complexity if live.complexity in self.config.complexity else "medium"
-        since = _float_header(env, H_SINCE)
         return Job(
             id=env.id,
             agent=agent,
             tier=tier,
             complexity=complexity,
-            submitted_at=min(since if since is not None else env.created_at, self.now()),
+            submitted_at=min(waiter.since, self.now()),
             priority=env.priority,
             deadline=env.deadline,
             tenant=env.tenant,
