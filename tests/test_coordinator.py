@@ -129,6 +129,37 @@ async def test_a_python_agents_command_reaches_it_as_the_client_sent_it(
     assert reply.body == {"headers": {}}
 
 
+async def test_a_dispatch_for_model_capacity_carries_the_age_and_the_reservation(
+    make_bus: MakeBus,
+) -> None:
+    """What a Python agent's forward leaves out, a Claude agent's dispatch carries: the
+    server time its chain first reached the coordinator (its later steps keep it) and
+    what the coordinator reserved for it."""
+    seen: list[dict[str, str]] = []
+
+    class Recording(ClaudeAgent):
+        async def handle(self, env: Any, ctx: Context) -> dict[str, Any] | None:
+            seen.append(dict(env.headers))
+            return await super().handle(env, ctx)
+
+    cfg = config()
+    with FakeAnthropic() as api:
+        client_ = claude_client(api_key="test", base_url=api.url)
+        async with (
+            coordinator(make_bus, cfg) as coord,
+            worker(make_bus, Recording(AUDITOR, client=client_, config=cfg)),
+            make_bus() as bus,
+        ):
+            before = coord.now()
+            body = {"cmd": "AUDIT", "component_id": "c1"}
+            reply = await Client(bus).request("stream-auditor", body, timeout=30)
+            after = coord.now()
+    assert reply.kind is MessageKind.REPLY
+    [headers] = seen
+    assert before - 0.05 <= float(headers["acp-since"]) <= after + 0.05
+    assert "acp-res" in headers
+
+
 async def test_assign_is_routed_to_the_agent_named_in_to(make_bus: MakeBus) -> None:
     async with coordinator(make_bus, config()), worker(make_bus, doctor_agent), make_bus() as bus:
         body = {"cmd": "ASSIGN", "to": "pipeline-doctor", "component_id": "etl"}
