@@ -516,6 +516,10 @@ async def test_counters_add_up(make_bus: MakeBus) -> None:
         await bus.add_to_counters("spend.2026-11-26", {"total": 0.5})
         assert await bus.counters("spend.2026-11-26") == {"total": 0.75, "agent:a": 0.25}
         assert await bus.counters("nothing-yet") == {}
+        # a few of a large set, looked up one by one: absent ones are left out
+        assert await bus.counters("spend.2026-11-26", ["agent:a", "agent:b"]) == {"agent:a": 0.25}
+        assert await bus.counters("spend.2026-11-26", []) == {}
+        assert await bus.counters("nothing-yet", ["total"]) == {}
 
 
 async def test_an_observer_follows_new_entries_without_taking_them(make_bus: MakeBus) -> None:

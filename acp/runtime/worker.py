@@ -587,7 +587,10 @@ class Worker:
         """A step or delegated command of a tree whose root was cancelled: it does not
         run (asked only of messages in a chain or a tree, which carry their root)."""
         root = env.headers.get(H_ROOT)
-        return bool(root) and root in await self.bus.counters(CANCELLED_ROOTS)
+        if not root:
+            return False
+        # one field of a set that holds every root cancelled within the ledger's time
+        return bool(await self.bus.counters(CANCELLED_ROOTS, [root]))
 
     async def _cancel(self, env: Envelope) -> dict[str, Any]:
         target = env.body.get("msg_id")

@@ -490,9 +490,11 @@ class Bus(abc.ABC):
         self._named(name, "counters")
         return await self._add_to_counters(name, amounts, ttl=ttl, once=once)
 
-    async def counters(self, name: str) -> dict[str, float]:
+    async def counters(self, name: str, only: Sequence[str] | None = None) -> dict[str, float]:
+        """The counters of ``name``; with ``only``, just those of them that exist (one
+        lookup each, whatever the size of the set)."""
         self._named(name, "counters")
-        return await self._counters(name)
+        return await self._counters(name, only)
 
     async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
         """Put ``item`` at position ``index`` of the append-only record ``name`` if the
@@ -610,7 +612,7 @@ class Bus(abc.ABC):
     ) -> bool: ...
 
     @abc.abstractmethod
-    async def _counters(self, name: str) -> dict[str, float]: ...
+    async def _counters(self, name: str, only: Sequence[str] | None) -> dict[str, float]: ...
 
     @abc.abstractmethod
     async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool: ...

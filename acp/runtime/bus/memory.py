@@ -477,9 +477,12 @@ class MemoryBus(Bus):
             counters[field_name] = counters.get(field_name, 0.0) + amount
         return True
 
-    async def _counters(self, name: str) -> dict[str, float]:
+    async def _counters(self, name: str, only: Sequence[str] | None) -> dict[str, float]:
         await anyio.lowlevel.checkpoint()
-        return dict(self.broker.counters.get(name, {}))
+        held = self.broker.counters.get(name, {})
+        if only is None:
+            return dict(held)
+        return {k: held[k] for k in only if k in held}
 
     # Records and joins live as long as the broker (in-process: no expiry needed).
 

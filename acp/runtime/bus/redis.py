@@ -1075,8 +1075,14 @@ class RedisBus(Bus):
         added = await self._retrying(partial(self._eval, "COUNT", [key, key + ":once"], flat))
         return bool(added)
 
-    async def _counters(self, name: str) -> dict[str, float]:
-        raw: Any = await self._retrying(lambda: self.redis.hgetall(counters_hash(name)))
+    async def _counters(self, name: str, only: Sequence[str] | None) -> dict[str, float]:
+        key = counters_hash(name)
+        if only is not None:
+            if not only:
+                return {}
+            values: Any = await self._retrying(lambda: self.redis.hmget(key, list(only)))
+            return {k: float(v) for k, v in zip(only, values, strict=True) if v is not None}
+        raw: Any = await self._retrying(lambda: self.redis.hgetall(key))
         return {k.decode(): float(v) for k, v in raw.items()}
 
     async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
