@@ -24,7 +24,7 @@ from acp.agents import (
 )
 from acp.catalogue import shipped_agents
 from acp.catalogue.pipeline_doctor import agent as doctor_agent
-from acp.protocol import MessageKind, PipelineStatusCommand
+from acp.protocol import Envelope, MessageKind, PipelineStatusCommand
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.coordinator import Coordinator
@@ -158,6 +158,31 @@ async def test_a_dispatch_for_model_capacity_carries_the_age_and_the_reservation
     [headers] = seen
     assert before - 0.05 <= float(headers["acp-since"]) <= after + 0.05
     assert "acp-res" in headers
+
+
+async def test_a_coordinator_that_starts_later_is_used_at_once_by_workers_and_clients(
+    make_bus: MakeBus,
+) -> None:
+    """Work sent while no coordinator runs goes straight to the agent; once one starts,
+    a running worker's commands (told by the coordinator, not at its next heartbeat) and
+    a long-lived client's requests (after ``recheck``) go through it."""
+    handoff = Envelope.for_body(PIPELINE, sender="pipeline-doctor", recipient="stream-auditor")
+    async with make_bus() as worker_bus, make_bus() as bus, anyio.create_task_group() as tg:
+        w = Worker(worker_bus, [doctor_agent], heartbeat=60)
+        await tg.start(w.run)
+        client = Client(bus, recheck=0.3)
+        await client.request("pipeline-doctor", PIPELINE, timeout=10)
+        assert (client._intake, w.route(handoff)) == (False, "stream-auditor")
+        async with coordinator(make_bus, config()):
+            with anyio.fail_after(3):
+                while w.route(handoff) != INTAKE:
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.3)
+            reply = await client.request("pipeline-doctor", PIPELINE, timeout=10)
+            assert client._intake is True
+            assert reply.body["healthy"] is False
+        w.stop()
+        tg.cancel_scope.cancel()
 
 
 async def test_assign_is_routed_to_the_agent_named_in_to(make_bus: MakeBus) -> None:

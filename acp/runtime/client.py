@@ -12,8 +12,10 @@ letter with reason ``deadline``) instead of running it for nobody. Pass
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -49,6 +51,8 @@ class Client:
 
     ``via``: ``"auto"`` (default) sends through the coordinator when one is
     alive, else straight to the agent; ``"coordinator"`` or ``"direct"`` force it.
+    ``recheck``: how many seconds an ``"auto"`` choice stands before the coordinators
+    are looked up again (a long-lived client meets coordinators that start later).
     """
 
     def __init__(
@@ -58,19 +62,24 @@ class Client:
         codec: WireCodec | None = None,
         sender: str = "client",
         via: Literal["auto", "coordinator", "direct"] = "auto",
+        recheck: float = 5.0,
     ) -> None:
         self.bus = bus
         self.codec = codec or WireCodec()
         self.sender = sender
         self.via = via
+        self.recheck = recheck
         self._intake: bool | None = None if via == "auto" else via == "coordinator"
         #: the intake partitions the coordinators announce (read with ``_intake``)
         self._partitions = 0
+        self._looked_at = -math.inf
 
     async def _outgoing(self, env: Envelope) -> Outgoing:
-        if self._intake is None or (self._intake and not self._partitions):
+        stale = self.via == "auto" and time.monotonic() - self._looked_at >= self.recheck
+        if stale or (self._intake and not self._partitions):
             coordinators = await self.bus.members(COORDINATORS)
-            if self._intake is None:
+            self._looked_at = time.monotonic()
+            if self.via == "auto":
                 self._intake = bool(coordinators)
             self._partitions = announced_partitions(coordinators)
         dest = intake_queue(env.recipient, self._partitions) if self._intake else None

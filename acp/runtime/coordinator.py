@@ -50,6 +50,7 @@ from acp.runtime.bus.base import Bus, Delivery
 from acp.runtime.dispatches import InputSizer, Reservation
 from acp.runtime.keys import (
     COMPLETIONS_TOPIC,
+    CONTROL_TOPIC,
     COORDINATOR_EVENTS_TOPIC,
     COORDINATORS,
     INBOX_PREFIX,
@@ -199,7 +200,9 @@ class Coordinator:
                     await self.bus.release(LEADER_LEASE, self.id)
 
     async def _announce_forever(self) -> None:
-        """Clients route through a coordinator when one is alive (see ``Client``)."""
+        """Clients route through a coordinator when one is alive (see ``Client``); running
+        workers are told at once that one is."""
+        told = False
         while True:
             info: CoordinatorPresence = {
                 "id": self.id,
@@ -210,6 +213,9 @@ class Coordinator:
             await self.bus.announce(
                 COORDINATORS, self.id, json.dumps(info).encode(), ttl=self.lease_ttl * 2
             )
+            if not told:
+                await self.bus.publish(CONTROL_TOPIC, b"", {"coordinator": self.id})
+                told = True
             await anyio.sleep(self.lease_ttl / 3)
 
     async def _contend(self) -> None:

@@ -330,7 +330,7 @@ class Worker:
         async with anyio.create_task_group() as background:
             await self._announce()
             background.start_soon(self._heartbeats)
-            background.start_soon(self._listen_for_cancels)
+            background.start_soon(self._follow_control)
             background.start_soon(self._publish_completions)
             try:
                 async with AsyncExitStack() as lifespans:
@@ -533,9 +533,7 @@ class Worker:
     # -- presence ---------------------------------------------------------------------
 
     async def _announce(self) -> None:
-        coordinators = await self.bus.members(COORDINATORS)
-        self._via_coordinator = bool(coordinators)
-        self._partitions = announced_partitions(coordinators)
+        await self._find_coordinators()
         for agent in self.agents:
             stats = self.processors[agent.name].stats
             info: WorkerPresence = {
@@ -567,11 +565,19 @@ class Worker:
 
     # -- cancellation -----------------------------------------------------------------
 
-    async def _listen_for_cancels(self) -> None:
+    async def _find_coordinators(self) -> None:
+        coordinators = await self.bus.members(COORDINATORS)
+        self._via_coordinator = bool(coordinators)
+        self._partitions = announced_partitions(coordinators)
+
+    async def _follow_control(self) -> None:
+        """Cancels, and coordinators that start: commands sent from here go through a
+        new one at once, not from this worker's next heartbeat."""
         async for event in self.bus.subscribe(CONTROL_TOPIC):
-            target = event.headers.get("cancel")
-            if target:
+            if target := event.headers.get("cancel"):
                 self._cancel_local(target)
+            elif event.headers.get("coordinator"):
+                await self._find_coordinators()
 
     def _cancel_local(self, msg_id: str) -> bool:
         """Cancel ``msg_id`` if it runs here, and every step of its tree that does."""
