@@ -116,9 +116,15 @@ def test_list_json_covers_every_destination_with_decoded_commands(letters: Lette
             "kind",
         )
     }
-    by_entry = {r["entry_id"]: r for r in records}
-    assert set(by_entry) == {letters.envelope, letters.garbage, letters.plain, letters.other}
-    good = by_entry[letters.envelope]
+    # entry ids are per stream: two dead-letter streams can hold the same one
+    by_entry = {(r["dest"], r["entry_id"]): r for r in records}
+    assert set(by_entry) == {
+        (DEST, letters.envelope),
+        (DEST, letters.garbage),
+        (DEST, letters.plain),
+        (OTHER, letters.other),
+    }
+    good = by_entry[DEST, letters.envelope]
     assert (good["dest"], good["msg_id"], good["reason"]) == (
         DEST,
         letters.msg_id,
@@ -127,9 +133,9 @@ def test_list_json_covers_every_destination_with_decoded_commands(letters: Lette
     assert (good["command"], good["kind"], good["deliveries"]) == ("BUILD_PIPELINE", "command", 2)
     assert good["history"] == ["upstream timeout", good["error"]]
     assert isinstance(good["dead_at"], float)
-    bad = by_entry[letters.garbage]
+    bad = by_entry[DEST, letters.garbage]
     assert (bad["command"], bad["kind"], bad["reason"]) == (None, None, "decode:bad_magic")
-    assert by_entry[letters.other]["dest"] == OTHER
+    assert by_entry[OTHER, letters.other]["reason"] == "decode:bad_magic"
 
 
 def test_list_table_for_named_destinations(letters: Letters) -> None:
