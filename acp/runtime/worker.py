@@ -558,17 +558,17 @@ class Worker:
                 ttl=self.heartbeat * 3,
             )
 
+    async def _find_coordinators(self) -> None:
+        coordinators = await self.bus.members(COORDINATORS)
+        self._via_coordinator = bool(coordinators)
+        self._partitions = announced_partitions(coordinators)
+
     async def _heartbeats(self) -> None:
         while True:
             await anyio.sleep(self.heartbeat)
             await self._announce()
 
-    # -- cancellation -----------------------------------------------------------------
-
-    async def _find_coordinators(self) -> None:
-        coordinators = await self.bus.members(COORDINATORS)
-        self._via_coordinator = bool(coordinators)
-        self._partitions = announced_partitions(coordinators)
+    # -- control: cancels, coordinators ------------------------------------------------
 
     async def _follow_control(self) -> None:
         """Cancels, and coordinators that start: commands sent from here go through a
