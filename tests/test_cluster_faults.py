@@ -145,9 +145,9 @@ def promoted(cluster: EmbeddedCluster, dead: EmbeddedServer) -> EmbeddedServer:
 
 
 def kill_then_repair(
-    cluster: EmbeddedCluster, victim: EmbeddedServer, promoted: list[EmbeddedServer]
+    cluster: EmbeddedCluster, victim: EmbeddedServer, promotions: list[EmbeddedServer]
 ) -> None:
-    """SIGKILL the primary; once its replica is promoted (added to ``promoted``), start
+    """SIGKILL the primary; once its replica is promoted (added to ``promotions``), start
     the dead node again, as an operator or an orchestrator would: it rejoins as the
     new primary's replica."""
     victim.kill()
@@ -155,7 +155,7 @@ def kill_then_repair(
     while (new := primary_of(cluster, WORK)) is victim:
         assert time.monotonic() < deadline, "the replica was not promoted"
         time.sleep(0.1)
-    promoted.append(new)
+    promotions.append(new)
     victim.restart()
 
 

@@ -91,10 +91,10 @@ class Watched:
         victim = self.primary()
         victim.kill()
         deadline = time.monotonic() + 30
-        while self.primary() is victim:
+        while (new := self.primary()) is victim:
             assert time.monotonic() < deadline, "Sentinel did not promote the replica"
             time.sleep(0.1)
-        self.promoted.append((victim, self.primary()))
+        self.promoted.append((victim, new))
         victim.restart()
 
     def stop(self) -> None:

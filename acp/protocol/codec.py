@@ -31,7 +31,7 @@ import zstandard
 
 from acp.errors import ConfigError, DecodeError, FrameTooLarge
 from acp.protocol.body import MessageKind
-from acp.protocol.envelope import Envelope
+from acp.protocol.envelope import Envelope, _str_map
 from acp.protocol.integrity import KeyRing, digest_tag, make_tag, verify_tag
 from acp.protocol.vocabulary import DICTIONARY_ID, DICTIONARY_IDS, dictionary
 
@@ -130,10 +130,6 @@ def _covered(
         [id_, kind, sender, recipient, corr, reply_to, float(created), deadline, priority,
          tier, tenant, sorted(headers.items()) if headers else None]
     )  # fmt: skip
-
-
-def _str_pair(item: tuple[Any, Any]) -> bool:
-    return type(item[0]) is str and type(item[1]) is str
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -433,7 +429,7 @@ class WireCodec:
             and type(created) is float
             and 0.0 <= created < _MAX_TIME
             and type(packed) is bytes
-            and (hdrs is None or (type(hdrs) is dict and all(map(_str_pair, hdrs.items()))))
+            and (hdrs is None or _str_map(hdrs))
             and (deadline is None or (type(deadline) is float and 0.0 <= deadline < _MAX_TIME))
             and (prio is None or (type(prio) is int and 0 <= prio <= 9))
             and (attempt is None or (type(attempt) is int and attempt >= 1))

@@ -85,12 +85,12 @@ log = get_logger("acp.coordinator")
 class _Waiter:
     env: Envelope
     agent: str
+    #: when its chain first reached a coordinator (server clock): its age in the queue
+    since: float
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: tuple[str, Dispatch | Rejection | None] | None = None
     #: when it was parked for want of a worker (epoch seconds)
     parked_at: float | None = None
-    #: when its chain first reached a coordinator (server clock): its age in the queue
-    since: float = 0.0
 
     def resolve(self, kind: str, item: Dispatch | Rejection | None = None) -> None:
         self.outcome = (kind, item)
@@ -371,7 +371,7 @@ class Coordinator:
         if not_before is not None and not_before > self.now():
             # a retry the model API asked to wait for: held here, its entry renewed
             await anyio.sleep(not_before - self.now())
-        waiter = _Waiter(env, agent, since=since)
+        waiter = _Waiter(env, agent, since)
         self._place(waiter)
         if waiter.outcome is None:  # queued for capacity, or parked: wait for the decision
             self._waiters[env.id] = waiter
