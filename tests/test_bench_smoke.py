@@ -150,3 +150,25 @@ def test_tools_bench_measures_every_kind_the_loop_and_the_cache() -> None:
     assert cache["same_prefix"]
     assert cache["marks"] == 2
     assert 0.5 < cache["cached_share"] < 1
+
+
+def test_request_budget_bench_sets_the_protocol_work_against_the_goals() -> None:
+    """``bench/request_budget.py`` measures the three in-flight paths in one run and
+    the protocol work per request step by step, and says what each goal allows."""
+    script = BUS.parent / "request_budget.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--requests", "300", "--rounds", "1", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout)
+    assert set(result["paths"]) == {"raw", "direct", "coordinator"}
+    assert all(m["per_s"] > 0 and m["cpu_us"] > 0 for m in result["paths"].values())
+    steps = result["steps_us"]
+    assert len(steps) == 8
+    assert all(us > 0 for us in steps.values())
+    for path, goal in (("direct", 0.6), ("coordinator", 0.4)):
+        row = result[path]
+        assert row["goal"] == goal
+        # the steps alone, on a warm cache, cost less than a whole request does
+        assert row["protocol_us"] < result["paths"][path]["cpu_us"]
+    assert result["coordinator"]["protocol_us"] > result["direct"]["protocol_us"]
