@@ -516,10 +516,23 @@ async def test_counters_add_up(make_bus: MakeBus) -> None:
         await bus.add_to_counters("spend.2026-11-26", {"total": 0.5})
         assert await bus.counters("spend.2026-11-26") == {"total": 0.75, "agent:a": 0.25}
         assert await bus.counters("nothing-yet") == {}
-        # a few of a large set, looked up one by one: absent ones are left out
-        assert await bus.counters("spend.2026-11-26", ["agent:a", "agent:b"]) == {"agent:a": 0.25}
-        assert await bus.counters("spend.2026-11-26", []) == {}
-        assert await bus.counters("nothing-yet", ["total"]) == {}
+
+
+async def test_marks_expire_one_by_one(make_bus: MakeBus) -> None:
+    """A marked member is found until its own time is up, however often the set is
+    marked again meanwhile (the set does not keep what a renewal would keep)."""
+    async with make_bus() as bus:
+        assert await bus.marked("cancelled", ["a"]) == set()
+        await bus.mark("cancelled", ["a", "b"], ttl=0.6)
+        assert await bus.marked("cancelled", ["a", "b", "c"]) == {"a", "b"}
+        assert await bus.marked("cancelled", []) == set()
+        await anyio.sleep(0.4)
+        await bus.mark("cancelled", ["c"], ttl=0.6)
+        await bus.mark("cancelled", ["b"], ttl=0.6)  # marked again: its time starts again
+        await anyio.sleep(0.4)
+        assert await bus.marked("cancelled", ["a", "b", "c"]) == {"b", "c"}
+        await anyio.sleep(0.4)
+        assert await bus.marked("cancelled", ["a", "b", "c"]) == set()
 
 
 async def test_an_observer_follows_new_entries_without_taking_them(make_bus: MakeBus) -> None:
@@ -598,6 +611,8 @@ async def test_a_join_hands_its_payload_to_whoever_brings_the_last_part(
         (lambda bus: bus.lease("bad name", "me", ttl=1), "lease"),
         (lambda bus: bus.add_to_counters("a b", {"x": 1.0}), "counters"),
         (lambda bus: bus.counters(""), "counters"),
+        (lambda bus: bus.mark("a b", ["x"], ttl=1.0), "marks"),
+        (lambda bus: bus.marked("", ["x"]), "marks"),
         (lambda bus: bus.append_record("no/slash?", 0, b"x", ttl=1), "record"),
         (lambda bus: bus.open_join("a b", 1, b"", {}, ttl=1), "join"),
         (lambda bus: bus.publish("a b", b"x"), "topic"),

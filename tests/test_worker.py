@@ -11,10 +11,11 @@ import anyio
 import pytest
 
 from acp.agents import Agent, Context
-from acp.protocol import MessageKind, PipelineStatusCommand, WireCodec
-from acp.runtime.bus import Bus, BusOptions
+from acp.protocol import Envelope, MessageKind, PipelineStatusCommand, WireCodec
+from acp.protocol.headers import H_ROOT
+from acp.runtime.bus import Bus, BusOptions, MemoryBus
 from acp.runtime.client import Client
-from acp.runtime.keys import PROGRESS_TOPIC, STATUS_TOPIC, WORKERS
+from acp.runtime.keys import CANCELLED_ROOTS, PROGRESS_TOPIC, STATUS_TOPIC, WORKERS
 from acp.runtime.worker import Worker
 
 pytestmark = pytest.mark.anyio
@@ -160,6 +161,52 @@ async def test_cancel_stops_an_in_flight_message(make_bus: MakeBus) -> None:
                 ack = await client.cancel("pipeline-doctor", slow_id)
     assert ack.body == {"cancel": slow_id, "found_here": True}
     assert answers[0].body == {"cancelled": True, "msg_id": slow_id}
+
+
+async def held_cancels(bus: Bus) -> int:
+    """How many cancelled roots the bus holds, whatever it holds them in."""
+    if isinstance(bus, MemoryBus):
+        kept = (
+            getattr(bus.broker, kind, {}).get(CANCELLED_ROOTS, {}) for kind in ("counters", "marks")
+        )
+        return sum(map(len, kept))
+    redis: Any = bus.redis  # type: ignore[attr-defined]
+    held = 0
+    async for key in redis.scan_iter(match=f"*{CANCELLED_ROOTS}*"):
+        kind = (await redis.type(key)).decode()
+        held += await (redis.hlen(key) if kind == "hash" else redis.zcard(key))
+    return held
+
+
+async def test_cancelled_roots_are_held_for_the_ledgers_time_while_cancels_keep_coming(
+    make_bus: MakeBus,
+) -> None:
+    """Each cancelled root is remembered (so the steps of its tree not yet started do
+    not run) for the ledger's time after its cancel, and no longer: a steady trickle
+    of cancels must not keep every root ever cancelled."""
+    options = BusOptions(min_idle=2.0, reclaim_interval=0.1, ledger_ttl=1.0)
+    async with (
+        make_bus(options) as worker_bus,
+        make_bus(options) as client_bus,
+        anyio.create_task_group() as tg,
+    ):
+        worker = Worker(worker_bus, [doctor()], heartbeat=0.2, grace=1)
+        await tg.start(worker.run)
+        client = Client(client_bus, sender="tester")
+        with anyio.fail_after(20):
+            for i in range(6):
+                ack = await client.cancel("pipeline-doctor", f"root-{i}")
+                assert ack.body == {"cancel": f"root-{i}", "found_here": False}
+                await anyio.sleep(0.4)
+
+        def step_of(root: str) -> Envelope:
+            return Envelope.for_body({"cmd": "CHECK"}, sender="orchestrator",
+                                     recipient="pipeline-doctor", headers={H_ROOT: root})  # fmt: skip
+
+        assert await worker._cancelled_tree(step_of("root-5")), "cancelled 0.4 s ago"
+        assert not await worker._cancelled_tree(step_of("root-0")), "cancelled 2.4 s ago"
+        assert await held_cancels(worker_bus) <= 3
+        worker.stop()
 
 
 async def test_a_definition_file_catalogue_can_mix_python_agents(make_bus: MakeBus) -> None:

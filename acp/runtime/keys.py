@@ -56,6 +56,7 @@ __all__ = [
     "is_intake",
     "join_hash",
     "lease_keys",
+    "marks_set",
     "presence_hash",
     "record_list",
     "topic_stream",
@@ -135,7 +136,7 @@ WORKFLOW_REPLIES = "coordinator.workflows"
 WORKFLOWS_ACTIVE = f"{PREFIX}:workflows:active"
 #: step message id -> "<workflow id> <step path>", for routing replies
 WORKFLOW_STEPS = f"{PREFIX}:workflows:steps"
-#: counters of the delegation trees cancelled, by root (kept as long as the ledger)
+#: the roots of delegation trees cancelled (marks, each kept as long as the ledger)
 CANCELLED_ROOTS = "cancelled-roots"
 
 # Topics: fan-out streams (``topic_stream``); a topic's name lives in its own key
@@ -207,6 +208,13 @@ def lease_keys(name: str) -> tuple[str, str]:
 def counters_hash(name: str) -> str:
     check_name(name, "counters")
     return f"{PREFIX}:{{counters:{name}}}"
+
+
+def marks_set(name: str) -> str:
+    """A set whose members expire one by one (``Bus.mark``): a sorted set scored by
+    each member's expiry."""
+    check_name(name, "marks")
+    return f"{PREFIX}:{{marks:{name}}}"
 
 
 def record_list(name: str) -> str:

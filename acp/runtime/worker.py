@@ -595,8 +595,7 @@ class Worker:
         root = env.headers.get(H_ROOT)
         if not root:
             return False
-        # one field of a set that holds every root cancelled within the ledger's time
-        return bool(await self.bus.counters(CANCELLED_ROOTS, [root]))
+        return bool(await self.bus.marked(CANCELLED_ROOTS, [root]))
 
     async def _cancel(self, env: Envelope) -> dict[str, Any]:
         target = env.body.get("msg_id")
@@ -605,9 +604,7 @@ class Worker:
         here = self._cancel_local(target)
         # Steps and delegations of its tree not yet running learn it when they start;
         # other workers of this agent may hold it running: tell them all.
-        await self.bus.add_to_counters(
-            CANCELLED_ROOTS, {target: 1.0}, ttl=self.bus.options.ledger_ttl
-        )
+        await self.bus.mark(CANCELLED_ROOTS, [target], ttl=self.bus.options.ledger_ttl)
         await self.bus.publish(CONTROL_TOPIC, b"", {"cancel": target})
         return {"cancel": target, "found_here": here}
 

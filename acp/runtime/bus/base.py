@@ -490,11 +490,23 @@ class Bus(abc.ABC):
         self._named(name, "counters")
         return await self._add_to_counters(name, amounts, ttl=ttl, once=once)
 
-    async def counters(self, name: str, only: Sequence[str] | None = None) -> dict[str, float]:
-        """The counters of ``name``; with ``only``, just those of them that exist (one
-        lookup each, whatever the size of the set)."""
+    async def counters(self, name: str) -> dict[str, float]:
         self._named(name, "counters")
-        return await self._counters(name, only)
+        return await self._counters(name)
+
+    async def mark(self, name: str, members: Sequence[str], *, ttl: float) -> None:
+        """Mark ``members`` of the set ``name`` for ``ttl`` seconds from now (server
+        time). Each member expires on its own, so a set marked without pause holds
+        only what was marked within ``ttl``, not everything ever marked."""
+        self._named(name, "marks")
+        if members:
+            await self._mark(name, members, ttl=ttl)
+
+    async def marked(self, name: str, members: Sequence[str]) -> set[str]:
+        """Those of ``members`` marked in ``name`` and not expired (one lookup each,
+        whatever the size of the set)."""
+        self._named(name, "marks")
+        return await self._marked(name, members) if members else set()
 
     async def append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
         """Put ``item`` at position ``index`` of the append-only record ``name`` if the
@@ -612,7 +624,13 @@ class Bus(abc.ABC):
     ) -> bool: ...
 
     @abc.abstractmethod
-    async def _counters(self, name: str, only: Sequence[str] | None) -> dict[str, float]: ...
+    async def _counters(self, name: str) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    async def _mark(self, name: str, members: Sequence[str], *, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    async def _marked(self, name: str, members: Sequence[str]) -> set[str]: ...
 
     @abc.abstractmethod
     async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool: ...

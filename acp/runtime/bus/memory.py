@@ -98,6 +98,8 @@ class MemoryBroker:
         self.leases: dict[str, tuple[str, int, float]] = {}
         self.lease_tokens: dict[str, int] = {}
         self.counters: dict[str, dict[str, float]] = {}
+        #: marked sets: name -> member -> until (epoch seconds)
+        self.marks: dict[str, dict[str, float]] = {}
         #: append-only records, and joins (parts, expected count, payload)
         self.records: dict[str, list[bytes]] = {}
         self.joins: dict[str, _Join] = {}
@@ -477,12 +479,22 @@ class MemoryBus(Bus):
             counters[field_name] = counters.get(field_name, 0.0) + amount
         return True
 
-    async def _counters(self, name: str, only: Sequence[str] | None) -> dict[str, float]:
+    async def _counters(self, name: str) -> dict[str, float]:
         await anyio.lowlevel.checkpoint()
-        held = self.broker.counters.get(name, {})
-        if only is None:
-            return dict(held)
-        return {k: held[k] for k in only if k in held}
+        return dict(self.broker.counters.get(name, {}))
+
+    async def _mark(self, name: str, members: Sequence[str], *, ttl: float) -> None:
+        await anyio.lowlevel.checkpoint()
+        now = time.time()
+        marks = self.broker.marks.setdefault(name, {})
+        for member in [m for m, until in marks.items() if until <= now]:
+            del marks[member]
+        marks.update(dict.fromkeys(members, now + ttl))
+
+    async def _marked(self, name: str, members: Sequence[str]) -> set[str]:
+        await anyio.lowlevel.checkpoint()
+        now, marks = time.time(), self.broker.marks.get(name, {})
+        return {m for m in members if marks.get(m, 0.0) > now}
 
     # Records and joins live as long as the broker (in-process: no expiry needed).
 

@@ -63,6 +63,7 @@ from acp.runtime.keys import (
     counters_hash,
     join_hash,
     lease_keys,
+    marks_set,
     presence_hash,
     record_list,
     topic_stream,
@@ -106,7 +107,7 @@ _PENDING_SCAN = 1_000_000
 _SCRIPT_NAMES = (
     "SEND", "RECLAIM", "COMMIT", "RETRY", "PROMOTE", "DEAD", "RENEW", "REPLAY", "ANNOUNCE", "MEMBERS",
     "LEASE", "UNLEASE", "RESULT", "PRUNE", "COUNT", "PROCESSED", "APPEND", "OPEN_JOIN",
-    "ARRIVE",
+    "ARRIVE", "MARK", "MARKED",
 )  # fmt: skip
 
 
@@ -1075,15 +1076,18 @@ class RedisBus(Bus):
         added = await self._retrying(partial(self._eval, "COUNT", [key, key + ":once"], flat))
         return bool(added)
 
-    async def _counters(self, name: str, only: Sequence[str] | None) -> dict[str, float]:
-        key = counters_hash(name)
-        if only is not None:
-            if not only:
-                return {}
-            values: Any = await self._retrying(lambda: self.redis.hmget(key, list(only)))
-            return {k: float(v) for k, v in zip(only, values, strict=True) if v is not None}
-        raw: Any = await self._retrying(lambda: self.redis.hgetall(key))
+    async def _counters(self, name: str) -> dict[str, float]:
+        raw: Any = await self._retrying(lambda: self.redis.hgetall(counters_hash(name)))
         return {k.decode(): float(v) for k, v in raw.items()}
+
+    async def _mark(self, name: str, members: Sequence[str], *, ttl: float) -> None:
+        await self._durably1("MARK", [marks_set(name)], [int(ttl * 1000), *members])
+
+    async def _marked(self, name: str, members: Sequence[str]) -> set[str]:
+        found: Any = await self._retrying(
+            partial(self._eval, "MARKED", [marks_set(name)], list(members))
+        )
+        return {m.decode() for m in found}
 
     async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
         done: Any = await self._durably1(

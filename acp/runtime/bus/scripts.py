@@ -335,6 +335,33 @@ if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return 1
 """
 
+# KEYS: marked set (a sorted set scored by each member's expiry, ms). ARGV: ttl ms,
+# members... Drops the members already expired, then marks these until now + ttl;
+# the set itself expires with its latest mark.
+MARK = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local expiry = now + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expiry, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: marked set. ARGV: members... Returns those marked and not expired.
+MARKED = (
+    _NOW
+    + """
+local expiries = redis.call('ZMSCORE', KEYS[1], unpack(ARGV))
+local out = {}
+for i, score in ipairs(expiries) do
+  if score and tonumber(score) > now then out[#out + 1] = ARGV[i] end
+end
+return out
+"""
+)
+
 # KEYS: stream. ARGV: group, consumer, entry ids... Resets the idle clock of entries
 # this consumer still owns; 1/0 per entry.
 RENEW = (
