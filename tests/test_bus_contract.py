@@ -13,6 +13,7 @@ from acp.runtime.bus import (
     Bus,
     BusOptions,
     CommitStatus,
+    MemoryBus,
     Outgoing,
 )
 from acp.testing import BusFactory
@@ -516,6 +517,45 @@ async def test_counters_add_up(make_bus: MakeBus) -> None:
         await bus.add_to_counters("spend.2026-11-26", {"total": 0.5})
         assert await bus.counters("spend.2026-11-26") == {"total": 0.75, "agent:a": 0.25}
         assert await bus.counters("nothing-yet") == {}
+
+
+async def test_counters_records_and_joins_go_with_their_time_to_live(make_bus: MakeBus) -> None:
+    """What is written with a time to live is gone after it on every bus (the memory
+    bus kept them as long as the broker: an embedded service grew with every tree)."""
+    async with make_bus() as bus:
+        await bus.add_to_counters("tree.t1", {"children": 2.0}, ttl=1, once="step-1")
+        await bus.append_record("conv.t1", 0, b"turn", ttl=1.0)
+        await bus.open_join("join.t1", 2, b"then", {"a": b"1"}, ttl=1.0)
+        await bus.mark("marks.t1", ["x"], ttl=1.0)
+        await bus.add_to_counters("spend.kept", {"total": 1.0})  # no time to live
+        assert await bus.counters("tree.t1") == {"children": 2.0}
+        await anyio.sleep(1.3)
+        assert await bus.counters("tree.t1") == {}
+        assert await bus.read_record("conv.t1") == []
+        assert await bus.join_parts("join.t1") == {}
+        assert await bus.counters("spend.kept") == {"total": 1.0}
+        # the once-key went with its counters: the same step counts again
+        assert await bus.add_to_counters("tree.t1", {"children": 1.0}, ttl=1, once="step-1")
+        if isinstance(bus, MemoryBus):  # nothing left behind, read or not
+            broker = bus.broker
+            held = (broker.counters, broker.counted, broker.records, broker.joins, broker.marks)
+            assert [sorted(kind) for kind in held] == [
+                ["spend.kept", "tree.t1"],
+                ["tree.t1"],
+                [],
+                [],
+                [],
+            ]
+
+
+async def test_a_part_that_comes_after_its_join_went_is_not_kept(make_bus: MakeBus) -> None:
+    """A late copy of an answer recreates its rendezvous: it goes after the ledger's
+    time instead of staying for good."""
+    async with make_bus(BusOptions(ledger_ttl=1.0)) as bus:
+        assert await bus.arrive("join.gone", "a", b"late") is None
+        assert await bus.join_parts("join.gone") == {"a": b"late"}
+        await anyio.sleep(1.3)
+        assert await bus.join_parts("join.gone") == {}
 
 
 async def test_marks_expire_one_by_one(make_bus: MakeBus) -> None:

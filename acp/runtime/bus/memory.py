@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -109,8 +109,40 @@ class MemoryBroker:
         self.counted: dict[str, set[str]] = {}
         #: result records by message id, oldest write first
         self.results: OrderedDict[str, ResultRecord] = OrderedDict()
+        #: (kind, name) -> when the counters, record, join or marks of that name go
+        #: (as the server expires their keys); swept at most once a second
+        self.expiries: dict[tuple[str, str], float] = {}
+        self._next_sweep = 0.0
         self._seq = itertools.count()
         self._last_ms = 0
+
+    def _stores(self, kind: str) -> tuple[dict[str, Any], ...]:
+        if kind == "counters":
+            return self.counters, self.counted
+        if kind == "records":
+            return (self.records,)
+        return (self.joins,) if kind == "joins" else (self.marks,)
+
+    def expire(self, kind: str, name: str, ttl: float | None) -> None:
+        """``name``'s ``kind`` goes ``ttl`` seconds from now (each write renews it)."""
+        if ttl:
+            self.expiries[kind, name] = time.time() + ttl
+
+    def held(self, kind: str, name: str) -> None:
+        """Drop ``name``'s ``kind`` if its time is up (and, once a second, everything
+        else whose time is): called before each read or write of one."""
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            gone = [key for key, until in self.expiries.items() if until <= now]
+        elif self.expiries.get((kind, name), now + 1.0) <= now:
+            gone = [(kind, name)]
+        else:
+            return
+        for key in gone:
+            del self.expiries[key]
+            for store in self._stores(key[0]):
+                store.pop(key[1], None)
 
     def queue(self, dest: str) -> _Queue:
         q = self.queues.get(dest)
@@ -469,6 +501,7 @@ class MemoryBus(Bus):
         once: str | None = None,
     ) -> bool:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("counters", name)
         if once:
             seen = self.broker.counted.setdefault(name, set())
             if once in seen:
@@ -477,58 +510,69 @@ class MemoryBus(Bus):
         counters = self.broker.counters.setdefault(name, {})
         for field_name, amount in amounts.items():
             counters[field_name] = counters.get(field_name, 0.0) + amount
+        self.broker.expire("counters", name, ttl)
         return True
 
     async def _counters(self, name: str) -> dict[str, float]:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("counters", name)
         return dict(self.broker.counters.get(name, {}))
 
     async def _mark(self, name: str, members: Sequence[str], *, ttl: float) -> None:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("marks", name)
         now = time.time()
         marks = self.broker.marks.setdefault(name, {})
         for member in [m for m, until in marks.items() if until <= now]:
             del marks[member]
         marks.update(dict.fromkeys(members, now + ttl))
+        self.broker.expire("marks", name, ttl)
 
     async def _marked(self, name: str, members: Sequence[str]) -> set[str]:
         await anyio.lowlevel.checkpoint()
         now, marks = time.time(), self.broker.marks.get(name, {})
         return {m for m in members if marks.get(m, 0.0) > now}
 
-    # Records and joins live as long as the broker (in-process: no expiry needed).
-
     async def _append_record(self, name: str, index: int, item: bytes, *, ttl: float) -> bool:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("records", name)
         record = self.broker.records.setdefault(name, [])
         if len(record) == index:
             record.append(item)
+            self.broker.expire("records", name, ttl)
         return len(record) > index
 
     async def _read_record(self, name: str) -> list[bytes]:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("records", name)
         return list(self.broker.records.get(name, []))
 
     async def _open_join(
         self, name: str, expect: int, then: bytes, parts: Mapping[str, bytes], *, ttl: float
     ) -> None:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("joins", name)
         join = self.broker.joins.setdefault(name, _Join())
         if join.expect is None:
             join.expect, join.then = expect, then
         for part, value in parts.items():
             join.parts.setdefault(part, value)
+        self.broker.expire("joins", name, ttl)
 
     async def _arrive(self, name: str, part: str, value: bytes) -> bytes | None:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("joins", name)
         join = self.broker.joins.setdefault(name, _Join())
         join.parts.setdefault(part, value)
+        if ("joins", name) not in self.broker.expiries:  # came after the join went
+            self.broker.expire("joins", name, self.options.ledger_ttl)
         if join.expect is None or len(join.parts) < join.expect:
             return None
         return join.then
 
     async def _join_parts(self, name: str) -> dict[str, bytes]:
         await anyio.lowlevel.checkpoint()
+        self.broker.held("joins", name)
         join = self.broker.joins.get(name)
         return dict(join.parts) if join else {}
 

@@ -1106,7 +1106,8 @@ class RedisBus(Bus):
         await self._durably1("OPEN_JOIN", [join_hash(name)], [expect, then, int(ttl * 1000), *flat])
 
     async def _arrive(self, name: str, part: str, value: bytes) -> bytes | None:
-        then: Any = await self._durably1("ARRIVE", [join_hash(name)], [part, value])
+        ttl_ms = int(self.options.ledger_ttl * 1000)
+        then: Any = await self._durably1("ARRIVE", [join_hash(name)], [part, value, ttl_ms])
         return bytes(then) if then else None
 
     async def _join_parts(self, name: str) -> dict[str, bytes]:

@@ -202,10 +202,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: join hash. ARGV: part, value. The part's first value wins; returns the
-# rendezvous's payload once every part is in, else false.
+# KEYS: join hash. ARGV: part, value, ttl_ms. The part's first value wins; returns
+# the rendezvous's payload once every part is in, else false. A part that comes
+# when no rendezvous is open (a late copy, after it went) is kept ttl_ms at most.
 ARRIVE = """
 redis.call('HSETNX', KEYS[1], 'p.' .. ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 local expect = redis.call('HGET', KEYS[1], '.expect')
 if not expect then return false end
 if redis.call('HLEN', KEYS[1]) - 2 >= tonumber(expect) then
