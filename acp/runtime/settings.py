@@ -65,7 +65,8 @@ def _scrub(url: str) -> str:
     Used on raw input we failed to parse, where we cannot know which part is
     the password (an unencoded ``#`` or ``/`` in it derails URL parsing).
     """
-    return re.sub(r"://.*@", f"://{_MASK}@", url, count=1, flags=re.DOTALL)
+    url = re.sub(r"://.*@", f"://{_MASK}@", url, count=1, flags=re.DOTALL)
+    return re.sub(r"(sentinel_password=)[^&#]*", rf"\g<1>{_MASK}", url)
 
 
 class RedisSettings(BaseModel):
@@ -98,6 +99,10 @@ class RedisSettings(BaseModel):
     #: where the primary of ``service`` is, and asks again after a failover
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str | None = None
+    #: the Sentinels' own credentials, where they ask for any (``requirepass`` or
+    #: ACL users in sentinel.conf); the URL's user and password are the data nodes'
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = None
     socket_timeout: float | None = Field(default=_DEFAULT_SOCKET_TIMEOUT, gt=0)
     connect_timeout: float = Field(default=_DEFAULT_CONNECT_TIMEOUT, gt=0)
 
@@ -115,7 +120,8 @@ class RedisSettings(BaseModel):
         receives, that commands are routed by slot. A primary found through
         Sentinel: ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
         (the Sentinels, 26379 by default; the user and password are the data
-        nodes'). Query parameters:
+        nodes', ``sentinel_username`` and ``sentinel_password`` the Sentinels' own
+        where they ask for any). Query parameters:
         ``db``, ``socket_timeout``, ``socket_connect_timeout`` (or
         ``connect_timeout``) and, for ``rediss``, ``ssl_cert_reqs``, ``ssl_ca_certs``,
         ``ssl_certfile`` and ``ssl_keyfile`` (redis-py's names). Anything else is
@@ -225,11 +231,17 @@ class RedisSettings(BaseModel):
                 if not scheme.startswith("rediss"):
                     raise ConfigError(f"Redis URL {shown}: {name} needs a rediss:// URL")
                 fields["tls_" + name.removeprefix("ssl_")] = query.pop(name)
+        for name in ("sentinel_username", "sentinel_password"):
+            if name in query:
+                if not scheme.endswith("+sentinel"):
+                    raise ConfigError(f"Redis URL {shown}: {name} needs a redis+sentinel:// URL")
+                value = query.pop(name)  # parse_qsl has decoded it
+                fields[name] = SecretStr(value) if name.endswith("password") else value
         if query:
             raise ConfigError(
                 f"Redis URL {shown}: unknown parameter(s) {', '.join(sorted(query))}; "
                 "known: db, socket_timeout, socket_connect_timeout, ssl_cert_reqs, "
-                "ssl_ca_certs, ssl_certfile, ssl_keyfile"
+                "ssl_ca_certs, ssl_certfile, ssl_keyfile, sentinel_username, sentinel_password"
             )
         try:
             return cls(**fields)
@@ -286,6 +298,18 @@ class RedisSettings(BaseModel):
                         kwargs[name] = path
         return kwargs
 
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the connections to the Sentinels themselves."""
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.connect_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+        }
+        if self.sentinel_username:
+            kwargs["username"] = self.sentinel_username
+        if self.sentinel_password is not None:
+            kwargs["password"] = self.sentinel_password.get_secret_value()
+        return kwargs
+
     def with_tls_files(
         self,
         *,
@@ -322,7 +346,12 @@ class RedisSettings(BaseModel):
         for name in _TLS_FILES:
             if (path := getattr(self, "tls_" + name.removeprefix("ssl_"))) is not None:
                 params[name] = path
-        query = f"?{urlencode(params)}" if params else ""
+        if self.sentinel_username:
+            params["sentinel_username"] = self.sentinel_username
+        if self.sentinel_password is not None:
+            secret = self.sentinel_password.get_secret_value()
+            params["sentinel_password"] = secret if reveal else _MASK
+        query = f"?{urlencode(params, safe='*' if not reveal else '')}" if params else ""
         scheme = "rediss" if self.tls else "redis"
         if self.service is not None:
             hosts = ",".join(f"{_bracket(h)}:{p}" for h, p in self.sentinels)

@@ -22,7 +22,7 @@ import anyio
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -114,6 +114,32 @@ _SCRIPT_NAMES = (
 class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """Connections to the primary Sentinel names (asked again on each new connection:
     after a failover, the promoted replica), and callers beyond the bound wait."""
+
+
+class _SentinelsRefused(AuthenticationError):
+    """Every Sentinel refused the login: no retry cures that."""
+
+
+class _Sentinels(Sentinel):
+    """Sentinel clients that tell a refused login from an unreachable primary:
+    redis-py folds both into "no master found", which the bus would retry for its
+    whole reconnect time before saying anything useful."""
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError:
+            refusals = []
+            for sentinel in self.sentinels:
+                try:
+                    await sentinel.ping()
+                except AuthenticationError as exc:
+                    refusals.append(str(exc))
+                except RedisError:
+                    pass
+            if refusals and len(refusals) == len(self.sentinels):
+                raise _SentinelsRefused(refusals[0]) from None
+            raise
 
 
 class NotAcknowledged(RedisConnectionError):
@@ -360,9 +386,9 @@ class RedisBus(Bus):
         pool: aioredis.ConnectionPool
         if self.settings.service is not None:
             if self._sentinel is None:
-                timeouts = {"socket_timeout": self.settings.connect_timeout,
-                            "socket_connect_timeout": self.settings.connect_timeout}  # fmt: skip
-                self._sentinel = Sentinel(self.settings.sentinels, sentinel_kwargs=timeouts)
+                self._sentinel = _Sentinels(
+                    self.settings.sentinels, sentinel_kwargs=self.settings.sentinel_kwargs()
+                )
             pool = _SentinelPool(
                 self.settings.service, self._sentinel,
                 max_connections=max_connections, timeout=None, **kwargs,
@@ -608,8 +634,17 @@ class RedisBus(Bus):
         return "1"
 
     def _denied(self, exc: Exception) -> AccessDenied:
-        who = f"user {self.settings.username!r}" if self.settings.username else "the default user"
         text = str(exc).replace("\n", " ")
+        if isinstance(exc, _SentinelsRefused):
+            user = self.settings.sentinel_username
+            hosts = ", ".join(f"{host}:{port}" for host, port in self.settings.sentinels)
+            return AccessDenied(
+                f"the Sentinels of {self.settings.redacted_url} ({hosts}) refused "
+                f"{f'user {user!r}' if user else 'the default user'}: {text} (a Sentinel's "
+                "own password goes in the URL as sentinel_password, with sentinel_username "
+                "for an ACL user; the URL's user and password are the data nodes')"
+            )
+        who = f"user {self.settings.username!r}" if self.settings.username else "the default user"
         if isinstance(exc, AuthenticationError):
             return AccessDenied(
                 f"Redis at {self.settings.redacted_url} refused {who}: {text} (check the "
