@@ -22,12 +22,14 @@ from acp.agents import (
     load_catalogue,
     load_config,
 )
+from acp.agents.config import ToolsConfig
 from acp.catalogue import shipped_agents
 from acp.catalogue.pipeline_doctor import agent as doctor_agent
 from acp.protocol import Envelope, MessageKind, PipelineStatusCommand
 from acp.runtime.bus import Bus, BusOptions
 from acp.runtime.client import Client
 from acp.runtime.coordinator import Coordinator
+from acp.runtime.dispatches import Reservation
 from acp.runtime.keys import COORDINATOR_EVENTS_TOPIC as EVENTS_TOPIC
 from acp.runtime.keys import INTAKE, intake_queue, intake_queues
 from acp.runtime.processor import current_delivery
@@ -158,6 +160,35 @@ async def test_a_dispatch_for_model_capacity_carries_the_age_and_the_reservation
     [headers] = seen
     assert before - 0.05 <= float(headers["acp-since"]) <= after + 0.05
     assert "acp-res" in headers
+
+
+async def test_a_dispatch_reserves_what_its_server_tools_may_cost(make_bus: MakeBus) -> None:
+    """An agent offered web search may run ``web_max_uses`` searches in a turn, billed
+    per use: its dispatch reserves their price beside the tokens' (it reserved the
+    tokens only, so searches could take a budget past its limit)."""
+    searcher = AUDITOR.model_copy(update={"tools": ["WebSearch"]})
+    reserved: dict[bool, float] = {}
+    seen: list[Envelope] = []
+
+    class Recording(ClaudeAgent):
+        async def handle(self, env: Any, ctx: Context) -> dict[str, Any] | None:
+            seen.append(env)
+            return await super().handle(env, ctx)
+
+    for web in (False, True):
+        cfg = config().model_copy(update={"tools": ToolsConfig(web_search=web)})
+        with FakeAnthropic() as api:
+            client_ = claude_client(api_key="test", base_url=api.url)
+            async with (
+                coordinator(make_bus, cfg),
+                worker(make_bus, Recording(searcher, client=client_, config=cfg)),
+                make_bus() as bus,
+            ):
+                await Client(bus).request("stream-auditor", {"cmd": "AUDIT"}, timeout=30)
+        reservation = Reservation.of(seen[-1])
+        assert reservation is not None
+        reserved[web] = reservation.cost_usd
+    assert reserved[True] - reserved[False] == pytest.approx(5 * 10.0 / 1000)
 
 
 async def test_a_coordinator_that_starts_later_is_used_at_once_by_workers_and_clients(

@@ -430,6 +430,21 @@ def test_reserve_at_dispatch_reconcile_on_completion() -> None:
     assert budget["spent_usd"] == pytest.approx(0.005)
 
 
+def test_what_a_jobs_server_tools_may_cost_is_reserved_with_its_tokens() -> None:
+    """Web searches are billed per use, beside the tokens: a turn that may make five
+    holds their price too, so a budget that fits only the tokens does not take it."""
+    clock = Clock()
+    policy = SchedulingPolicy(make_config(Budgets(daily_usd=1.0)), clock=clock)
+    policy.submit(job(clock, server_tools_usd=0.05))
+    [d] = policy.decide().dispatch
+    assert d.reserved_usd == pytest.approx(WORST + 0.05)
+    assert d.expected_usd == pytest.approx((1000 * 2 + 200 * 10) / 1e6)
+    tight = SchedulingPolicy(make_config(Budgets(daily_usd=WORST + 0.01)), clock=clock)
+    tight.submit(job(clock, server_tools_usd=0.05))
+    [refusal] = tight.decide().refused
+    assert refusal.reason == "budget"
+
+
 def test_unknown_usage_charges_the_whole_reservation() -> None:
     clock = Clock()
     policy = SchedulingPolicy(make_config(Budgets(daily_usd=1.0)), clock=clock)

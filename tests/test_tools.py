@@ -212,6 +212,27 @@ def test_no_tools_line_inherits_everything_allowed_less_what_is_disallowed(
     assert nothing.off["Bash"].startswith("off: no workspace")
 
 
+@pytest.mark.parametrize("search", [False, True])
+@pytest.mark.parametrize("fetch", [False, True])
+@pytest.mark.parametrize(
+    ("tools", "denied"),
+    [([], []), (["WebSearch"], []), (["Read", "WebFetch"], []), ([], ["WebSearch"])],
+)
+def test_the_coordinator_prices_the_server_tools_the_worker_offers(
+    search: bool, fetch: bool, tools: list[str], denied: list[str]
+) -> None:
+    """The coordinator reserves for a turn what its server tools may bill; it must
+    price exactly those the worker's toolbox offers the agent."""
+    config = ToolsConfig(web_search=search, web_fetch=fetch, web_max_uses=3,
+                         web_search_usd_per_1000=10.0, web_fetch_usd_per_1000=20.0)  # fmt: skip
+    agent = definition(tools, disallowedTools=denied)
+    offered = Toolbox(config).plan(agent).server
+    each = {"WebSearch": 3 * 10.0 / 1000, "WebFetch": 3 * 20.0 / 1000}
+    assert config.server_tools_usd(agent.tools, agent.disallowed_tools) == pytest.approx(
+        sum(each[name] for name in offered)
+    )
+
+
 def test_relative_tool_paths_are_from_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     config = tmp_path / "acp.toml"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -245,6 +245,21 @@ class ToolsConfig(_Frozen):
     mcp_config: str | None = None
     #: seconds an MCP call may take before it is a tool error
     mcp_timeout_s: float = Field(default=60.0, gt=0)
+
+    def server_tools_usd(self, tools: Sequence[str], disallowed: Sequence[str]) -> float:
+        """The most the API's server tools may bill for one model turn of an agent whose
+        definition lists ``tools`` (empty: all that is on here) and ``disallowed``: each
+        one on here and offered to it, used ``web_max_uses`` times. The coordinator
+        reserves it beside the tokens (``Toolbox.plan`` offers the same ones)."""
+        priced = {
+            "WebSearch": (self.web_search, self.web_search_usd_per_1000),
+            "WebFetch": (self.web_fetch, self.web_fetch_usd_per_1000),
+        }
+        return sum(
+            self.web_max_uses * per_1000 / 1000
+            for name, (on, per_1000) in priced.items()
+            if on and (not tools or name in tools) and name not in disallowed
+        )
 
     def cost(self, usage: Usage) -> float:
         """USD for the server tool uses in ``usage``."""

@@ -512,6 +512,11 @@ class Coordinator:
                 self.sizer.estimate(agent, prompt_bytes(definition, env)) if definition else None
             ),
             request=env.headers.get(H_ROOT) or env.id,
+            server_tools_usd=(
+                self.config.tools.server_tools_usd(definition.tools, definition.disallowed_tools)
+                if definition
+                else 0.0
+            ),
         )
 
     # -- deciding -----------------------------------------------------------------------

@@ -136,6 +136,8 @@ class Job:
     max_tokens: int | None = None
     #: the request tree this job belongs to (its root's id): ``per_request_usd``
     request: str | None = None
+    #: the most the API's server tools (web search) may bill for this turn, USD
+    server_tools_usd: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= 9:
@@ -146,6 +148,8 @@ class Job:
             raise ValueError("input_tokens must be >= 0")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
+        if not self.server_tools_usd >= 0:
+            raise ValueError("server_tools_usd must be >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -616,8 +620,10 @@ class SchedulingPolicy:
         expect_out = min(max_tokens, round(est.output_mean))
         price = spec.price
         write = price.cache_write_1h if self._cache_ttl == "1h" else price.cache_write_5m
-        # worst case: every input token a cache write, every max_tokens token generated
+        # worst case: every input token a cache write, every max_tokens token generated,
+        # every server tool use the turn may make
         worst = (reserve_in * max(price.input, write) + max_tokens * price.output) / 1e6
+        worst += job.server_tools_usd
         expected = (expect_in * price.input + expect_out * price.output) / 1e6
         return _Reservation(tier, reserve_in, expect_out, max_tokens, worst, expected)
 
