@@ -116,6 +116,8 @@ def test_every_script_runs_on_a_cluster_with_its_keys_in_one_slot(
             await bus.open_join("j", 2, b"then", {}, ttl=60)  # OPEN_JOIN
             assert await bus.arrive("j", "a", b"1") is None  # ARRIVE
             assert await bus.arrive("j", "b", b"2") == b"then"
+            await bus.mark("cancelled", ["root-1"], ttl=60)  # MARK
+            assert await bus.marked("cancelled", ["root-1", "root-2"]) == {"root-1"}  # MARKED
 
     anyio.run(every_primitive)
     names = {name for name, _ in calls}
