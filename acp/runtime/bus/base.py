@@ -491,6 +491,7 @@ class Bus(abc.ABC):
         return await self._add_to_counters(name, amounts, ttl=ttl, once=once)
 
     async def counters(self, name: str) -> dict[str, float]:
+        """Every counter of ``name`` (an empty map once the set has expired)."""
         self._named(name, "counters")
         return await self._counters(name)
 
