@@ -26,9 +26,9 @@ from acp.agents.config import ToolsConfig
 from acp.catalogue import shipped_agents
 from acp.catalogue.pipeline_doctor import agent as doctor_agent
 from acp.protocol import Envelope, MessageKind, PipelineStatusCommand
-from acp.runtime.bus import Bus, BusOptions
+from acp.runtime.bus import Bus, BusOptions, MemoryBus
 from acp.runtime.client import Client
-from acp.runtime.coordinator import Coordinator
+from acp.runtime.coordinator import Coordinator, _Live
 from acp.runtime.dispatches import Reservation
 from acp.runtime.keys import COORDINATOR_EVENTS_TOPIC as EVENTS_TOPIC
 from acp.runtime.keys import INTAKE, intake_queue, intake_queues
@@ -165,9 +165,10 @@ async def test_a_dispatch_for_model_capacity_carries_the_age_and_the_reservation
 async def test_a_dispatch_reserves_what_its_server_tools_may_cost(make_bus: MakeBus) -> None:
     """An agent offered web search may run ``web_max_uses`` searches in a turn, billed
     per use: its dispatch reserves their price beside the tokens' (it reserved the
-    tokens only, so searches could take a budget past its limit)."""
+    tokens only, so searches could take a budget past its limit). What the worker
+    offers decides it (it announces the price), whatever the coordinator's own
+    ``[tools]`` say."""
     searcher = AUDITOR.model_copy(update={"tools": ["WebSearch"]})
-    reserved: dict[bool, float] = {}
     seen: list[Envelope] = []
 
     class Recording(ClaudeAgent):
@@ -175,20 +176,42 @@ async def test_a_dispatch_reserves_what_its_server_tools_may_cost(make_bus: Make
             seen.append(env)
             return await super().handle(env, ctx)
 
-    for web in (False, True):
-        cfg = config().model_copy(update={"tools": ToolsConfig(web_search=web)})
+    def with_search(on: bool) -> RuntimeConfig:
+        return config().model_copy(update={"tools": ToolsConfig(web_search=on)})
+
+    async def reserved(coordinator_search: bool, worker_search: bool) -> float:
+        cfg = with_search(worker_search)
         with FakeAnthropic() as api:
             client_ = claude_client(api_key="test", base_url=api.url)
             async with (
-                coordinator(make_bus, cfg),
+                coordinator(make_bus, with_search(coordinator_search)),
                 worker(make_bus, Recording(searcher, client=client_, config=cfg)),
                 make_bus() as bus,
             ):
                 await Client(bus).request("stream-auditor", {"cmd": "AUDIT"}, timeout=30)
         reservation = Reservation.of(seen[-1])
         assert reservation is not None
-        reserved[web] = reservation.cost_usd
-    assert reserved[True] - reserved[False] == pytest.approx(5 * 10.0 / 1000)
+        return reservation.cost_usd
+
+    tokens = await reserved(False, False)
+    five_searches = 5 * 10.0 / 1000
+    assert await reserved(True, True) - tokens == pytest.approx(five_searches)
+    assert await reserved(False, True) - tokens == pytest.approx(five_searches)
+    assert await reserved(True, False) == pytest.approx(tokens)
+
+
+def test_a_worker_that_does_not_announce_its_server_tools_is_priced_by_the_coordinator() -> None:
+    """Workers older than the announcement: the coordinator's own ``[tools]`` price
+    the definition."""
+    searcher = AUDITOR.model_copy(update={"tools": ["WebSearch"]})
+    cfg = config().model_copy(update={"tools": ToolsConfig(web_search=True, web_max_uses=3)})
+    coord = Coordinator(MemoryBus(), cfg)
+    silent = _Live(kind="claude", tier="sonnet", complexity="medium", workers=1)
+    assert coord._server_tools_usd(searcher, silent) == pytest.approx(3 * 10.0 / 1000)
+    assert coord._server_tools_usd(None, silent) == 0.0
+    told = _Live(kind="claude", tier="sonnet", complexity="medium", workers=1,
+                 server_tools_usd=0.0)  # fmt: skip
+    assert coord._server_tools_usd(searcher, told) == 0.0
 
 
 async def test_a_coordinator_that_starts_later_is_used_at_once_by_workers_and_clients(

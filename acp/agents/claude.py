@@ -351,6 +351,9 @@ class ClaudeAgent(AgentBase):
         self.toolbox.redactor.add([self.client.api_key])
         #: what the definition gets of the toolbox (MCP tools listed on first use)
         self.tool_plan = self.toolbox.plan(definition)
+        self.server_tools_usd = self.toolbox.config.server_tools_usd(
+            definition.tools, definition.disallowed_tools
+        )
         self._functions = {t.name: t for t in tools}
         taken = {*self._functions, *self.tool_plan.names()} & {DELEGATE, PUBLISH_STATUS}
         if taken or len(self._functions) < len(tools):

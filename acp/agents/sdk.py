@@ -128,6 +128,9 @@ class AgentBase(abc.ABC):
     #: per batch). Off for plain handlers, which may run a replay again, as after a
     #: crash; its effects are dropped at commit either way
     once_per_message: bool = False
+    #: the most the API's server tools (web search) may bill for one of its turns, USD:
+    #: announced, so that the coordinator reserves it with the tokens
+    server_tools_usd: float = 0.0
 
     def lifespan(self) -> AbstractAsyncContextManager[Any]:
         """Held by the worker while the agent runs: what it needs open across messages

@@ -105,6 +105,8 @@ class _Live:
     tier: str
     complexity: str
     workers: int
+    #: the most its workers announced a turn's server tools may bill (None: none said)
+    server_tools_usd: float | None = None
 
 
 class Coordinator:
@@ -512,12 +514,18 @@ class Coordinator:
                 self.sizer.estimate(agent, prompt_bytes(definition, env)) if definition else None
             ),
             request=env.headers.get(H_ROOT) or env.id,
-            server_tools_usd=(
-                self.config.tools.server_tools_usd(definition.tools, definition.disallowed_tools)
-                if definition
-                else 0.0
-            ),
+            server_tools_usd=self._server_tools_usd(definition, live),
         )
+
+    def _server_tools_usd(self, definition: AgentDefinition | None, live: _Live) -> float:
+        """What a turn's server tools may bill: as the agent's workers announced it
+        (their ``[tools]`` decide what they offer), else as this coordinator's own
+        settings price the definition (workers older than the announcement)."""
+        if live.server_tools_usd is not None:
+            return live.server_tools_usd
+        if definition is None:
+            return 0.0
+        return self.config.tools.server_tools_usd(definition.tools, definition.disallowed_tools)
 
     # -- deciding -----------------------------------------------------------------------
 
@@ -578,11 +586,17 @@ class Coordinator:
             info = read_presence(raw)  # a WorkerPresence, from whichever version wrote it
             agent = str(info.get("agent"))
             known = live.get(agent)
+            priced = [
+                float(usd)
+                for usd in (info.get("server_tools_usd"), known and known.server_tools_usd)
+                if isinstance(usd, int | float) and usd >= 0
+            ]
             live[agent] = _Live(
                 kind=str(info.get("kind", "python")),
                 tier=str(info.get("tier", "sonnet")),
                 complexity=str(info.get("complexity", "medium")),
                 workers=(known.workers if known else 0) + 1,
+                server_tools_usd=max(priced) if priced else None,
             )
         self._live = live
         for waiter in [w for w in self._parked.values() if w.agent in live]:

@@ -43,6 +43,9 @@ class WorkerPresence(TypedDict):
     host: str
     pid: int
     started_at: float
+    #: what a turn's server tools may bill (absent from older workers: the
+    #: coordinator prices them by its own ``[tools]``)
+    server_tools_usd: NotRequired[float]
 
 
 class CoordinatorPresence(TypedDict):

@@ -550,6 +550,7 @@ class Worker:
                 "host": self.host,
                 "pid": os.getpid(),
                 "started_at": self.started_at,
+                "server_tools_usd": agent.server_tools_usd,
             }
             await self.bus.announce(
                 WORKERS,
