@@ -634,24 +634,26 @@ class RedisBus(Bus):
         return "1"
 
     def _denied(self, exc: Exception) -> AccessDenied:
+        def who(user: str | None) -> str:
+            return f"user {user!r}" if user else "the default user"
+
         text = str(exc).replace("\n", " ")
         if isinstance(exc, _SentinelsRefused):
-            user = self.settings.sentinel_username
             hosts = ", ".join(f"{host}:{port}" for host, port in self.settings.sentinels)
             return AccessDenied(
                 f"the Sentinels of {self.settings.redacted_url} ({hosts}) refused "
-                f"{f'user {user!r}' if user else 'the default user'}: {text} (a Sentinel's "
-                "own password goes in the URL as sentinel_password, with sentinel_username "
-                "for an ACL user; the URL's user and password are the data nodes')"
+                f"{who(self.settings.sentinel_username)}: {text} (a Sentinel's own password "
+                "goes in the URL as sentinel_password, with sentinel_username for an ACL "
+                "user; the URL's user and password are the data nodes')"
             )
-        who = f"user {self.settings.username!r}" if self.settings.username else "the default user"
+        user = who(self.settings.username)
         if isinstance(exc, AuthenticationError):
             return AccessDenied(
-                f"Redis at {self.settings.redacted_url} refused {who}: {text} (check the "
+                f"Redis at {self.settings.redacted_url} refused {user}: {text} (check the "
                 "password, and that the user is on)"
             )
         return AccessDenied(
-            f"Redis at {self.settings.redacted_url} denied {who}: {text} (see runtime/users.acl "
+            f"Redis at {self.settings.redacted_url} denied {user}: {text} (see runtime/users.acl "
             "for what each role needs)"
         )
 
