@@ -53,6 +53,18 @@ def config(**overrides: Any) -> RuntimeConfig:
     return load_config(env=env)
 
 
+class Recording(ClaudeAgent):
+    """A Claude agent that keeps every envelope it is handed (as dispatched to it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[Envelope] = []
+
+    async def handle(self, env: Any, ctx: Context) -> dict[str, Any] | None:
+        self.seen.append(env)
+        return await super().handle(env, ctx)
+
+
 def auditor(api: FakeAnthropic, cfg: RuntimeConfig) -> ClaudeAgent:
     return ClaudeAgent(AUDITOR, client=claude_client(api_key="test", base_url=api.url), config=cfg)
 
@@ -137,19 +149,13 @@ async def test_a_dispatch_for_model_capacity_carries_the_age_and_the_reservation
     """What a Python agent's forward leaves out, a Claude agent's dispatch carries: the
     server time its chain first reached the coordinator (its later steps keep it) and
     what the coordinator reserved for it."""
-    seen: list[dict[str, str]] = []
-
-    class Recording(ClaudeAgent):
-        async def handle(self, env: Any, ctx: Context) -> dict[str, Any] | None:
-            seen.append(dict(env.headers))
-            return await super().handle(env, ctx)
-
     cfg = config()
     with FakeAnthropic() as api:
-        client_ = claude_client(api_key="test", base_url=api.url)
+        agent = Recording(AUDITOR, client=claude_client(api_key="test", base_url=api.url),
+                          config=cfg)  # fmt: skip
         async with (
             coordinator(make_bus, cfg) as coord,
-            worker(make_bus, Recording(AUDITOR, client=client_, config=cfg)),
+            worker(make_bus, agent),
             make_bus() as bus,
         ):
             before = coord.now()
@@ -157,7 +163,7 @@ async def test_a_dispatch_for_model_capacity_carries_the_age_and_the_reservation
             reply = await Client(bus).request("stream-auditor", body, timeout=30)
             after = coord.now()
     assert reply.kind is MessageKind.REPLY
-    [headers] = seen
+    [headers] = [env.headers for env in agent.seen]
     assert before - 0.05 <= float(headers["acp-since"]) <= after + 0.05
     assert "acp-res" in headers
 
@@ -169,12 +175,6 @@ async def test_a_dispatch_reserves_what_its_server_tools_may_cost(make_bus: Make
     offers decides it (it announces the price), whatever the coordinator's own
     ``[tools]`` say."""
     searcher = AUDITOR.model_copy(update={"tools": ["WebSearch"]})
-    seen: list[Envelope] = []
-
-    class Recording(ClaudeAgent):
-        async def handle(self, env: Any, ctx: Context) -> dict[str, Any] | None:
-            seen.append(env)
-            return await super().handle(env, ctx)
 
     def with_search(on: bool) -> RuntimeConfig:
         return config().model_copy(update={"tools": ToolsConfig(web_search=on)})
@@ -182,14 +182,16 @@ async def test_a_dispatch_reserves_what_its_server_tools_may_cost(make_bus: Make
     async def reserved(coordinator_search: bool, worker_search: bool) -> float:
         cfg = with_search(worker_search)
         with FakeAnthropic() as api:
-            client_ = claude_client(api_key="test", base_url=api.url)
+            agent = Recording(searcher, client=claude_client(api_key="test", base_url=api.url),
+                              config=cfg)  # fmt: skip
             async with (
                 coordinator(make_bus, with_search(coordinator_search)),
-                worker(make_bus, Recording(searcher, client=client_, config=cfg)),
+                worker(make_bus, agent),
                 make_bus() as bus,
             ):
                 await Client(bus).request("stream-auditor", {"cmd": "AUDIT"}, timeout=30)
-        reservation = Reservation.of(seen[-1])
+        [env] = agent.seen
+        reservation = Reservation.of(env)
         assert reservation is not None
         return reservation.cost_usd
 
